@@ -1,0 +1,253 @@
+//! The chain as seen between heights: who validates the next height, what the last block and
+//! commit were, and the application's hash. Both the engine (after each decision) and the
+//! node (when it replays its stored blocks on start) move it forward with [`ChainState::advance`],
+//! so recovery and live operation compute exactly the same state.
+//!
+//! Validator-set changes returned by the application when it executes block `h` take effect
+//! at height `h + 1`: the header of block `h + 1` already carries the new `validators_hash`,
+//! and its commit is checked against the new set.
+
+use crate::codec::encode;
+use crate::crypto::{sha256, vote_sign_bytes};
+use crate::proposer::ProposerSchedule;
+use crate::traits::SignatureVerifier;
+use crate::types::*;
+use crate::validator::{ValidatorSet, ValidatorUpdate};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error("chain id `{got}`, expected `{expected}`")]
+    WrongChain { expected: String, got: String },
+    #[error("height {got}, expected {expected}")]
+    WrongHeight { expected: Height, got: Height },
+    #[error("previous block id does not match the last decided block")]
+    WrongPrevious,
+    #[error("block time {got} is not after the previous block time {prev}")]
+    TimeNotMonotonic { prev: TimeMs, got: TimeMs },
+    #[error("validators hash does not match the validator set of this height")]
+    WrongValidators,
+    #[error("app hash does not match the application state")]
+    WrongAppHash,
+    #[error("transactions hash does not match the transactions")]
+    WrongTxsHash,
+    #[error("last commit hash does not match the last commit")]
+    WrongLastCommitHash,
+    #[error("last commit: {0}")]
+    BadLastCommit(String),
+    #[error("proposer {0} is not a validator of this height")]
+    UnknownProposer(Address),
+    #[error("block has {0} transactions or {1} bytes, over the limits")]
+    TooLarge(usize, usize),
+}
+
+/// Everything needed to start deciding `height`.
+#[derive(Clone, Debug)]
+pub struct ChainState {
+    pub chain_id: String,
+    /// The height to decide next.
+    pub height: Height,
+    pub validators: ValidatorSet,
+    pub schedule: ProposerSchedule,
+    /// Validators of `height - 1` (they signed `last_commit`).
+    pub last_validators: Option<ValidatorSet>,
+    /// Id and time of the block decided at `height - 1`.
+    pub last_block: Option<(BlockId, TimeMs)>,
+    pub last_commit: Option<Commit>,
+    pub app_hash: Hash,
+    pub genesis_time: TimeMs,
+}
+
+impl ChainState {
+    pub fn genesis(
+        chain_id: &str,
+        validators: ValidatorSet,
+        app_hash: Hash,
+        genesis_time: TimeMs,
+    ) -> Self {
+        ChainState {
+            chain_id: chain_id.to_string(),
+            height: Height(1),
+            schedule: ProposerSchedule::new(&validators),
+            validators,
+            last_validators: None,
+            last_block: None,
+            last_commit: None,
+            app_hash,
+            genesis_time,
+        }
+    }
+
+    /// Moves past a decided and executed block. Invalid updates (an empty or oversized set)
+    /// are dropped identically on every node; the set then stays as it was.
+    pub fn advance(
+        &mut self,
+        block: &Block,
+        commit: &Commit,
+        app_hash: Hash,
+        updates: &[ValidatorUpdate],
+    ) {
+        assert_eq!(
+            block.height(),
+            self.height,
+            "advance with a block of another height"
+        );
+        let next = if updates.is_empty() {
+            None
+        } else {
+            self.validators.apply_updates(updates).ok()
+        };
+        match next {
+            Some(next) => {
+                self.schedule.advance_to(&self.validators, &next);
+                self.last_validators = Some(std::mem::replace(&mut self.validators, next));
+            }
+            None => {
+                self.schedule.advance(&self.validators);
+                self.last_validators = Some(self.validators.clone());
+            }
+        }
+        self.last_block = Some((block.id(), block.header.time));
+        self.last_commit = Some(commit.clone());
+        self.app_hash = app_hash;
+        self.height = self.height.next();
+    }
+
+    pub fn proposer(&self, round: Round) -> Address {
+        self.schedule.proposer(&self.validators, round)
+    }
+
+    /// The header of a new block proposed by `proposer` at `now`.
+    pub fn new_header(&self, proposer: Address, now: TimeMs, txs: &[Vec<u8>]) -> Header {
+        let min_time = match self.last_block {
+            Some((_, t)) => t.0 + 1,
+            None => self.genesis_time.0,
+        };
+        Header {
+            chain_id: self.chain_id.clone(),
+            height: self.height,
+            time: TimeMs(now.0.max(min_time)),
+            prev_block_id: self.last_block.map(|(id, _)| id),
+            proposer,
+            txs_hash: txs_hash(txs),
+            app_hash: self.app_hash,
+            validators_hash: self.validators.hash(),
+            last_commit_hash: commit_hash(&self.last_commit),
+        }
+    }
+
+    /// Checks everything about a block that does not need the application.
+    pub fn check_block(
+        &self,
+        block: &Block,
+        verifier: &mut dyn SignatureVerifier,
+    ) -> Result<(), BlockError> {
+        let h = &block.header;
+        if h.chain_id != self.chain_id {
+            return Err(BlockError::WrongChain {
+                expected: self.chain_id.clone(),
+                got: h.chain_id.clone(),
+            });
+        }
+        if h.height != self.height {
+            return Err(BlockError::WrongHeight {
+                expected: self.height,
+                got: h.height,
+            });
+        }
+        if h.prev_block_id != self.last_block.map(|(id, _)| id) {
+            return Err(BlockError::WrongPrevious);
+        }
+        match self.last_block {
+            Some((_, prev)) if h.time <= prev => {
+                return Err(BlockError::TimeNotMonotonic { prev, got: h.time })
+            }
+            _ => {}
+        }
+        if h.validators_hash != self.validators.hash() {
+            return Err(BlockError::WrongValidators);
+        }
+        if h.app_hash != self.app_hash {
+            return Err(BlockError::WrongAppHash);
+        }
+        let bytes: usize = block.txs.iter().map(|t| t.len()).sum();
+        if block.txs.len() > crate::limits::MAX_BLOCK_TXS || bytes > crate::limits::MAX_BLOCK_BYTES
+        {
+            return Err(BlockError::TooLarge(block.txs.len(), bytes));
+        }
+        if h.txs_hash != txs_hash(&block.txs) {
+            return Err(BlockError::WrongTxsHash);
+        }
+        if h.last_commit_hash != commit_hash(&block.last_commit) {
+            return Err(BlockError::WrongLastCommitHash);
+        }
+        if self.validators.index_of(&h.proposer).is_none() {
+            return Err(BlockError::UnknownProposer(h.proposer));
+        }
+        match (&block.last_commit, &self.last_validators, self.last_block) {
+            (None, None, None) => Ok(()),
+            (Some(c), Some(vs), Some((id, _))) => {
+                if c.block_id != id || c.height.next() != self.height {
+                    return Err(BlockError::BadLastCommit(
+                        "not for the last decided block".into(),
+                    ));
+                }
+                verify_commit(&self.chain_id, vs, c, verifier).map_err(BlockError::BadLastCommit)
+            }
+            _ => Err(BlockError::BadLastCommit("missing or unexpected".into())),
+        }
+    }
+}
+
+/// Checks a commit: distinct members of `vs`, valid precommit signatures, +2/3 of the power.
+pub fn verify_commit(
+    chain_id: &str,
+    vs: &ValidatorSet,
+    commit: &Commit,
+    verifier: &mut dyn SignatureVerifier,
+) -> Result<(), String> {
+    let mut power = 0u64;
+    let mut seen = std::collections::BTreeSet::new();
+    if commit.signatures.len() > vs.len() {
+        return Err(format!(
+            "{} signatures for {} validators",
+            commit.signatures.len(),
+            vs.len()
+        ));
+    }
+    let bytes = vote_sign_bytes(
+        chain_id,
+        VoteType::Precommit,
+        commit.height,
+        commit.round,
+        Some(commit.block_id),
+    );
+    for s in &commit.signatures {
+        let idx = vs
+            .index_of(&s.validator)
+            .ok_or_else(|| format!("signer {} is not a validator", s.validator))?;
+        if !seen.insert(idx) {
+            return Err(format!("signer {} appears twice", s.validator));
+        }
+        verifier
+            .verify(&vs.get(idx).pub_key, vs.key(idx), &bytes, &s.signature)
+            .map_err(|e| format!("precommit of {}: {e}", s.validator))?;
+        power += vs.get(idx).power.0;
+    }
+    if !vs.is_quorum(power) {
+        return Err(format!(
+            "signers hold {power} of {} voting power; more than 2/3 needed",
+            vs.total_power()
+        ));
+    }
+    Ok(())
+}
+
+/// A stable digest of a chain state, for tests and traces.
+pub fn state_digest(c: &ChainState) -> Hash {
+    sha256(&encode(&(
+        c.height,
+        c.app_hash,
+        c.validators.hash(),
+        c.last_block.map(|b| b.0),
+    )))
+}

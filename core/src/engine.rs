@@ -1,0 +1,1193 @@
+//! The engine: one validator's (or observer's) consensus, as a sans-IO state machine.
+//!
+//! How to drive it: build it with [`Engine::new`] from a [`ChainState`] and the consensus log
+//! (`wal`) of the current height, send [`Input::Start`], then feed it every message, elapsed
+//! timeout and application answer through [`Engine::handle`]. Carry out the returned
+//! [`Output`]s **in order**: a `Persist` always comes before the `Broadcast` of the message it
+//! records, and must be durable before that broadcast leaves the node. Three outputs ask the
+//! application a question and expect the answer as an input: `BuildBlock` -> `BlockTxs`,
+//! `ValidateBlock` -> `BlockValidity`, `Decide` -> `Executed`. [`crate::traits::Node`] does all
+//! of this; use it unless you are testing the engine itself.
+//!
+//! The engine verifies signatures and membership, rejects bad input with an [`EngineError`]
+//! (never a panic, never a state change), buffers a bounded number of future-height messages,
+//! derives the paper's `upon` guards from the vote keeper and feeds them to
+//! [`crate::state_machine::apply`], signs what the state machine asks for (never two
+//! conflicting messages for one height, round and step, also after a restart), assembles the
+//! commit certificate, and paces heights by `TimeoutConfig::commit_ms`.
+
+use crate::chain::{verify_commit, BlockError, ChainState};
+use crate::crypto::{proposal_sign_bytes, vote_sign_bytes, PrivateKey};
+use crate::limits::*;
+use crate::state_machine::{apply, Action, Event, State, Step, TimeoutKind};
+use crate::traits::SignatureVerifier;
+use crate::types::*;
+use crate::validator::{ValidatorSet, ValidatorUpdate};
+use crate::votes::{verify_evidence, AddVote, Counting, VoteKeeper};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Timeout durations. Each paper timeout grows linearly with the round (`base + delta * round`)
+/// so that after GST every round eventually lasts long enough.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutConfig {
+    pub propose_ms: u64,
+    pub propose_delta_ms: u64,
+    pub prevote_ms: u64,
+    pub prevote_delta_ms: u64,
+    pub precommit_ms: u64,
+    pub precommit_delta_ms: u64,
+    /// Target block time: the next height starts this long after the previous one started
+    /// (or at once, if deciding took longer).
+    pub commit_ms: u64,
+    /// Period of re-broadcasting our own messages of the current round.
+    pub rebroadcast_ms: u64,
+    /// How long to wait before asking a peer again for a decided block we miss.
+    pub sync_retry_ms: u64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        TimeoutConfig {
+            propose_ms: 3000,
+            propose_delta_ms: 500,
+            prevote_ms: 1000,
+            prevote_delta_ms: 500,
+            precommit_ms: 1000,
+            precommit_delta_ms: 500,
+            commit_ms: 1000,
+            rebroadcast_ms: 2000,
+            sync_retry_ms: 500,
+        }
+    }
+}
+
+impl TimeoutConfig {
+    pub fn duration_ms(&self, kind: TimeoutKind, round: Round) -> u64 {
+        let r = round.0 as u64;
+        match kind {
+            TimeoutKind::Propose => self.propose_ms + self.propose_delta_ms.saturating_mul(r),
+            TimeoutKind::Prevote => self.prevote_ms + self.prevote_delta_ms.saturating_mul(r),
+            TimeoutKind::Precommit => self.precommit_ms + self.precommit_delta_ms.saturating_mul(r),
+            TimeoutKind::Commit => self.commit_ms,
+            TimeoutKind::Rebroadcast => self.rebroadcast_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub chain_id: String,
+    pub timeouts: TimeoutConfig,
+    /// A deliberately broken rule (test feature only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted: Option<crate::PlantedBug>,
+}
+
+impl EngineConfig {
+    pub fn new(chain_id: &str, timeouts: TimeoutConfig) -> Self {
+        EngineConfig {
+            chain_id: chain_id.to_string(),
+            timeouts,
+            #[cfg(feature = "planted-bugs")]
+            planted: None,
+        }
+    }
+    fn planted(&self, _bug: &str) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            use crate::PlantedBug::*;
+            return matches!(
+                (self.planted, _bug),
+                (Some(DecideOnPrevotes), "decide-on-prevotes")
+                    | (Some(CountByNumber), "count-by-number")
+                    | (Some(ForgetLastVote), "forget-last-vote")
+            );
+        }
+        #[allow(unreachable_code)]
+        false
+    }
+}
+
+/// A timer the engine asked for; it comes back as [`Input::TimeoutElapsed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timeout {
+    pub height: Height,
+    pub round: Round,
+    pub kind: TimeoutKind,
+}
+
+/// What the engine persists in the consensus log before it sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalEntry {
+    Proposal(Proposal),
+    Vote(Vote),
+}
+
+impl WalEntry {
+    pub fn height(&self) -> Height {
+        match self {
+            WalEntry::Proposal(p) => p.height,
+            WalEntry::Vote(v) => v.height,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Begin (or, after recovery, resume) the current height.
+    Start,
+    /// A decoded message from a peer.
+    Message {
+        from: PeerId,
+        msg: Message,
+    },
+    TimeoutElapsed(Timeout),
+    /// Answer to [`Output::BuildBlock`]: the transactions for our proposal.
+    BlockTxs {
+        height: Height,
+        round: Round,
+        txs: Vec<Vec<u8>>,
+    },
+    /// Answer to [`Output::ValidateBlock`]: the application's `valid(v)`.
+    BlockValidity {
+        height: Height,
+        block_id: BlockId,
+        valid: bool,
+    },
+    /// Answer to [`Output::Decide`]: the block was stored and executed.
+    Executed {
+        height: Height,
+        app_hash: Hash,
+        validator_updates: Vec<ValidatorUpdate>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Make this durable before carrying out any later output.
+    Persist(WalEntry),
+    Broadcast(Message),
+    Send {
+        to: PeerId,
+        msg: Message,
+    },
+    ScheduleTimeout {
+        timeout: Timeout,
+        at: TimeMs,
+    },
+    /// `getValue()`: ask the application for transactions; answer with [`Input::BlockTxs`].
+    BuildBlock {
+        height: Height,
+        round: Round,
+    },
+    /// Ask the application whether a block is valid; answer with [`Input::BlockValidity`].
+    ValidateBlock {
+        block: Block,
+    },
+    /// The height is decided: store block and commit, execute, answer with [`Input::Executed`].
+    Decide {
+        block: Block,
+        commit: Commit,
+    },
+    /// A peer is behind: send it our stored decided block of `height` with its commit.
+    SendDecided {
+        to: PeerId,
+        height: Height,
+    },
+    /// Misbehaviour observed and verified.
+    Evidence(Evidence),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "message for chain `{got}`, this node runs `{expected}`: the peer uses another genesis"
+    )]
+    WrongChain { expected: String, got: String },
+    #[error(
+        "message for height {got} is too far ahead of our height {current}; catching up first"
+    )]
+    TooFarAhead { got: Height, current: Height },
+    #[error("message for round {got} is more than {MAX_ROUNDS_AHEAD} rounds ahead of our round {current}")]
+    RoundTooFar { got: Round, current: Round },
+    #[error("vote from {0}, which is not a validator at this height")]
+    UnknownValidator(Address),
+    #[error("{what}: signature does not verify ({detail})")]
+    BadSignature { what: &'static str, detail: String },
+    #[error("proposer of height {height} round {round} sent a second, different proposal")]
+    ConflictingProposal { height: Height, round: Round },
+    #[error("malformed {0}")]
+    Malformed(String),
+    #[error("decided block rejected: {0}")]
+    BadDecided(String),
+    #[error("invalid evidence: {0}")]
+    BadEvidence(String),
+    #[error("future-message buffer full ({MAX_FUTURE_MESSAGES}); message dropped")]
+    BufferFull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Validity {
+    Pending,
+    Valid,
+    Invalid,
+}
+
+#[derive(Debug, Clone)]
+struct ProposalEntry {
+    id: BlockId,
+    pol_round: Option<Round>,
+}
+
+/// Per-height state, reset when a height is decided.
+#[derive(Debug, Clone)]
+struct HeightState {
+    sm: State,
+    keeper: VoteKeeper,
+    proposals: BTreeMap<Round, ProposalEntry>,
+    blocks: BTreeMap<BlockId, (Block, Validity)>,
+    own_votes: BTreeMap<(Round, VoteType), Vote>,
+    own_proposals: BTreeMap<Round, Proposal>,
+    fired_polka_any: BTreeSet<Round>,
+    fired_polka_value: BTreeSet<Round>,
+    fired_precommit_any: BTreeSet<Round>,
+    evidence_seen: BTreeSet<(Address, Round, VoteType)>,
+    /// A commit received from a peer (catch-up), used instead of assembling our own.
+    external_commit: Option<Commit>,
+    started: bool,
+    executing: Option<(Block, Commit)>,
+    started_at: TimeMs,
+}
+
+impl HeightState {
+    fn new(height: Height, counting: Counting) -> Self {
+        HeightState {
+            sm: State::new(height),
+            keeper: VoteKeeper::new(counting),
+            proposals: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+            own_votes: BTreeMap::new(),
+            own_proposals: BTreeMap::new(),
+            fired_polka_any: BTreeSet::new(),
+            fired_polka_value: BTreeSet::new(),
+            fired_precommit_any: BTreeSet::new(),
+            evidence_seen: BTreeSet::new(),
+            external_commit: None,
+            started: false,
+            executing: None,
+            started_at: TimeMs(0),
+        }
+    }
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    key: Option<PrivateKey>,
+    chain: ChainState,
+    hs: HeightState,
+    verifier: Box<dyn SignatureVerifier>,
+    future: Vec<(PeerId, Message)>,
+    recent_serves: VecDeque<(PeerId, Height)>,
+    last_sync_request: Option<(Height, TimeMs)>,
+    /// Highest height a verified peer message showed us, and who showed it.
+    ahead: Option<(Height, PeerId)>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("height", &self.chain.height)
+            .field("sm", &self.hs.sm)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine at `chain.height`, resuming from `wal` (our own signed messages of that height,
+    /// as persisted). `key` is `None` for an observer.
+    pub fn new(
+        cfg: EngineConfig,
+        key: Option<PrivateKey>,
+        chain: ChainState,
+        wal: Vec<WalEntry>,
+        verifier: Box<dyn SignatureVerifier>,
+    ) -> Self {
+        let mut e = Engine {
+            hs: HeightState::new(chain.height, Counting::ByPower),
+            cfg,
+            key,
+            chain,
+            verifier,
+            future: Vec::new(),
+            recent_serves: VecDeque::new(),
+            last_sync_request: None,
+            ahead: None,
+        };
+        e.reset_height();
+        if !e.cfg.planted("forget-last-vote") {
+            e.recover(wal);
+        }
+        e
+    }
+
+    // ---- getters ----
+    pub fn height(&self) -> Height {
+        self.chain.height
+    }
+    pub fn round(&self) -> Round {
+        self.hs.sm.round
+    }
+    pub fn step(&self) -> Step {
+        self.hs.sm.step
+    }
+    pub fn state(&self) -> &State {
+        &self.hs.sm
+    }
+    pub fn chain(&self) -> &ChainState {
+        &self.chain
+    }
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.chain.validators
+    }
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+    /// Our validator address, if we have a key.
+    pub fn address(&self) -> Option<Address> {
+        self.key.as_ref().map(|k| k.address())
+    }
+    /// Whether we vote at the current height.
+    pub fn is_validator(&self) -> bool {
+        self.address()
+            .is_some_and(|a| self.chain.validators.index_of(&a).is_some())
+    }
+    /// Whether the current height has started (false while pacing between heights).
+    pub fn is_started(&self) -> bool {
+        self.hs.started
+    }
+    /// The highest height a peer showed us, if above ours (we are catching up).
+    pub fn catching_up_to(&self) -> Option<Height> {
+        self.ahead
+            .map(|(h, _)| h)
+            .filter(|h| *h > self.chain.height)
+    }
+
+    /// The one entry point. On error nothing changed.
+    pub fn handle(&mut self, now: TimeMs, input: Input) -> Result<Vec<Output>, EngineError> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start => self.on_start(now, &mut out),
+            Input::Message { from, msg } => self.on_message(now, from, msg, &mut out)?,
+            Input::TimeoutElapsed(t) => self.on_timeout(now, t, &mut out),
+            Input::BlockTxs { height, round, txs } => {
+                self.on_block_txs(now, height, round, txs, &mut out)
+            }
+            Input::BlockValidity {
+                height,
+                block_id,
+                valid,
+            } => {
+                if height == self.chain.height {
+                    if let Some((_, v)) = self.hs.blocks.get_mut(&block_id) {
+                        if *v == Validity::Pending {
+                            *v = if valid {
+                                Validity::Valid
+                            } else {
+                                Validity::Invalid
+                            };
+                        }
+                    }
+                }
+            }
+            Input::Executed {
+                height,
+                app_hash,
+                validator_updates,
+            } => self.on_executed(now, height, app_hash, &validator_updates, &mut out),
+        }
+        self.evaluate(now, &mut out);
+        Ok(out)
+    }
+
+    fn reset_height(&mut self) {
+        let counting = if self.cfg.planted("count-by-number") {
+            #[cfg(feature = "planted-bugs")]
+            {
+                Counting::ByNumber
+            }
+            #[cfg(not(feature = "planted-bugs"))]
+            Counting::ByPower
+        } else {
+            Counting::ByPower
+        };
+        self.hs = HeightState::new(self.chain.height, counting);
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.hs.sm.planted = self.cfg.planted;
+        }
+    }
+
+    /// Restores our own signed messages of the current height: the round we reached, our lock
+    /// (our highest precommit for a value), and the guard against signing anything conflicting.
+    fn recover(&mut self, wal: Vec<WalEntry>) {
+        let me = self.address();
+        for entry in wal.into_iter().filter(|e| e.height() == self.chain.height) {
+            match entry {
+                WalEntry::Proposal(p) => {
+                    let id = p.block.id();
+                    self.hs
+                        .blocks
+                        .insert(id, (p.block.clone(), Validity::Valid));
+                    self.hs.proposals.insert(
+                        p.round,
+                        ProposalEntry {
+                            id,
+                            pol_round: p.pol_round,
+                        },
+                    );
+                    self.hs.sm.round = self.hs.sm.round.max(p.round);
+                    self.hs.own_proposals.insert(p.round, p);
+                }
+                WalEntry::Vote(v) if Some(v.validator) == me => {
+                    if let (VoteType::Precommit, Some(id)) = (v.vote_type, v.block_id) {
+                        if self.hs.sm.locked.is_none_or(|(lr, _)| lr < v.round) {
+                            self.hs.sm.locked = Some((v.round, id));
+                            self.hs.sm.valid = Some((v.round, id));
+                        }
+                    }
+                    self.hs.sm.round = self.hs.sm.round.max(v.round);
+                    if let Some(idx) = self.chain.validators.index_of(&v.validator) {
+                        let power = self.chain.validators.get(idx).power;
+                        self.hs.keeper.add(v.clone(), idx, power);
+                    }
+                    self.hs.own_votes.insert((v.round, v.vote_type), v);
+                }
+                WalEntry::Vote(_) => {}
+            }
+        }
+    }
+
+    fn on_start(&mut self, now: TimeMs, out: &mut Vec<Output>) {
+        if self.hs.started || self.hs.executing.is_some() {
+            return;
+        }
+        self.hs.started = true;
+        self.hs.started_at = now;
+        let round = self.hs.sm.round;
+        self.start_round(now, round, out);
+    }
+
+    fn is_proposer(&self, round: Round) -> bool {
+        self.address()
+            .is_some_and(|a| self.chain.proposer(round) == a)
+    }
+
+    fn start_round(&mut self, now: TimeMs, round: Round, out: &mut Vec<Output>) {
+        let proposer = self.is_proposer(round);
+        let actions = apply(&mut self.hs.sm, Event::StartRound { round, proposer });
+        self.schedule(now, TimeoutKind::Rebroadcast, round, out);
+        for a in actions {
+            self.act(now, a, out);
+        }
+    }
+
+    fn schedule(&self, now: TimeMs, kind: TimeoutKind, round: Round, out: &mut Vec<Output>) {
+        let at = TimeMs(
+            now.0
+                .saturating_add(self.cfg.timeouts.duration_ms(kind, round)),
+        );
+        out.push(Output::ScheduleTimeout {
+            timeout: Timeout {
+                height: self.chain.height,
+                round,
+                kind,
+            },
+            at,
+        });
+    }
+
+    fn quorum(&self, power: u64) -> bool {
+        if self.cfg.planted("count-by-number") {
+            return 3 * power > 2 * self.chain.validators.len() as u64;
+        }
+        self.chain.validators.is_quorum(power)
+    }
+    fn one_third(&self, power: u64) -> bool {
+        if self.cfg.planted("count-by-number") {
+            return 3 * power > self.chain.validators.len() as u64;
+        }
+        self.chain.validators.is_one_third(power)
+    }
+
+    // ---- the upon rules ----
+
+    /// Applies every `upon` rule whose guard holds, until none does.
+    fn evaluate(&mut self, now: TimeMs, out: &mut Vec<Output>) {
+        for _ in 0..10_000 {
+            let Some(ev) = self.next_event() else { return };
+            let actions = apply(&mut self.hs.sm, ev);
+            for a in actions {
+                self.act(now, a, out);
+            }
+        }
+        panic!(
+            "upon-rule evaluation did not settle: every event must change state or be marked fired"
+        );
+    }
+
+    fn next_event(&mut self) -> Option<Event> {
+        if self.hs.sm.step == Step::Commit || self.hs.executing.is_some() {
+            return None;
+        }
+        if let Some(ev) = self.decision_event() {
+            return Some(ev); // L49
+        }
+        if !self.hs.started {
+            return None;
+        }
+        let r = self.hs.sm.round;
+        let step = self.hs.sm.step;
+        let k = &self.hs.keeper;
+        let proposal = self.hs.proposals.get(&r).and_then(|p| {
+            let validity = self.hs.blocks.get(&p.id).map(|(_, v)| *v)?;
+            (validity != Validity::Pending).then_some((
+                p.id,
+                p.pol_round,
+                validity == Validity::Valid,
+            ))
+        });
+        if step == Step::Propose {
+            match proposal {
+                Some((id, None, valid)) => {
+                    return Some(Event::Proposal {
+                        round: r,
+                        id,
+                        valid,
+                    })
+                } // L22
+                Some((id, Some(vr), valid))
+                    if vr < r && self.quorum(k.power_for(vr, VoteType::Prevote, Some(id))) =>
+                {
+                    return Some(Event::ProposalAndPolkaPrevious {
+                        round: r,
+                        id,
+                        valid,
+                        vr,
+                    }); // L28
+                }
+                _ => {}
+            }
+        }
+        if step == Step::Prevote
+            && !self.hs.fired_polka_any.contains(&r)
+            && self.quorum(k.power_any(r, VoteType::Prevote))
+        {
+            self.hs.fired_polka_any.insert(r);
+            return Some(Event::PolkaAny { round: r }); // L34
+        }
+        if step >= Step::Prevote && !self.hs.fired_polka_value.contains(&r) {
+            if let Some((id, _, true)) = proposal {
+                if self.quorum(k.power_for(r, VoteType::Prevote, Some(id))) {
+                    self.hs.fired_polka_value.insert(r);
+                    return Some(Event::ProposalAndPolkaCurrent { round: r, id });
+                    // L36
+                }
+            }
+        }
+        if step == Step::Prevote && self.quorum(k.power_for(r, VoteType::Prevote, None)) {
+            return Some(Event::PolkaNil { round: r }); // L44
+        }
+        if !self.hs.fired_precommit_any.contains(&r)
+            && self.quorum(k.power_any(r, VoteType::Precommit))
+        {
+            self.hs.fired_precommit_any.insert(r);
+            return Some(Event::PrecommitAny { round: r }); // L47
+        }
+        let skip = k
+            .rounds()
+            .filter(|rr| *rr > r)
+            .filter(|rr| self.one_third(k.heard_power(*rr)))
+            .max();
+        skip.map(|round| Event::RoundSkip { round }) // L55
+    }
+
+    /// L49: +2/3 precommits for a block we hold and know to be valid, in any round.
+    fn decision_event(&self) -> Option<Event> {
+        let vote_type = if self.cfg.planted("decide-on-prevotes") {
+            VoteType::Prevote
+        } else {
+            VoteType::Precommit
+        };
+        for round in self.hs.keeper.rounds() {
+            let tally = self.hs.keeper.tally(round, vote_type)?;
+            for (id, _) in self
+                .hs
+                .blocks
+                .iter()
+                .filter(|(_, (_, v))| *v == Validity::Valid)
+            {
+                if self.quorum(tally.power_for(Some(*id))) {
+                    return Some(Event::ProposalAndCommit { round, id: *id });
+                }
+            }
+        }
+        if let Some(c) = &self.hs.external_commit {
+            if self.hs.blocks.contains_key(&c.block_id) {
+                return Some(Event::ProposalAndCommit {
+                    round: c.round,
+                    id: c.block_id,
+                });
+            }
+        }
+        None
+    }
+
+    fn act(&mut self, now: TimeMs, action: Action, out: &mut Vec<Output>) {
+        match action {
+            Action::Propose {
+                round,
+                id,
+                pol_round,
+            } => self.propose(round, id, pol_round, out),
+            Action::GetValue { round } => {
+                out.push(Output::BuildBlock {
+                    height: self.chain.height,
+                    round,
+                });
+            }
+            Action::Prevote { round, id } => self.vote(VoteType::Prevote, round, id, out),
+            Action::Precommit { round, id } => self.vote(VoteType::Precommit, round, id, out),
+            Action::ScheduleTimeout { kind, round } => self.schedule(now, kind, round, out),
+            Action::Decide { round, id } => self.decide(round, id, out),
+            Action::NewRound { round } => self.start_round(now, round, out),
+        }
+    }
+
+    // ---- signing: persist first, never two conflicting messages ----
+
+    fn propose(
+        &mut self,
+        round: Round,
+        id: BlockId,
+        pol_round: Option<Round>,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(p) = self.hs.own_proposals.get(&round) {
+            out.push(Output::Broadcast(Message::Proposal(p.clone()))); // already signed: resend it
+            return;
+        }
+        let Some(key) = &self.key else { return };
+        let Some((block, _)) = self.hs.blocks.get(&id) else {
+            // validValue's block is unknown (we restarted after seeing it): propose anew.
+            out.push(Output::BuildBlock {
+                height: self.chain.height,
+                round,
+            });
+            return;
+        };
+        let bytes =
+            proposal_sign_bytes(&self.cfg.chain_id, self.chain.height, round, pol_round, id);
+        let p = Proposal {
+            height: self.chain.height,
+            round,
+            pol_round,
+            block: block.clone(),
+            signature: key.sign(&bytes),
+        };
+        out.push(Output::Persist(WalEntry::Proposal(p.clone())));
+        out.push(Output::Broadcast(Message::Proposal(p.clone())));
+        self.hs
+            .proposals
+            .insert(round, ProposalEntry { id, pol_round });
+        self.hs.own_proposals.insert(round, p);
+    }
+
+    fn vote(
+        &mut self,
+        vote_type: VoteType,
+        round: Round,
+        id: Option<BlockId>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(key) = &self.key else { return };
+        let me = key.address();
+        let Some(idx) = self.chain.validators.index_of(&me) else {
+            return;
+        }; // observers do not vote
+        if let Some(v) = self.hs.own_votes.get(&(round, vote_type)) {
+            // Signed before (possibly before a restart): resend that one, never a different one.
+            out.push(Output::Broadcast(Message::Vote(v.clone())));
+            return;
+        }
+        let bytes = vote_sign_bytes(&self.cfg.chain_id, vote_type, self.chain.height, round, id);
+        let v = Vote {
+            vote_type,
+            height: self.chain.height,
+            round,
+            block_id: id,
+            validator: me,
+            signature: key.sign(&bytes),
+        };
+        out.push(Output::Persist(WalEntry::Vote(v.clone())));
+        out.push(Output::Broadcast(Message::Vote(v.clone())));
+        let power = self.chain.validators.get(idx).power;
+        self.hs.keeper.add(v.clone(), idx, power);
+        self.hs.own_votes.insert((round, vote_type), v);
+    }
+
+    fn decide(&mut self, round: Round, id: BlockId, out: &mut Vec<Output>) {
+        let (block, _) = self
+            .hs
+            .blocks
+            .get(&id)
+            .expect("L49 fires only for a block we hold")
+            .clone();
+        let commit = match self.hs.external_commit.take() {
+            Some(c) if c.block_id == id => c,
+            _ => self.assemble_commit(round, id),
+        };
+        self.hs.executing = Some((block.clone(), commit.clone()));
+        out.push(Output::Decide { block, commit });
+    }
+
+    fn assemble_commit(&self, round: Round, id: BlockId) -> Commit {
+        let vote_type = if self.cfg.planted("decide-on-prevotes") {
+            VoteType::Prevote
+        } else {
+            VoteType::Precommit
+        };
+        let signatures = match self.hs.keeper.tally(round, vote_type) {
+            Some(t) => t
+                .votes_for(Some(id))
+                .map(|v| CommitSig {
+                    validator: v.validator,
+                    signature: v.signature,
+                })
+                .collect(),
+            None => vec![],
+        };
+        Commit {
+            height: self.chain.height,
+            round,
+            block_id: id,
+            signatures,
+        }
+    }
+
+    // ---- answers from the application ----
+
+    fn on_block_txs(
+        &mut self,
+        now: TimeMs,
+        height: Height,
+        round: Round,
+        txs: Vec<Vec<u8>>,
+        out: &mut Vec<Output>,
+    ) {
+        if height != self.chain.height
+            || round != self.hs.sm.round
+            || self.hs.sm.step != Step::Propose
+        {
+            return; // stale answer
+        }
+        if self.hs.own_proposals.contains_key(&round) {
+            return;
+        }
+        let Some(me) = self.address() else { return };
+        let mut txs = txs;
+        let mut bytes = 0usize;
+        let keep = txs
+            .iter()
+            .take(MAX_BLOCK_TXS)
+            .take_while(|t| {
+                bytes += t.len();
+                bytes <= MAX_BLOCK_BYTES
+            })
+            .count();
+        txs.truncate(keep);
+        let header = self.chain.new_header(me, now, &txs);
+        let block = Block {
+            header,
+            txs,
+            last_commit: self.chain.last_commit.clone(),
+        };
+        let id = block.id();
+        self.hs.blocks.insert(id, (block, Validity::Valid));
+        for a in apply(&mut self.hs.sm, Event::ProposeValue { round, id }) {
+            self.act(now, a, out);
+        }
+    }
+
+    fn on_executed(
+        &mut self,
+        now: TimeMs,
+        height: Height,
+        app_hash: Hash,
+        updates: &[ValidatorUpdate],
+        out: &mut Vec<Output>,
+    ) {
+        if height != self.chain.height {
+            return;
+        }
+        let Some((block, commit)) = self.hs.executing.take() else {
+            return;
+        };
+        let prev_start = self.hs.started_at;
+        self.chain.advance(&block, &commit, app_hash, updates);
+        self.reset_height();
+        // Pacing: the next height starts `commit_ms` after this one started.
+        let at = TimeMs(
+            now.0
+                .max(prev_start.0.saturating_add(self.cfg.timeouts.commit_ms)),
+        );
+        let timeout = Timeout {
+            height: self.chain.height,
+            round: Round(0),
+            kind: TimeoutKind::Commit,
+        };
+        out.push(Output::ScheduleTimeout { timeout, at });
+        if let Some((h, peer)) = self.ahead {
+            if h > self.chain.height {
+                self.last_sync_request = Some((self.chain.height, now));
+                out.push(Output::Send {
+                    to: peer,
+                    msg: Message::RequestDecided(self.chain.height),
+                });
+            }
+        }
+        self.replay_future(now, out);
+    }
+
+    fn replay_future(&mut self, now: TimeMs, out: &mut Vec<Output>) {
+        let h = self.chain.height;
+        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
+            .into_iter()
+            .partition(|(_, m)| m.height() == Some(h));
+        self.future = later
+            .into_iter()
+            .filter(|(_, m)| m.height().is_some_and(|mh| mh > h))
+            .collect();
+        for (from, msg) in ready {
+            let _ = self.on_message(now, from, msg, out); // re-verified against this height's set
+        }
+    }
+
+    fn on_timeout(&mut self, now: TimeMs, t: Timeout, out: &mut Vec<Output>) {
+        if t.height != self.chain.height {
+            return; // stale
+        }
+        let r = t.round;
+        let ev = match t.kind {
+            TimeoutKind::Commit => {
+                if !self.hs.started
+                    && self.hs.executing.is_none()
+                    && self.hs.sm.step != Step::Commit
+                {
+                    self.on_start(now, out);
+                }
+                return;
+            }
+            TimeoutKind::Rebroadcast => {
+                if self.hs.started && r == self.hs.sm.round && self.hs.sm.step != Step::Commit {
+                    self.rebroadcast(r, out);
+                    self.schedule(now, TimeoutKind::Rebroadcast, r, out);
+                }
+                return;
+            }
+            TimeoutKind::Propose => Event::TimeoutPropose { round: r },
+            TimeoutKind::Prevote => Event::TimeoutPrevote { round: r },
+            TimeoutKind::Precommit => Event::TimeoutPrecommit { round: r },
+        };
+        for a in apply(&mut self.hs.sm, ev) {
+            self.act(now, a, out);
+        }
+    }
+
+    /// Re-sends our own messages of the round: gossip over links that may lose messages.
+    fn rebroadcast(&self, round: Round, out: &mut Vec<Output>) {
+        if let Some(p) = self.hs.own_proposals.get(&round) {
+            out.push(Output::Broadcast(Message::Proposal(p.clone())));
+        }
+        for t in [VoteType::Prevote, VoteType::Precommit] {
+            if let Some(v) = self.hs.own_votes.get(&(round, t)) {
+                out.push(Output::Broadcast(Message::Vote(v.clone())));
+            }
+        }
+    }
+
+    // ---- messages ----
+
+    fn on_message(
+        &mut self,
+        now: TimeMs,
+        from: PeerId,
+        msg: Message,
+        out: &mut Vec<Output>,
+    ) -> Result<(), EngineError> {
+        match msg {
+            Message::Proposal(p) => self.on_proposal(now, from, p, out),
+            Message::Vote(v) => self.on_vote(now, from, v, out),
+            Message::Decided { block, commit } => self.on_decided(block, commit),
+            Message::RequestDecided(h) => {
+                if h < self.chain.height && h.0 >= 1 {
+                    out.push(Output::SendDecided {
+                        to: from,
+                        height: h,
+                    });
+                }
+                Ok(())
+            }
+            Message::Evidence(ev) => {
+                if ev.height() == self.chain.height {
+                    verify_evidence(&self.cfg.chain_id, &self.chain.validators, &ev)
+                        .map_err(EngineError::BadEvidence)?;
+                    let Evidence::DuplicateVote { a, .. } = &ev;
+                    if self
+                        .hs
+                        .evidence_seen
+                        .insert((a.validator, a.round, a.vote_type))
+                    {
+                        out.push(Output::Evidence(ev));
+                    }
+                }
+                Ok(())
+            }
+            Message::Tx(_) => Ok(()), // the mempool's business, not consensus
+        }
+    }
+
+    /// Sorts a message by height: `Ok(true)` to process now, `Ok(false)` when handled
+    /// (buffered, or answered for a lagging peer).
+    fn route_height(
+        &mut self,
+        now: TimeMs,
+        from: PeerId,
+        h: Height,
+        msg: &Message,
+        out: &mut Vec<Output>,
+    ) -> Result<bool, EngineError> {
+        let cur = self.chain.height;
+        if h == cur {
+            return Ok(true);
+        }
+        if h < cur {
+            self.serve(from, h, out);
+            return Ok(false);
+        }
+        if h.0 > cur.0 + MAX_FUTURE_HEIGHTS {
+            self.note_ahead(now, from, h, out);
+            return Err(EngineError::TooFarAhead {
+                got: h,
+                current: cur,
+            });
+        }
+        if self.future.len() >= MAX_FUTURE_MESSAGES {
+            return Err(EngineError::BufferFull);
+        }
+        self.future.push((from, msg.clone()));
+        self.note_ahead(now, from, h, out);
+        Ok(false)
+    }
+
+    /// A peer is ahead of us: ask it for the decided block of our height (rate-limited).
+    fn note_ahead(&mut self, now: TimeMs, from: PeerId, h: Height, out: &mut Vec<Output>) {
+        if self.ahead.is_none_or(|(ah, _)| h > ah) {
+            self.ahead = Some((h, from));
+        }
+        let due = match self.last_sync_request {
+            Some((rh, t)) => {
+                rh != self.chain.height || now.0 >= t.0 + self.cfg.timeouts.sync_retry_ms
+            }
+            None => true,
+        };
+        if due {
+            self.last_sync_request = Some((self.chain.height, now));
+            out.push(Output::Send {
+                to: from,
+                msg: Message::RequestDecided(self.chain.height),
+            });
+        }
+    }
+
+    /// A peer is behind (it sent something for an old height): send it that decided block once.
+    fn serve(&mut self, to: PeerId, h: Height, out: &mut Vec<Output>) {
+        if h.0 == 0 || self.recent_serves.contains(&(to, h)) {
+            return;
+        }
+        if self.recent_serves.len() >= MAX_RECENT_SERVES {
+            self.recent_serves.pop_front();
+        }
+        self.recent_serves.push_back((to, h));
+        out.push(Output::SendDecided { to, height: h });
+    }
+
+    fn check_round(&self, r: Round) -> Result<(), EngineError> {
+        let cur = self.hs.sm.round;
+        if r.0 > cur.0.saturating_add(MAX_ROUNDS_AHEAD) {
+            return Err(EngineError::RoundTooFar {
+                got: r,
+                current: cur,
+            });
+        }
+        Ok(())
+    }
+
+    fn on_proposal(
+        &mut self,
+        now: TimeMs,
+        from: PeerId,
+        p: Proposal,
+        out: &mut Vec<Output>,
+    ) -> Result<(), EngineError> {
+        if p.block.header.chain_id != self.cfg.chain_id {
+            return Err(EngineError::WrongChain {
+                expected: self.cfg.chain_id.clone(),
+                got: p.block.header.chain_id,
+            });
+        }
+        if p.block.header.height != p.height {
+            return Err(EngineError::Malformed(format!(
+                "proposal for height {} carries a block of height {}",
+                p.height, p.block.header.height
+            )));
+        }
+        if p.pol_round.is_some_and(|vr| vr >= p.round) {
+            return Err(EngineError::Malformed(
+                "proposal POL round is not below its round".into(),
+            ));
+        }
+        let id = p.block.id();
+        let proposer = self.chain.proposer(p.round);
+        let idx = self
+            .chain
+            .validators
+            .index_of(&proposer)
+            .expect("proposer is a member");
+        let bytes = proposal_sign_bytes(&self.cfg.chain_id, p.height, p.round, p.pol_round, id);
+        let vs = &self.chain.validators;
+        self.verifier
+            .verify(&vs.get(idx).pub_key, vs.key(idx), &bytes, &p.signature)
+            .map_err(|e| EngineError::BadSignature {
+                what: "proposal",
+                detail: format!("not signed by the proposer {proposer}: {e}"),
+            })?;
+        let msg = Message::Proposal(p);
+        if !self.route_height(now, from, msg.height().unwrap_or_default(), &msg, out)? {
+            return Ok(());
+        }
+        let Message::Proposal(p) = msg else {
+            unreachable!()
+        };
+        self.check_round(p.round)?;
+        if let Some(existing) = self.hs.proposals.get(&p.round) {
+            if existing.id == id {
+                return Ok(()); // duplicate
+            }
+            return Err(EngineError::ConflictingProposal {
+                height: p.height,
+                round: p.round,
+            });
+        }
+        self.hs.proposals.insert(
+            p.round,
+            ProposalEntry {
+                id,
+                pol_round: p.pol_round,
+            },
+        );
+        if !self.hs.blocks.contains_key(&id) {
+            match self.chain.check_block(&p.block, self.verifier.as_mut()) {
+                Ok(()) => {
+                    self.hs
+                        .blocks
+                        .insert(id, (p.block.clone(), Validity::Pending));
+                    out.push(Output::ValidateBlock { block: p.block });
+                }
+                Err(_) => {
+                    self.hs.blocks.insert(id, (p.block, Validity::Invalid));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_vote(
+        &mut self,
+        now: TimeMs,
+        from: PeerId,
+        v: Vote,
+        out: &mut Vec<Output>,
+    ) -> Result<(), EngineError> {
+        if v.height < self.chain.height {
+            self.serve(from, v.height, out);
+            return Ok(());
+        }
+        let vs = &self.chain.validators;
+        let idx = vs
+            .index_of(&v.validator)
+            .ok_or(EngineError::UnknownValidator(v.validator))?;
+        let bytes = vote_sign_bytes(
+            &self.cfg.chain_id,
+            v.vote_type,
+            v.height,
+            v.round,
+            v.block_id,
+        );
+        self.verifier
+            .verify(&vs.get(idx).pub_key, vs.key(idx), &bytes, &v.signature)
+            .map_err(|e| EngineError::BadSignature {
+                what: "vote",
+                detail: format!("from {}: {e}", v.validator),
+            })?;
+        let msg = Message::Vote(v);
+        if !self.route_height(now, from, msg.height().unwrap_or_default(), &msg, out)? {
+            return Ok(());
+        }
+        let Message::Vote(v) = msg else {
+            unreachable!()
+        };
+        self.check_round(v.round)?;
+        let power = self.chain.validators.get(idx).power;
+        if let AddVote::Conflict(ev) = self.hs.keeper.add(v, idx, power) {
+            let Evidence::DuplicateVote { a, .. } = ev.as_ref();
+            if self
+                .hs
+                .evidence_seen
+                .insert((a.validator, a.round, a.vote_type))
+            {
+                out.push(Output::Evidence(*ev));
+            }
+        }
+        Ok(())
+    }
+
+    /// Catch-up: a decided block with its commit, for our current height.
+    fn on_decided(&mut self, block: Block, commit: Commit) -> Result<(), EngineError> {
+        if block.height() != self.chain.height
+            || self.hs.sm.step == Step::Commit
+            || self.hs.executing.is_some()
+        {
+            return Ok(()); // not what we need now
+        }
+        let id = block.id();
+        if commit.block_id != id || commit.height != block.height() {
+            return Err(EngineError::BadDecided(
+                "the commit is not for this block".into(),
+            ));
+        }
+        verify_commit(
+            &self.cfg.chain_id,
+            &self.chain.validators,
+            &commit,
+            self.verifier.as_mut(),
+        )
+        .map_err(EngineError::BadDecided)?;
+        self.chain
+            .check_block(&block, self.verifier.as_mut())
+            .map_err(|e: BlockError| EngineError::BadDecided(e.to_string()))?;
+        self.hs.blocks.insert(id, (block, Validity::Valid));
+        self.hs.external_commit = Some(commit);
+        Ok(())
+    }
+}

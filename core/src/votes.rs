@@ -1,0 +1,290 @@
+//! The vote keeper: tallies of prevotes and precommits by voting power, per round, for one
+//! height.
+//!
+//! One vote per validator per (round, type) is counted. A second identical vote is a duplicate
+//! and ignored; a second vote for a different value is equivocation: it is not counted, and
+//! the two signed votes become [`Evidence::DuplicateVote`]. The keeper assumes the caller has
+//! verified membership and signatures (the engine does).
+
+use crate::types::{BlockId, Evidence, Round, ValidatorIndex, Vote, VoteType, VotingPower};
+use crate::validator::ValidatorSet;
+use std::collections::BTreeMap;
+
+/// What adding a vote did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddVote {
+    /// Counted.
+    Added,
+    /// The same vote was already counted.
+    Duplicate,
+    /// The validator already voted differently: not counted, evidence produced.
+    Conflict(Box<Evidence>),
+}
+
+/// Tally of one (round, type).
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    votes: BTreeMap<ValidatorIndex, Vote>,
+    by_value: BTreeMap<Option<BlockId>, u64>,
+    total: u64,
+}
+
+impl Tally {
+    /// Power that voted for `value` (`None` is nil).
+    pub fn power_for(&self, value: Option<BlockId>) -> u64 {
+        self.by_value.get(&value).copied().unwrap_or(0)
+    }
+    /// Power that voted at all.
+    pub fn power_any(&self) -> u64 {
+        self.total
+    }
+    /// The value, if any, that has +2/3 of the power.
+    pub fn quorum_value(&self, vs: &ValidatorSet) -> Option<Option<BlockId>> {
+        self.by_value
+            .iter()
+            .find(|(_, &p)| vs.is_quorum(p))
+            .map(|(v, _)| *v)
+    }
+    pub fn votes(&self) -> impl Iterator<Item = &Vote> {
+        self.votes.values()
+    }
+    pub fn votes_for(&self, value: Option<BlockId>) -> impl Iterator<Item = &Vote> {
+        self.votes.values().filter(move |v| v.block_id == value)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct RoundVotes {
+    prevotes: Tally,
+    precommits: Tally,
+    /// Validators heard from in this round (any vote), for the round skip of line 55.
+    heard: BTreeMap<ValidatorIndex, u64>,
+    heard_power: u64,
+}
+
+/// How the keeper counts; `ByPower` is the protocol. The other exists only as a planted bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Counting {
+    #[default]
+    ByPower,
+    #[cfg(feature = "planted-bugs")]
+    ByNumber,
+}
+
+/// Votes of one height.
+#[derive(Debug, Clone)]
+pub struct VoteKeeper {
+    rounds: BTreeMap<Round, RoundVotes>,
+    counting: Counting,
+}
+
+impl VoteKeeper {
+    pub fn new(counting: Counting) -> Self {
+        VoteKeeper {
+            rounds: BTreeMap::new(),
+            counting,
+        }
+    }
+
+    fn weight(&self, power: VotingPower) -> u64 {
+        match self.counting {
+            Counting::ByPower => power.0,
+            #[cfg(feature = "planted-bugs")]
+            Counting::ByNumber => 1,
+        }
+    }
+
+    /// Adds a verified vote of validator `index` (whose power is `power`).
+    pub fn add(&mut self, vote: Vote, index: ValidatorIndex, power: VotingPower) -> AddVote {
+        let w = self.weight(power);
+        let rv = self.rounds.entry(vote.round).or_default();
+        let tally = match vote.vote_type {
+            VoteType::Prevote => &mut rv.prevotes,
+            VoteType::Precommit => &mut rv.precommits,
+        };
+        if let Some(existing) = tally.votes.get(&index) {
+            if existing.block_id == vote.block_id {
+                return AddVote::Duplicate;
+            }
+            return AddVote::Conflict(Box::new(Evidence::DuplicateVote {
+                a: existing.clone(),
+                b: vote,
+            }));
+        }
+        *tally.by_value.entry(vote.block_id).or_insert(0) += w;
+        tally.total += w;
+        tally.votes.insert(index, vote);
+        if rv.heard.insert(index, w).is_none() {
+            rv.heard_power += w;
+        }
+        AddVote::Added
+    }
+
+    pub fn tally(&self, round: Round, vote_type: VoteType) -> Option<&Tally> {
+        self.rounds.get(&round).map(|rv| match vote_type {
+            VoteType::Prevote => &rv.prevotes,
+            VoteType::Precommit => &rv.precommits,
+        })
+    }
+
+    pub fn power_for(&self, round: Round, vote_type: VoteType, value: Option<BlockId>) -> u64 {
+        self.tally(round, vote_type)
+            .map(|t| t.power_for(value))
+            .unwrap_or(0)
+    }
+    pub fn power_any(&self, round: Round, vote_type: VoteType) -> u64 {
+        self.tally(round, vote_type)
+            .map(|t| t.power_any())
+            .unwrap_or(0)
+    }
+    /// Power of the distinct validators that sent any vote for `round` (line 55).
+    pub fn heard_power(&self, round: Round) -> u64 {
+        self.rounds
+            .get(&round)
+            .map(|rv| rv.heard_power)
+            .unwrap_or(0)
+    }
+    /// Rounds with at least one vote, ascending.
+    pub fn rounds(&self) -> impl Iterator<Item = Round> + '_ {
+        self.rounds.keys().copied()
+    }
+}
+
+/// Checks evidence against a validator set: both votes from one member, same height, round and
+/// type, different values, both signatures valid under `chain_id`.
+pub fn verify_evidence(chain_id: &str, vs: &ValidatorSet, ev: &Evidence) -> Result<(), String> {
+    match ev {
+        Evidence::DuplicateVote { a, b } => {
+            if a.validator != b.validator {
+                return Err("votes are from different validators".into());
+            }
+            if (a.height, a.round, a.vote_type) != (b.height, b.round, b.vote_type) {
+                return Err("votes are for different height, round or type".into());
+            }
+            if a.block_id == b.block_id {
+                return Err("votes are for the same value".into());
+            }
+            let idx = vs
+                .index_of(&a.validator)
+                .ok_or("validator not in the set")?;
+            for v in [a, b] {
+                let bytes = crate::crypto::vote_sign_bytes(
+                    chain_id,
+                    v.vote_type,
+                    v.height,
+                    v.round,
+                    v.block_id,
+                );
+                crate::crypto::verify(vs.key(idx), &bytes, &v.signature)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{vote_sign_bytes, PrivateKey};
+    use crate::types::{Hash, Height};
+    use proptest::prelude::*;
+
+    fn keys(n: u32) -> Vec<PrivateKey> {
+        (0..n)
+            .map(|i| PrivateKey::from_seed(&i.to_be_bytes()))
+            .collect()
+    }
+
+    fn vote(k: &PrivateKey, t: VoteType, r: u32, v: Option<u8>) -> Vote {
+        let id = v.map(|b| Hash([b; 32]));
+        let sig = k.sign(&vote_sign_bytes("c", t, Height(1), Round(r), id));
+        Vote {
+            vote_type: t,
+            height: Height(1),
+            round: Round(r),
+            block_id: id,
+            validator: k.address(),
+            signature: sig,
+        }
+    }
+
+    #[test]
+    fn duplicate_vote_is_ignored() {
+        let ks = keys(1);
+        let vs = ValidatorSet::new(vec![(ks[0].public_key(), VotingPower(1))]).unwrap();
+        let mut vk = VoteKeeper::new(Counting::ByPower);
+        let v = vote(&ks[0], VoteType::Prevote, 0, Some(1));
+        let i = vs.index_of(&v.validator).unwrap();
+        assert_eq!(vk.add(v.clone(), i, VotingPower(1)), AddVote::Added);
+        assert_eq!(vk.add(v, i, VotingPower(1)), AddVote::Duplicate);
+        assert_eq!(vk.power_any(Round(0), VoteType::Prevote), 1);
+    }
+
+    #[test]
+    fn conflicting_vote_gives_verifiable_evidence() {
+        let ks = keys(2);
+        let vs = ValidatorSet::new(
+            ks.iter()
+                .map(|k| (k.public_key(), VotingPower(1)))
+                .collect(),
+        )
+        .unwrap();
+        let mut vk = VoteKeeper::new(Counting::ByPower);
+        let a = vote(&ks[0], VoteType::Precommit, 2, Some(1));
+        let b = vote(&ks[0], VoteType::Precommit, 2, None);
+        let i = vs.index_of(&a.validator).unwrap();
+        vk.add(a, i, VotingPower(1));
+        let AddVote::Conflict(ev) = vk.add(b, i, VotingPower(1)) else {
+            panic!("expected conflict")
+        };
+        assert_eq!(ev.culprit(), ks[0].address());
+        assert!(verify_evidence("c", &vs, &ev).is_ok());
+        assert!(verify_evidence("other-chain", &vs, &ev).is_err());
+        assert_eq!(
+            vk.power_any(Round(2), VoteType::Precommit),
+            1,
+            "second vote not counted"
+        );
+    }
+
+    proptest! {
+        /// Tallies equal the sum of the powers of distinct validators' first votes; evidence
+        /// appears exactly when a validator signs two different values for one (round, type).
+        #[test]
+        fn tallies_and_evidence(
+            powers in proptest::collection::vec(1u64..100, 1..8),
+            script in proptest::collection::vec((0usize..8, 0u32..3, any::<bool>(), proptest::option::of(0u8..3)), 0..60),
+        ) {
+            let ks = keys(powers.len() as u32);
+            let vs = ValidatorSet::new(ks.iter().zip(&powers).map(|(k, &p)| (k.public_key(), VotingPower(p))).collect()).unwrap();
+            let mut keeper = VoteKeeper::new(Counting::ByPower);
+            let mut first: BTreeMap<(usize, u32, bool), Option<u8>> = BTreeMap::new();
+            for (who, r, pre, val) in script {
+                let who = who % ks.len();
+                let t = if pre { VoteType::Precommit } else { VoteType::Prevote };
+                let v = vote(&ks[who], t, r, val);
+                let idx = vs.index_of(&v.validator).unwrap();
+                let res = keeper.add(v, idx, vs.get(idx).power);
+                match first.get(&(who, r, pre)) {
+                    None => { prop_assert_eq!(res, AddVote::Added); first.insert((who, r, pre), val); }
+                    Some(prev) if *prev == val => prop_assert_eq!(res, AddVote::Duplicate),
+                    Some(_) => prop_assert!(matches!(res, AddVote::Conflict(_))),
+                }
+            }
+            for r in 0..3u32 {
+                for pre in [false, true] {
+                    let t = if pre { VoteType::Precommit } else { VoteType::Prevote };
+                    let want: u64 = first.iter().filter(|((_, rr, pp), _)| *rr == r && *pp == pre)
+                        .map(|((w, _, _), _)| vs.power_of(&ks[*w].address()).0).sum();
+                    prop_assert_eq!(keeper.power_any(Round(r), t), want);
+                    for val in [None, Some(0u8), Some(1), Some(2)] {
+                        let want_v: u64 = first.iter().filter(|((_, rr, pp), v)| *rr == r && *pp == pre && **v == val)
+                            .map(|((w, _, _), _)| vs.power_of(&ks[*w].address()).0).sum();
+                        prop_assert_eq!(keeper.power_for(Round(r), t, val.map(|b| Hash([b; 32]))), want_v);
+                    }
+                }
+            }
+        }
+    }
+}
