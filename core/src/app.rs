@@ -64,12 +64,10 @@ pub enum KvTx {
 }
 
 pub fn parse_tx(tx: &[u8]) -> Result<KvTx, String> {
-    let s = std::str::from_utf8(tx)
-        .map_err(|_| "transaction is not UTF-8; expected `key=value`".to_string())?;
+    let s = std::str::from_utf8(tx).map_err(|_| "transaction is not UTF-8; expected `key=value`".to_string())?;
     if let Some(h) = s.strip_prefix("val:") {
         let bytes = hex::decode(h).map_err(|e| format!("validator approval: not hex ({e})"))?;
-        let a: ValidatorApproval =
-            decode_bounded(&bytes, 4096).map_err(|e| format!("validator approval: {e}"))?;
+        let a: ValidatorApproval = decode_bounded(&bytes, 4096).map_err(|e| format!("validator approval: {e}"))?;
         return Ok(KvTx::Approve(a));
     }
     let (k, v) = s

@@ -58,12 +58,7 @@ pub struct ChainState {
 }
 
 impl ChainState {
-    pub fn genesis(
-        chain_id: &str,
-        validators: ValidatorSet,
-        app_hash: Hash,
-        genesis_time: TimeMs,
-    ) -> Self {
+    pub fn genesis(chain_id: &str, validators: ValidatorSet, app_hash: Hash, genesis_time: TimeMs) -> Self {
         ChainState {
             chain_id: chain_id.to_string(),
             height: Height(1),
@@ -79,18 +74,8 @@ impl ChainState {
 
     /// Moves past a decided and executed block. Invalid updates (an empty or oversized set)
     /// are dropped identically on every node; the set then stays as it was.
-    pub fn advance(
-        &mut self,
-        block: &Block,
-        commit: &Commit,
-        app_hash: Hash,
-        updates: &[ValidatorUpdate],
-    ) {
-        assert_eq!(
-            block.height(),
-            self.height,
-            "advance with a block of another height"
-        );
+    pub fn advance(&mut self, block: &Block, commit: &Commit, app_hash: Hash, updates: &[ValidatorUpdate]) {
+        assert_eq!(block.height(), self.height, "advance with a block of another height");
         let next = if updates.is_empty() {
             None
         } else {
@@ -136,11 +121,7 @@ impl ChainState {
     }
 
     /// Checks everything about a block that does not need the application.
-    pub fn check_block(
-        &self,
-        block: &Block,
-        verifier: &mut dyn SignatureVerifier,
-    ) -> Result<(), BlockError> {
+    pub fn check_block(&self, block: &Block, verifier: &mut dyn SignatureVerifier) -> Result<(), BlockError> {
         let h = &block.header;
         if h.chain_id != self.chain_id {
             return Err(BlockError::WrongChain {
@@ -158,9 +139,7 @@ impl ChainState {
             return Err(BlockError::WrongPrevious);
         }
         match self.last_block {
-            Some((_, prev)) if h.time <= prev => {
-                return Err(BlockError::TimeNotMonotonic { prev, got: h.time })
-            }
+            Some((_, prev)) if h.time <= prev => return Err(BlockError::TimeNotMonotonic { prev, got: h.time }),
             _ => {}
         }
         if h.validators_hash != self.validators.hash() {
@@ -170,8 +149,7 @@ impl ChainState {
             return Err(BlockError::WrongAppHash);
         }
         let bytes: usize = block.txs.iter().map(|t| t.len()).sum();
-        if block.txs.len() > crate::limits::MAX_BLOCK_TXS || bytes > crate::limits::MAX_BLOCK_BYTES
-        {
+        if block.txs.len() > crate::limits::MAX_BLOCK_TXS || bytes > crate::limits::MAX_BLOCK_BYTES {
             return Err(BlockError::TooLarge(block.txs.len(), bytes));
         }
         if h.txs_hash != txs_hash(&block.txs) {
@@ -187,9 +165,7 @@ impl ChainState {
             (None, None, None) => Ok(()),
             (Some(c), Some(vs), Some((id, _))) => {
                 if c.block_id != id || c.height.next() != self.height {
-                    return Err(BlockError::BadLastCommit(
-                        "not for the last decided block".into(),
-                    ));
+                    return Err(BlockError::BadLastCommit("not for the last decided block".into()));
                 }
                 verify_commit(&self.chain_id, vs, c, verifier).map_err(BlockError::BadLastCommit)
             }

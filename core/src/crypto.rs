@@ -59,16 +59,13 @@ impl fmt::Display for PublicKey {
 
 impl PublicKey {
     pub fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let arr: [u8; 33] = bytes
-            .try_into()
-            .map_err(|_| CryptoError::InvalidPublicKey)?;
+        let arr: [u8; 33] = bytes.try_into().map_err(|_| CryptoError::InvalidPublicKey)?;
         let pk = PublicKey(arr);
         pk.verifying_key()?;
         Ok(pk)
     }
     pub fn from_hex(s: &str) -> Result<Self, CryptoError> {
-        let bytes =
-            hex::decode(s.trim_start_matches("0x")).map_err(|_| CryptoError::InvalidPublicKey)?;
+        let bytes = hex::decode(s.trim_start_matches("0x")).map_err(|_| CryptoError::InvalidPublicKey)?;
         Self::from_slice(&bytes)
     }
     pub fn verifying_key(&self) -> Result<VerifyingKey, CryptoError> {
@@ -136,8 +133,7 @@ impl PrivateKey {
 
 /// Verifies `sig` over SHA-256 of `msg`.
 pub fn verify(key: &VerifyingKey, msg: &[u8], sig: &Signature) -> Result<(), CryptoError> {
-    let s =
-        k256::ecdsa::Signature::from_slice(&sig.0).map_err(|_| CryptoError::InvalidSignature)?;
+    let s = k256::ecdsa::Signature::from_slice(&sig.0).map_err(|_| CryptoError::InvalidSignature)?;
     if s.normalize_s().is_some() {
         return Err(CryptoError::InvalidSignature);
     }
@@ -224,9 +220,7 @@ macro_rules! serde_bytes_fixed {
                         write!(f, "{} bytes", $n)
                     }
                     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<$ty, E> {
-                        let arr: [u8; $n] = v
-                            .try_into()
-                            .map_err(|_| E::invalid_length(v.len(), &self))?;
+                        let arr: [u8; $n] = v.try_into().map_err(|_| E::invalid_length(v.len(), &self))?;
                         Ok($ty(arr))
                     }
                     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<$ty, A::Error> {
@@ -258,14 +252,8 @@ mod tests {
         let sig = k.sign(b"hello");
         assert!(verify(&vk, b"hello", &sig).is_ok());
         assert_eq!(verify(&vk, b"hellp", &sig), Err(CryptoError::BadSignature));
-        let other = PrivateKey::from_seed(b"k2")
-            .public_key()
-            .verifying_key()
-            .unwrap();
-        assert_eq!(
-            verify(&other, b"hello", &sig),
-            Err(CryptoError::BadSignature)
-        );
+        let other = PrivateKey::from_seed(b"k2").public_key().verifying_key().unwrap();
+        assert_eq!(verify(&other, b"hello", &sig), Err(CryptoError::BadSignature));
     }
 
     #[test]
@@ -283,19 +271,10 @@ mod tests {
 
     #[test]
     fn invalid_encodings_are_errors() {
-        assert_eq!(
-            PublicKey::from_slice(&[0u8; 33]),
-            Err(CryptoError::InvalidPublicKey)
-        );
-        assert_eq!(
-            PublicKey::from_slice(&[2u8; 5]),
-            Err(CryptoError::InvalidPublicKey)
-        );
+        assert_eq!(PublicKey::from_slice(&[0u8; 33]), Err(CryptoError::InvalidPublicKey));
+        assert_eq!(PublicKey::from_slice(&[2u8; 5]), Err(CryptoError::InvalidPublicKey));
         assert!(PrivateKey::from_bytes(&[0u8; 32]).is_err());
-        let vk = PrivateKey::from_seed(b"x")
-            .public_key()
-            .verifying_key()
-            .unwrap();
+        let vk = PrivateKey::from_seed(b"x").public_key().verifying_key().unwrap();
         assert_eq!(
             verify(&vk, b"m", &Signature([0xff; 64])),
             Err(CryptoError::InvalidSignature)

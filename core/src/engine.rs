@@ -201,14 +201,8 @@ pub enum Output {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
-    #[error(
-        "message for chain `{got}`, this node runs `{expected}`: the peer uses another genesis"
-    )]
+    #[error("message for chain `{got}`, this node runs `{expected}`: the peer uses another genesis")]
     WrongChain { expected: String, got: String },
-    #[error(
-        "message for height {got} is too far ahead of our height {current}; catching up first"
-    )]
-    TooFarAhead { got: Height, current: Height },
     #[error("message for round {got} is more than {MAX_ROUNDS_AHEAD} rounds ahead of our round {current}")]
     RoundTooFar { got: Round, current: Round },
     #[error("vote from {0}, which is not a validator at this height")]
@@ -368,9 +362,7 @@ impl Engine {
     }
     /// The highest height a peer showed us, if above ours (we are catching up).
     pub fn catching_up_to(&self) -> Option<Height> {
-        self.ahead
-            .map(|(h, _)| h)
-            .filter(|h| *h > self.chain.height)
+        self.ahead.map(|(h, _)| h).filter(|h| *h > self.chain.height)
     }
 
     /// The one entry point. On error nothing changed.
@@ -380,9 +372,7 @@ impl Engine {
             Input::Start => self.on_start(now, &mut out),
             Input::Message { from, msg } => self.on_message(now, from, msg, &mut out)?,
             Input::TimeoutElapsed(t) => self.on_timeout(now, t, &mut out),
-            Input::BlockTxs { height, round, txs } => {
-                self.on_block_txs(now, height, round, txs, &mut out)
-            }
+            Input::BlockTxs { height, round, txs } => self.on_block_txs(now, height, round, txs, &mut out),
             Input::BlockValidity {
                 height,
                 block_id,
@@ -391,11 +381,7 @@ impl Engine {
                 if height == self.chain.height {
                     if let Some((_, v)) = self.hs.blocks.get_mut(&block_id) {
                         if *v == Validity::Pending {
-                            *v = if valid {
-                                Validity::Valid
-                            } else {
-                                Validity::Invalid
-                            };
+                            *v = if valid { Validity::Valid } else { Validity::Invalid };
                         }
                     }
                 }
@@ -436,9 +422,7 @@ impl Engine {
             match entry {
                 WalEntry::Proposal(p) => {
                     let id = p.block.id();
-                    self.hs
-                        .blocks
-                        .insert(id, (p.block.clone(), Validity::Valid));
+                    self.hs.blocks.insert(id, (p.block.clone(), Validity::Valid));
                     self.hs.proposals.insert(
                         p.round,
                         ProposalEntry {
@@ -479,8 +463,7 @@ impl Engine {
     }
 
     fn is_proposer(&self, round: Round) -> bool {
-        self.address()
-            .is_some_and(|a| self.chain.proposer(round) == a)
+        self.address().is_some_and(|a| self.chain.proposer(round) == a)
     }
 
     fn start_round(&mut self, now: TimeMs, round: Round, out: &mut Vec<Output>) {
@@ -493,10 +476,7 @@ impl Engine {
     }
 
     fn schedule(&self, now: TimeMs, kind: TimeoutKind, round: Round, out: &mut Vec<Output>) {
-        let at = TimeMs(
-            now.0
-                .saturating_add(self.cfg.timeouts.duration_ms(kind, round)),
-        );
+        let at = TimeMs(now.0.saturating_add(self.cfg.timeouts.duration_ms(kind, round)));
         out.push(Output::ScheduleTimeout {
             timeout: Timeout {
                 height: self.chain.height,
@@ -531,9 +511,7 @@ impl Engine {
                 self.act(now, a, out);
             }
         }
-        panic!(
-            "upon-rule evaluation did not settle: every event must change state or be marked fired"
-        );
+        panic!("upon-rule evaluation did not settle: every event must change state or be marked fired");
     }
 
     fn next_event(&mut self) -> Option<Event> {
@@ -551,24 +529,12 @@ impl Engine {
         let k = &self.hs.keeper;
         let proposal = self.hs.proposals.get(&r).and_then(|p| {
             let validity = self.hs.blocks.get(&p.id).map(|(_, v)| *v)?;
-            (validity != Validity::Pending).then_some((
-                p.id,
-                p.pol_round,
-                validity == Validity::Valid,
-            ))
+            (validity != Validity::Pending).then_some((p.id, p.pol_round, validity == Validity::Valid))
         });
         if step == Step::Propose {
             match proposal {
-                Some((id, None, valid)) => {
-                    return Some(Event::Proposal {
-                        round: r,
-                        id,
-                        valid,
-                    })
-                } // L22
-                Some((id, Some(vr), valid))
-                    if vr < r && self.quorum(k.power_for(vr, VoteType::Prevote, Some(id))) =>
-                {
+                Some((id, None, valid)) => return Some(Event::Proposal { round: r, id, valid }), // L22
+                Some((id, Some(vr), valid)) if vr < r && self.quorum(k.power_for(vr, VoteType::Prevote, Some(id))) => {
                     return Some(Event::ProposalAndPolkaPrevious {
                         round: r,
                         id,
@@ -598,9 +564,7 @@ impl Engine {
         if step == Step::Prevote && self.quorum(k.power_for(r, VoteType::Prevote, None)) {
             return Some(Event::PolkaNil { round: r }); // L44
         }
-        if !self.hs.fired_precommit_any.contains(&r)
-            && self.quorum(k.power_any(r, VoteType::Precommit))
-        {
+        if !self.hs.fired_precommit_any.contains(&r) && self.quorum(k.power_any(r, VoteType::Precommit)) {
             self.hs.fired_precommit_any.insert(r);
             return Some(Event::PrecommitAny { round: r }); // L47
         }
@@ -621,12 +585,7 @@ impl Engine {
         };
         for round in self.hs.keeper.rounds() {
             let tally = self.hs.keeper.tally(round, vote_type)?;
-            for (id, _) in self
-                .hs
-                .blocks
-                .iter()
-                .filter(|(_, (_, v))| *v == Validity::Valid)
-            {
+            for (id, _) in self.hs.blocks.iter().filter(|(_, (_, v))| *v == Validity::Valid) {
                 if self.quorum(tally.power_for(Some(*id))) {
                     return Some(Event::ProposalAndCommit { round, id: *id });
                 }
@@ -645,11 +604,7 @@ impl Engine {
 
     fn act(&mut self, now: TimeMs, action: Action, out: &mut Vec<Output>) {
         match action {
-            Action::Propose {
-                round,
-                id,
-                pol_round,
-            } => self.propose(round, id, pol_round, out),
+            Action::Propose { round, id, pol_round } => self.propose(round, id, pol_round, out),
             Action::GetValue { round } => {
                 out.push(Output::BuildBlock {
                     height: self.chain.height,
@@ -666,13 +621,7 @@ impl Engine {
 
     // ---- signing: persist first, never two conflicting messages ----
 
-    fn propose(
-        &mut self,
-        round: Round,
-        id: BlockId,
-        pol_round: Option<Round>,
-        out: &mut Vec<Output>,
-    ) {
+    fn propose(&mut self, round: Round, id: BlockId, pol_round: Option<Round>, out: &mut Vec<Output>) {
         if let Some(p) = self.hs.own_proposals.get(&round) {
             out.push(Output::Broadcast(Message::Proposal(p.clone()))); // already signed: resend it
             return;
@@ -686,8 +635,7 @@ impl Engine {
             });
             return;
         };
-        let bytes =
-            proposal_sign_bytes(&self.cfg.chain_id, self.chain.height, round, pol_round, id);
+        let bytes = proposal_sign_bytes(&self.cfg.chain_id, self.chain.height, round, pol_round, id);
         let p = Proposal {
             height: self.chain.height,
             round,
@@ -697,19 +645,11 @@ impl Engine {
         };
         out.push(Output::Persist(WalEntry::Proposal(p.clone())));
         out.push(Output::Broadcast(Message::Proposal(p.clone())));
-        self.hs
-            .proposals
-            .insert(round, ProposalEntry { id, pol_round });
+        self.hs.proposals.insert(round, ProposalEntry { id, pol_round });
         self.hs.own_proposals.insert(round, p);
     }
 
-    fn vote(
-        &mut self,
-        vote_type: VoteType,
-        round: Round,
-        id: Option<BlockId>,
-        out: &mut Vec<Output>,
-    ) {
+    fn vote(&mut self, vote_type: VoteType, round: Round, id: Option<BlockId>, out: &mut Vec<Output>) {
         let Some(key) = &self.key else { return };
         let me = key.address();
         let Some(idx) = self.chain.validators.index_of(&me) else {
@@ -777,18 +717,8 @@ impl Engine {
 
     // ---- answers from the application ----
 
-    fn on_block_txs(
-        &mut self,
-        now: TimeMs,
-        height: Height,
-        round: Round,
-        txs: Vec<Vec<u8>>,
-        out: &mut Vec<Output>,
-    ) {
-        if height != self.chain.height
-            || round != self.hs.sm.round
-            || self.hs.sm.step != Step::Propose
-        {
+    fn on_block_txs(&mut self, now: TimeMs, height: Height, round: Round, txs: Vec<Vec<u8>>, out: &mut Vec<Output>) {
+        if height != self.chain.height || round != self.hs.sm.round || self.hs.sm.step != Step::Propose {
             return; // stale answer
         }
         if self.hs.own_proposals.contains_key(&round) {
@@ -837,10 +767,7 @@ impl Engine {
         self.chain.advance(&block, &commit, app_hash, updates);
         self.reset_height();
         // Pacing: the next height starts `commit_ms` after this one started.
-        let at = TimeMs(
-            now.0
-                .max(prev_start.0.saturating_add(self.cfg.timeouts.commit_ms)),
-        );
+        let at = TimeMs(now.0.max(prev_start.0.saturating_add(self.cfg.timeouts.commit_ms)));
         let timeout = Timeout {
             height: self.chain.height,
             round: Round(0),
@@ -880,10 +807,7 @@ impl Engine {
         let r = t.round;
         let ev = match t.kind {
             TimeoutKind::Commit => {
-                if !self.hs.started
-                    && self.hs.executing.is_none()
-                    && self.hs.sm.step != Step::Commit
-                {
+                if !self.hs.started && self.hs.executing.is_none() && self.hs.sm.step != Step::Commit {
                     self.on_start(now, out);
                 }
                 return;
@@ -931,10 +855,7 @@ impl Engine {
             Message::Decided { block, commit } => self.on_decided(block, commit),
             Message::RequestDecided(h) => {
                 if h < self.chain.height && h.0 >= 1 {
-                    out.push(Output::SendDecided {
-                        to: from,
-                        height: h,
-                    });
+                    out.push(Output::SendDecided { to: from, height: h });
                 }
                 Ok(())
             }
@@ -943,11 +864,7 @@ impl Engine {
                     verify_evidence(&self.cfg.chain_id, &self.chain.validators, &ev)
                         .map_err(EngineError::BadEvidence)?;
                     let Evidence::DuplicateVote { a, .. } = &ev;
-                    if self
-                        .hs
-                        .evidence_seen
-                        .insert((a.validator, a.round, a.vote_type))
-                    {
+                    if self.hs.evidence_seen.insert((a.validator, a.round, a.vote_type)) {
                         out.push(Output::Evidence(ev));
                     }
                 }
@@ -976,11 +893,9 @@ impl Engine {
             return Ok(false);
         }
         if h.0 > cur.0 + MAX_FUTURE_HEIGHTS {
+            // Too far ahead to keep, but a verified sign that we are behind: catch up.
             self.note_ahead(now, from, h, out);
-            return Err(EngineError::TooFarAhead {
-                got: h,
-                current: cur,
-            });
+            return Ok(false);
         }
         if self.future.len() >= MAX_FUTURE_MESSAGES {
             return Err(EngineError::BufferFull);
@@ -996,9 +911,7 @@ impl Engine {
             self.ahead = Some((h, from));
         }
         let due = match self.last_sync_request {
-            Some((rh, t)) => {
-                rh != self.chain.height || now.0 >= t.0 + self.cfg.timeouts.sync_retry_ms
-            }
+            Some((rh, t)) => rh != self.chain.height || now.0 >= t.0 + self.cfg.timeouts.sync_retry_ms,
             None => true,
         };
         if due {
@@ -1025,10 +938,7 @@ impl Engine {
     fn check_round(&self, r: Round) -> Result<(), EngineError> {
         let cur = self.hs.sm.round;
         if r.0 > cur.0.saturating_add(MAX_ROUNDS_AHEAD) {
-            return Err(EngineError::RoundTooFar {
-                got: r,
-                current: cur,
-            });
+            return Err(EngineError::RoundTooFar { got: r, current: cur });
         }
         Ok(())
     }
@@ -1059,11 +969,7 @@ impl Engine {
         }
         let id = p.block.id();
         let proposer = self.chain.proposer(p.round);
-        let idx = self
-            .chain
-            .validators
-            .index_of(&proposer)
-            .expect("proposer is a member");
+        let idx = self.chain.validators.index_of(&proposer).expect("proposer is a member");
         let bytes = proposal_sign_bytes(&self.cfg.chain_id, p.height, p.round, p.pol_round, id);
         let vs = &self.chain.validators;
         self.verifier
@@ -1076,9 +982,7 @@ impl Engine {
         if !self.route_height(now, from, msg.height().unwrap_or_default(), &msg, out)? {
             return Ok(());
         }
-        let Message::Proposal(p) = msg else {
-            unreachable!()
-        };
+        let Message::Proposal(p) = msg else { unreachable!() };
         self.check_round(p.round)?;
         if let Some(existing) = self.hs.proposals.get(&p.round) {
             if existing.id == id {
@@ -1099,9 +1003,7 @@ impl Engine {
         if !self.hs.blocks.contains_key(&id) {
             match self.chain.check_block(&p.block, self.verifier.as_mut()) {
                 Ok(()) => {
-                    self.hs
-                        .blocks
-                        .insert(id, (p.block.clone(), Validity::Pending));
+                    self.hs.blocks.insert(id, (p.block.clone(), Validity::Pending));
                     out.push(Output::ValidateBlock { block: p.block });
                 }
                 Err(_) => {
@@ -1112,13 +1014,7 @@ impl Engine {
         Ok(())
     }
 
-    fn on_vote(
-        &mut self,
-        now: TimeMs,
-        from: PeerId,
-        v: Vote,
-        out: &mut Vec<Output>,
-    ) -> Result<(), EngineError> {
+    fn on_vote(&mut self, now: TimeMs, from: PeerId, v: Vote, out: &mut Vec<Output>) -> Result<(), EngineError> {
         if v.height < self.chain.height {
             self.serve(from, v.height, out);
             return Ok(());
@@ -1127,13 +1023,7 @@ impl Engine {
         let idx = vs
             .index_of(&v.validator)
             .ok_or(EngineError::UnknownValidator(v.validator))?;
-        let bytes = vote_sign_bytes(
-            &self.cfg.chain_id,
-            v.vote_type,
-            v.height,
-            v.round,
-            v.block_id,
-        );
+        let bytes = vote_sign_bytes(&self.cfg.chain_id, v.vote_type, v.height, v.round, v.block_id);
         self.verifier
             .verify(&vs.get(idx).pub_key, vs.key(idx), &bytes, &v.signature)
             .map_err(|e| EngineError::BadSignature {
@@ -1144,18 +1034,12 @@ impl Engine {
         if !self.route_height(now, from, msg.height().unwrap_or_default(), &msg, out)? {
             return Ok(());
         }
-        let Message::Vote(v) = msg else {
-            unreachable!()
-        };
+        let Message::Vote(v) = msg else { unreachable!() };
         self.check_round(v.round)?;
         let power = self.chain.validators.get(idx).power;
         if let AddVote::Conflict(ev) = self.hs.keeper.add(v, idx, power) {
             let Evidence::DuplicateVote { a, .. } = ev.as_ref();
-            if self
-                .hs
-                .evidence_seen
-                .insert((a.validator, a.round, a.vote_type))
-            {
+            if self.hs.evidence_seen.insert((a.validator, a.round, a.vote_type)) {
                 out.push(Output::Evidence(*ev));
             }
         }
@@ -1164,17 +1048,12 @@ impl Engine {
 
     /// Catch-up: a decided block with its commit, for our current height.
     fn on_decided(&mut self, block: Block, commit: Commit) -> Result<(), EngineError> {
-        if block.height() != self.chain.height
-            || self.hs.sm.step == Step::Commit
-            || self.hs.executing.is_some()
-        {
+        if block.height() != self.chain.height || self.hs.sm.step == Step::Commit || self.hs.executing.is_some() {
             return Ok(()); // not what we need now
         }
         let id = block.id();
         if commit.block_id != id || commit.height != block.height() {
-            return Err(EngineError::BadDecided(
-                "the commit is not for this block".into(),
-            ));
+            return Err(EngineError::BadDecided("the commit is not for this block".into()));
         }
         verify_commit(
             &self.cfg.chain_id,

@@ -54,7 +54,11 @@ impl std::str::FromStr for PlantedBug {
             "decide-on-prevotes" => PlantedBug::DecideOnPrevotes,
             "count-by-number" => PlantedBug::CountByNumber,
             "forget-last-vote" => PlantedBug::ForgetLastVote,
-            _ => return Err(format!("unknown planted bug `{s}` (ignore-lock, decide-on-prevotes, count-by-number, forget-last-vote)")),
+            _ => {
+                return Err(format!(
+                    "unknown planted bug `{s}` (ignore-lock, decide-on-prevotes, count-by-number, forget-last-vote)"
+                ))
+            }
         })
     }
 }

@@ -10,9 +10,7 @@
 use crate::types::{BlockId, Height, Round};
 
 /// The paper's `step_p`, plus `Commit` once the height is decided.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Step {
     Propose,
     Prevote,
@@ -52,9 +50,7 @@ impl State {
     }
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TimeoutKind {
     Propose,
     Prevote,
@@ -73,11 +69,7 @@ pub enum Event {
     /// L18 the result of `getValue()` (a new block built for this round).
     ProposeValue { round: Round, id: BlockId },
     /// L22 `⟨PROPOSAL, h, round, v, -1⟩` from the proposer, while in step propose.
-    Proposal {
-        round: Round,
-        id: BlockId,
-        valid: bool,
-    },
+    Proposal { round: Round, id: BlockId, valid: bool },
     /// L28 `⟨PROPOSAL, h, round, v, vr⟩` and +2/3 `⟨PREVOTE, h, vr, id(v)⟩`, `vr < round`.
     ProposalAndPolkaPrevious {
         round: Round,
@@ -174,15 +166,7 @@ pub fn apply(s: &mut State, ev: Event) -> Vec<Action> {
         }
         // L28-33 proposal with vr >= 0 backed by +2/3 prevotes at vr: prevote it if valid and
         // our lock is not newer than vr (or is on v).
-        (
-            Propose,
-            ProposalAndPolkaPrevious {
-                round,
-                id,
-                valid,
-                vr,
-            },
-        ) if round == s.round && vr < round => {
+        (Propose, ProposalAndPolkaPrevious { round, id, valid, vr }) if round == s.round && vr < round => {
             let ok = valid && s.locked.is_none_or(|(lr, lv)| lr <= vr || lv == id); // L29
             s.step = Prevote; // L33
             vec![Action::Prevote {
@@ -207,10 +191,7 @@ pub fn apply(s: &mut State, ev: Event) -> Vec<Action> {
                 if s.planted == Some(crate::PlantedBug::IgnoreLock) {
                     s.locked = None;
                 }
-                out.push(Action::Precommit {
-                    round,
-                    id: Some(id),
-                }); // L40
+                out.push(Action::Precommit { round, id: Some(id) }); // L40
                 s.step = Precommit; // L41
             }
             s.valid = Some((round, id)); // L42-43
@@ -247,9 +228,7 @@ pub fn apply(s: &mut State, ev: Event) -> Vec<Action> {
             vec![Action::Precommit { round, id: None }]
         }
         // L65-67 timeoutPrecommit: next round.
-        (_, TimeoutPrecommit { round }) if round == s.round => vec![Action::NewRound {
-            round: round.next(),
-        }],
+        (_, TimeoutPrecommit { round }) if round == s.round => vec![Action::NewRound { round: round.next() }],
         // Anything else: the guard does not hold in this state.
         _ => vec![],
     }
@@ -403,10 +382,7 @@ mod tests {
                     valid: true
                 }
             ),
-            vec![Action::Prevote {
-                round: r(1),
-                id: None
-            }]
+            vec![Action::Prevote { round: r(1), id: None }]
         );
         let mut s = st(0, Step::Propose);
         assert_eq!(
@@ -418,10 +394,7 @@ mod tests {
                     valid: false
                 }
             ),
-            vec![Action::Prevote {
-                round: r(0),
-                id: None
-            }]
+            vec![Action::Prevote { round: r(0), id: None }]
         );
     }
 
@@ -465,13 +438,7 @@ mod tests {
                 vr: r(1),
             },
         );
-        assert_eq!(
-            a,
-            vec![Action::Prevote {
-                round: r(3),
-                id: None
-            }]
-        );
+        assert_eq!(a, vec![Action::Prevote { round: r(3), id: None }]);
         let mut s = st(3, Step::Propose);
         let a = apply(
             &mut s,
@@ -482,13 +449,7 @@ mod tests {
                 vr: r(1),
             },
         );
-        assert_eq!(
-            a,
-            vec![Action::Prevote {
-                round: r(3),
-                id: None
-            }]
-        );
+        assert_eq!(a, vec![Action::Prevote { round: r(3), id: None }]);
     }
 
     #[test]
@@ -513,10 +474,7 @@ mod tests {
     fn l36_polka_current_locks_and_precommits() {
         let mut s = st(0, Step::Prevote);
         assert_eq!(
-            apply(
-                &mut s,
-                Event::ProposalAndPolkaCurrent { round: r(0), id: V }
-            ),
+            apply(&mut s, Event::ProposalAndPolkaCurrent { round: r(0), id: V }),
             vec![Action::Precommit {
                 round: r(0),
                 id: Some(V)
@@ -531,10 +489,7 @@ mod tests {
     fn l42_polka_current_in_precommit_only_updates_valid_value() {
         let mut s = st(0, Step::Precommit);
         assert_eq!(
-            apply(
-                &mut s,
-                Event::ProposalAndPolkaCurrent { round: r(0), id: V }
-            ),
+            apply(&mut s, Event::ProposalAndPolkaCurrent { round: r(0), id: V }),
             vec![]
         );
         assert_eq!(s.locked, None);
@@ -546,10 +501,7 @@ mod tests {
         let mut s = st(0, Step::Prevote);
         assert_eq!(
             apply(&mut s, Event::PolkaNil { round: r(0) }),
-            vec![Action::Precommit {
-                round: r(0),
-                id: None
-            }]
+            vec![Action::Precommit { round: r(0), id: None }]
         );
         assert_eq!(s.step, Step::Precommit);
     }
@@ -596,10 +548,7 @@ mod tests {
         let mut s = st(0, Step::Propose);
         assert_eq!(
             apply(&mut s, Event::TimeoutPropose { round: r(0) }),
-            vec![Action::Prevote {
-                round: r(0),
-                id: None
-            }]
+            vec![Action::Prevote { round: r(0), id: None }]
         );
         let mut s = st(1, Step::Propose);
         assert_eq!(
@@ -614,10 +563,7 @@ mod tests {
         let mut s = st(0, Step::Prevote);
         assert_eq!(
             apply(&mut s, Event::TimeoutPrevote { round: r(0) }),
-            vec![Action::Precommit {
-                round: r(0),
-                id: None
-            }]
+            vec![Action::Precommit { round: r(0), id: None }]
         );
         let mut s = st(0, Step::Precommit);
         assert_eq!(apply(&mut s, Event::TimeoutPrevote { round: r(0) }), vec![]);

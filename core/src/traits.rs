@@ -80,13 +80,7 @@ pub trait Application {
 
 /// Signature checking, possibly cached. The engine calls this for every signature it checks.
 pub trait SignatureVerifier: Send {
-    fn verify(
-        &mut self,
-        pk: &PublicKey,
-        key: &VerifyingKey,
-        msg: &[u8],
-        sig: &Signature,
-    ) -> Result<(), CryptoError>;
+    fn verify(&mut self, pk: &PublicKey, key: &VerifyingKey, msg: &[u8], sig: &Signature) -> Result<(), CryptoError>;
 }
 
 /// Verifies every signature, remembering the last [`VERIFY_CACHE_ENTRIES`] good ones (keyed by
@@ -113,13 +107,7 @@ impl CachingVerifier {
 }
 
 impl SignatureVerifier for CachingVerifier {
-    fn verify(
-        &mut self,
-        pk: &PublicKey,
-        key: &VerifyingKey,
-        msg: &[u8],
-        sig: &Signature,
-    ) -> Result<(), CryptoError> {
+    fn verify(&mut self, pk: &PublicKey, key: &VerifyingKey, msg: &[u8], sig: &Signature) -> Result<(), CryptoError> {
         let d = Self::digest(pk, msg, sig);
         if self.seen.contains(&d) {
             self.hits += 1;
@@ -209,9 +197,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             let (block, commit) = storage
                 .decided(Height(h))?
                 .ok_or_else(|| NodeError::CorruptStore(Height(h), "missing".into()))?;
-            if block.header.app_hash != chain.app_hash
-                || block.header.prev_block_id != chain.last_block.map(|b| b.0)
-            {
+            if block.header.app_hash != chain.app_hash || block.header.prev_block_id != chain.last_block.map(|b| b.0) {
                 return Err(NodeError::CorruptStore(
                     Height(h),
                     "app hash or previous block mismatch".into(),
@@ -353,9 +339,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 None
             }
             Output::BuildBlock { height, round } => {
-                let txs = self
-                    .app
-                    .prepare_txs(&self.mempool, MAX_BLOCK_TXS, MAX_BLOCK_BYTES / 2);
+                let txs = self.app.prepare_txs(&self.mempool, MAX_BLOCK_TXS, MAX_BLOCK_BYTES / 2);
                 Some(Input::BlockTxs { height, round, txs })
             }
             Output::ValidateBlock { block } => {

@@ -94,9 +94,8 @@ impl std::str::FromStr for Address {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let hex_part = s.strip_prefix("0x").unwrap_or(s);
-        let bytes = hex::decode(hex_part).map_err(|e| {
-            format!("address `{s}`: not hex ({e}); expected 0x followed by 40 hex digits")
-        })?;
+        let bytes = hex::decode(hex_part)
+            .map_err(|e| format!("address `{s}`: not hex ({e}); expected 0x followed by 40 hex digits"))?;
         let arr: [u8; 20] = bytes.try_into().map_err(|b: Vec<u8>| {
             format!(
                 "address `{s}`: {} bytes, expected 20 (0x followed by 40 hex digits)",

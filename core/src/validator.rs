@@ -71,9 +71,7 @@ impl ValidatorSet {
             if power.0 == 0 {
                 return Err(ValidatorSetError::ZeroPower(address));
             }
-            total = total
-                .checked_add(power.0)
-                .ok_or(ValidatorSetError::PowerOverflow)?;
+            total = total.checked_add(power.0).ok_or(ValidatorSetError::PowerOverflow)?;
             if total > MAX_TOTAL_VOTING_POWER {
                 return Err(ValidatorSetError::PowerOverflow);
             }
@@ -135,9 +133,7 @@ impl ValidatorSet {
         &self.keys[index.0 as usize]
     }
     pub fn power_of(&self, address: &Address) -> VotingPower {
-        self.index_of(address)
-            .map(|i| self.get(i).power)
-            .unwrap_or_default()
+        self.index_of(address).map(|i| self.get(i).power).unwrap_or_default()
     }
 
     /// More than two thirds of the total power.
@@ -150,10 +146,7 @@ impl ValidatorSet {
     }
 
     /// The set after `updates` (power 0 removes; unknown key with power adds; known key changes).
-    pub fn apply_updates(
-        &self,
-        updates: &[ValidatorUpdate],
-    ) -> Result<ValidatorSet, ValidatorSetError> {
+    pub fn apply_updates(&self, updates: &[ValidatorUpdate]) -> Result<ValidatorSet, ValidatorSetError> {
         let mut members: std::collections::BTreeMap<Address, (PublicKey, VotingPower)> = self
             .validators
             .iter()
@@ -195,15 +188,11 @@ mod tests {
     #[test]
     fn huge_powers_do_not_overflow() {
         let big = MAX_TOTAL_VOTING_POWER / 2;
-        let vs =
-            ValidatorSet::new(vec![(pk(1), VotingPower(big)), (pk(2), VotingPower(big))]).unwrap();
+        let vs = ValidatorSet::new(vec![(pk(1), VotingPower(big)), (pk(2), VotingPower(big))]).unwrap();
         assert!(vs.is_quorum(2 * big));
         assert!(!vs.is_quorum(big));
         assert_eq!(
-            ValidatorSet::new(vec![
-                (pk(1), VotingPower(u64::MAX)),
-                (pk(2), VotingPower(1))
-            ]),
+            ValidatorSet::new(vec![(pk(1), VotingPower(u64::MAX)), (pk(2), VotingPower(1))]),
             Err(ValidatorSetError::PowerOverflow)
         );
     }

@@ -40,10 +40,7 @@ impl Tally {
     }
     /// The value, if any, that has +2/3 of the power.
     pub fn quorum_value(&self, vs: &ValidatorSet) -> Option<Option<BlockId>> {
-        self.by_value
-            .iter()
-            .find(|(_, &p)| vs.is_quorum(p))
-            .map(|(v, _)| *v)
+        self.by_value.iter().find(|(_, &p)| vs.is_quorum(p)).map(|(v, _)| *v)
     }
     pub fn votes(&self) -> impl Iterator<Item = &Vote> {
         self.votes.values()
@@ -128,21 +125,14 @@ impl VoteKeeper {
     }
 
     pub fn power_for(&self, round: Round, vote_type: VoteType, value: Option<BlockId>) -> u64 {
-        self.tally(round, vote_type)
-            .map(|t| t.power_for(value))
-            .unwrap_or(0)
+        self.tally(round, vote_type).map(|t| t.power_for(value)).unwrap_or(0)
     }
     pub fn power_any(&self, round: Round, vote_type: VoteType) -> u64 {
-        self.tally(round, vote_type)
-            .map(|t| t.power_any())
-            .unwrap_or(0)
+        self.tally(round, vote_type).map(|t| t.power_any()).unwrap_or(0)
     }
     /// Power of the distinct validators that sent any vote for `round` (line 55).
     pub fn heard_power(&self, round: Round) -> u64 {
-        self.rounds
-            .get(&round)
-            .map(|rv| rv.heard_power)
-            .unwrap_or(0)
+        self.rounds.get(&round).map(|rv| rv.heard_power).unwrap_or(0)
     }
     /// Rounds with at least one vote, ascending.
     pub fn rounds(&self) -> impl Iterator<Item = Round> + '_ {
@@ -164,19 +154,10 @@ pub fn verify_evidence(chain_id: &str, vs: &ValidatorSet, ev: &Evidence) -> Resu
             if a.block_id == b.block_id {
                 return Err("votes are for the same value".into());
             }
-            let idx = vs
-                .index_of(&a.validator)
-                .ok_or("validator not in the set")?;
+            let idx = vs.index_of(&a.validator).ok_or("validator not in the set")?;
             for v in [a, b] {
-                let bytes = crate::crypto::vote_sign_bytes(
-                    chain_id,
-                    v.vote_type,
-                    v.height,
-                    v.round,
-                    v.block_id,
-                );
-                crate::crypto::verify(vs.key(idx), &bytes, &v.signature)
-                    .map_err(|e| e.to_string())?;
+                let bytes = crate::crypto::vote_sign_bytes(chain_id, v.vote_type, v.height, v.round, v.block_id);
+                crate::crypto::verify(vs.key(idx), &bytes, &v.signature).map_err(|e| e.to_string())?;
             }
             Ok(())
         }
@@ -191,9 +172,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn keys(n: u32) -> Vec<PrivateKey> {
-        (0..n)
-            .map(|i| PrivateKey::from_seed(&i.to_be_bytes()))
-            .collect()
+        (0..n).map(|i| PrivateKey::from_seed(&i.to_be_bytes())).collect()
     }
 
     fn vote(k: &PrivateKey, t: VoteType, r: u32, v: Option<u8>) -> Vote {
@@ -224,12 +203,7 @@ mod tests {
     #[test]
     fn conflicting_vote_gives_verifiable_evidence() {
         let ks = keys(2);
-        let vs = ValidatorSet::new(
-            ks.iter()
-                .map(|k| (k.public_key(), VotingPower(1)))
-                .collect(),
-        )
-        .unwrap();
+        let vs = ValidatorSet::new(ks.iter().map(|k| (k.public_key(), VotingPower(1))).collect()).unwrap();
         let mut vk = VoteKeeper::new(Counting::ByPower);
         let a = vote(&ks[0], VoteType::Precommit, 2, Some(1));
         let b = vote(&ks[0], VoteType::Precommit, 2, None);

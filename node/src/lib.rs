@@ -1,1 +1,2 @@
-//! placeholder
+//! `tendr-node`: the `tendr` command line and the real node behind it.
+pub mod cli;

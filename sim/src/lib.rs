@@ -1,1 +1,2 @@
-//! placeholder
+//! `tendr-sim`: a whole network of tendr validators in one process, on virtual time.
+pub mod cli;

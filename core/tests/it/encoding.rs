@@ -1,0 +1,109 @@
+//! decode(encode(x)) == x, and arbitrary bytes never panic the decoder.
+
+use proptest::prelude::*;
+use tendr_core::codec::{decode_message, encode_message};
+use tendr_core::*;
+
+fn arb_hash() -> impl Strategy<Value = Hash> {
+    any::<[u8; 32]>().prop_map(Hash)
+}
+
+fn arb_vote() -> impl Strategy<Value = Vote> {
+    (
+        any::<bool>(),
+        any::<u64>(),
+        any::<u32>(),
+        proptest::option::of(arb_hash()),
+        any::<[u8; 20]>(),
+        proptest::collection::vec(any::<u8>(), 64),
+    )
+        .prop_map(|(pre, h, r, id, a, s)| Vote {
+            vote_type: if pre { VoteType::Precommit } else { VoteType::Prevote },
+            height: Height(h),
+            round: Round(r),
+            block_id: id,
+            validator: Address(a),
+            signature: Signature(s.try_into().unwrap()),
+        })
+}
+
+fn arb_block() -> impl Strategy<Value = Block> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of(arb_hash()),
+        arb_hash(),
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 0..5),
+        proptest::collection::vec(arb_vote(), 0..3),
+    )
+        .prop_map(|(h, t, prev, x, txs, votes)| Block {
+            header: Header {
+                chain_id: "c".into(),
+                height: Height(h),
+                time: TimeMs(t),
+                prev_block_id: prev,
+                proposer: Address([1; 20]),
+                txs_hash: x,
+                app_hash: x,
+                validators_hash: x,
+                last_commit_hash: x,
+            },
+            txs,
+            last_commit: (!votes.is_empty()).then(|| Commit {
+                height: Height(h.saturating_sub(1)),
+                round: Round(0),
+                block_id: x,
+                signatures: votes
+                    .iter()
+                    .map(|v| CommitSig {
+                        validator: v.validator,
+                        signature: v.signature,
+                    })
+                    .collect(),
+            }),
+        })
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        arb_vote().prop_map(Message::Vote),
+        (
+            arb_block(),
+            any::<u32>(),
+            proptest::option::of(any::<u32>()),
+            proptest::collection::vec(any::<u8>(), 64)
+        )
+            .prop_map(|(b, r, pr, s)| Message::Proposal(Proposal {
+                height: b.header.height,
+                round: Round(r),
+                pol_round: pr.map(Round),
+                block: b,
+                signature: Signature(s.try_into().unwrap())
+            })),
+        proptest::collection::vec(any::<u8>(), 0..100).prop_map(Message::Tx),
+        any::<u64>().prop_map(|h| Message::RequestDecided(Height(h))),
+        (arb_vote(), arb_vote()).prop_map(|(a, b)| Message::Evidence(Evidence::DuplicateVote { a, b })),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn decode_of_encode_is_identity(m in arb_message()) {
+        prop_assert_eq!(decode_message(&encode_message(&m)).unwrap(), m);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = decode_message(&bytes);
+    }
+
+    #[test]
+    fn mutated_valid_messages_never_panic(m in arb_message(), pos in any::<usize>(), byte in any::<u8>()) {
+        let mut b = encode_message(&m);
+        if !b.is_empty() {
+            let i = pos % b.len();
+            b[i] = byte;
+        }
+        let _ = decode_message(&b);
+    }
+}

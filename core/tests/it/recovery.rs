@@ -1,0 +1,144 @@
+//! Restart from persisted state: no double sign, the node catches up and votes again.
+
+use crate::memnet::*;
+use tendr_core::crypto::vote_sign_bytes;
+use tendr_core::engine::{Input, Output, Timeout, WalEntry};
+use tendr_core::state_machine::TimeoutKind;
+use tendr_core::traits::CachingVerifier;
+use tendr_core::*;
+
+#[test]
+fn restarted_validator_refuses_to_sign_a_conflicting_vote() {
+    let keys = keys(4);
+    let g = genesis(&keys, &[1, 1, 1, 1]);
+    let proposer = g.proposer(Round(0));
+    let me = keys.iter().find(|k| k.address() != proposer).unwrap().clone();
+    // Before the crash we prevoted block V at (1, 0) and persisted it.
+    let v_id = Hash([7; 32]);
+    let sig = me.sign(&vote_sign_bytes(
+        CHAIN,
+        VoteType::Prevote,
+        Height(1),
+        Round(0),
+        Some(v_id),
+    ));
+    let persisted = Vote {
+        vote_type: VoteType::Prevote,
+        height: Height(1),
+        round: Round(0),
+        block_id: Some(v_id),
+        validator: me.address(),
+        signature: sig,
+    };
+    let mut e = Engine::new(
+        EngineConfig::new(CHAIN, timeouts()),
+        Some(me.clone()),
+        g,
+        vec![WalEntry::Vote(persisted.clone())],
+        Box::new(CachingVerifier::new()),
+    );
+    e.handle(TimeMs(0), Input::Start).unwrap();
+    // timeoutPropose fires: the state machine wants to prevote nil (L57), which would conflict.
+    let t = Timeout {
+        height: Height(1),
+        round: Round(0),
+        kind: TimeoutKind::Propose,
+    };
+    let out = e.handle(TimeMs(1000), Input::TimeoutElapsed(t)).unwrap();
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Persist(_))),
+        "nothing new may be signed: {out:?}"
+    );
+    let sent: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(Message::Vote(v)) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![&persisted], "the persisted vote is re-sent instead");
+}
+
+#[test]
+fn persist_comes_before_broadcast_of_every_signed_message() {
+    let keys = keys(1);
+    let g = genesis(&keys, &[1]);
+    let mut e = Engine::new(
+        EngineConfig::new(CHAIN, timeouts()),
+        Some(keys[0].clone()),
+        g,
+        vec![],
+        Box::new(CachingVerifier::new()),
+    );
+    let out = e.handle(TimeMs(0), Input::Start).unwrap();
+    assert!(out.iter().any(|o| matches!(o, Output::BuildBlock { .. })));
+    let out = e
+        .handle(
+            TimeMs(1),
+            Input::BlockTxs {
+                height: Height(1),
+                round: Round(0),
+                txs: vec![b"a=1".to_vec()],
+            },
+        )
+        .unwrap();
+    // A lone validator proposes, prevotes, precommits and decides in one go.
+    let mut persisted = std::collections::BTreeSet::new();
+    for o in &out {
+        match o {
+            Output::Persist(WalEntry::Vote(v)) => {
+                persisted.insert(format!("{v:?}"));
+            }
+            Output::Persist(WalEntry::Proposal(p)) => {
+                persisted.insert(format!("{p:?}"));
+            }
+            Output::Broadcast(Message::Vote(v)) => {
+                assert!(persisted.contains(&format!("{v:?}")), "vote sent before persisted")
+            }
+            Output::Broadcast(Message::Proposal(p)) => {
+                assert!(persisted.contains(&format!("{p:?}")), "proposal sent before persisted")
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Decide { .. })),
+        "a lone validator decides: {out:?}"
+    );
+}
+
+#[test]
+fn crashed_validator_restarts_from_storage_catches_up_and_votes_again() {
+    let mut net = Net::new(4);
+    net.start_all();
+    assert!(net.run_until(600_000, |n| n.min_height() >= 10));
+    net.nodes[1] = None; // crash
+    let crashed_at = net.decided[1].keys().next_back().copied().unwrap();
+    assert!(
+        net.run_until(600_000, |n| n.min_height() >= crashed_at + 15),
+        "3 of 4 keep deciding"
+    );
+    let mut node = net.build(1); // recovers from its own store
+    assert_eq!(node.engine().height().0, crashed_at + 1, "replayed every stored block");
+    node.start().unwrap();
+    net.nodes[1] = Some(node);
+    let target = net.min_height() + 30;
+    assert!(
+        net.run_until(600_000, |n| n.decided[1].keys().next_back().copied().unwrap_or(0)
+            >= target),
+        "caught up"
+    );
+    net.assert_agreement();
+    // It votes again: its precommits appear in recent commits.
+    let addr = net.keys[1].address();
+    let (block, _) = net.stores[0].0.borrow().blocks.get(&(target - 1)).cloned().unwrap();
+    let _ = block;
+    let recent_votes = net
+        .world
+        .borrow()
+        .signed
+        .keys()
+        .filter(|(a, h, _, _)| *a == addr && *h > target - 10)
+        .count();
+    assert!(recent_votes > 0, "restarted validator votes again");
+}

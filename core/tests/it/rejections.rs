@@ -1,0 +1,207 @@
+//! Bad input is rejected with a typed error and changes nothing.
+
+use crate::memnet::*;
+use tendr_core::codec::{decode_message, encode_message, DecodeError};
+use tendr_core::crypto::{proposal_sign_bytes, vote_sign_bytes};
+use tendr_core::engine::{EngineError, Input};
+use tendr_core::limits::MAX_MESSAGE_BYTES;
+use tendr_core::traits::CachingVerifier;
+use tendr_core::*;
+
+fn engine(i: usize) -> (Engine, Vec<PrivateKey>) {
+    let keys = keys(4);
+    let g = genesis(&keys, &[1, 1, 1, 1]);
+    let mut e = Engine::new(
+        EngineConfig::new(CHAIN, timeouts()),
+        Some(keys[i].clone()),
+        g,
+        vec![],
+        Box::new(CachingVerifier::new()),
+    );
+    e.handle(TimeMs(0), Input::Start).unwrap();
+    (e, keys)
+}
+
+fn vote(k: &PrivateKey, chain: &str, h: u64, r: u32) -> Vote {
+    let sig = k.sign(&vote_sign_bytes(chain, VoteType::Prevote, Height(h), Round(r), None));
+    Vote {
+        vote_type: VoteType::Prevote,
+        height: Height(h),
+        round: Round(r),
+        block_id: None,
+        validator: k.address(),
+        signature: sig,
+    }
+}
+
+fn msg(e: &mut Engine, from: &PrivateKey, m: Message) -> Result<Vec<engine::Output>, EngineError> {
+    e.handle(
+        TimeMs(1),
+        Input::Message {
+            from: from.address(),
+            msg: m,
+        },
+    )
+}
+
+#[test]
+fn unknown_validator_is_rejected() {
+    let (mut e, _) = engine(0);
+    let stranger = PrivateKey::from_seed(b"stranger");
+    let r = msg(&mut e, &stranger, Message::Vote(vote(&stranger, CHAIN, 1, 0)));
+    assert_eq!(r, Err(EngineError::UnknownValidator(stranger.address())));
+}
+
+#[test]
+fn forged_signature_is_rejected() {
+    let (mut e, keys) = engine(0);
+    let mut v = vote(&keys[1], CHAIN, 1, 0);
+    v.signature = keys[2].sign(b"something else");
+    assert!(matches!(
+        msg(&mut e, &keys[1], Message::Vote(v)),
+        Err(EngineError::BadSignature { what: "vote", .. })
+    ));
+    // A vote signed for another chain does not verify here.
+    let v = vote(&keys[1], "other-chain", 1, 0);
+    assert!(matches!(
+        msg(&mut e, &keys[1], Message::Vote(v)),
+        Err(EngineError::BadSignature { .. })
+    ));
+}
+
+#[test]
+fn proposal_for_another_chain_is_rejected_by_name() {
+    let keys = keys(4);
+    let g = genesis(&keys, &[1, 1, 1, 1]);
+    let proposer = keys
+        .iter()
+        .find(|k| k.address() == g.proposer(Round(0)))
+        .unwrap()
+        .clone();
+    let receiver = keys.iter().position(|k| k.address() != proposer.address()).unwrap();
+    let (mut e, _) = engine(receiver);
+    let mut header = g.new_header(proposer.address(), TimeMs(5), &[]);
+    header.chain_id = "other-chain".into();
+    let block = Block {
+        header,
+        txs: vec![],
+        last_commit: None,
+    };
+    let sig = proposer.sign(&proposal_sign_bytes(
+        "other-chain",
+        Height(1),
+        Round(0),
+        None,
+        block.id(),
+    ));
+    let p = Proposal {
+        height: Height(1),
+        round: Round(0),
+        pol_round: None,
+        block,
+        signature: sig,
+    };
+    assert!(matches!(
+        msg(&mut e, &proposer, Message::Proposal(p)),
+        Err(EngineError::WrongChain { .. })
+    ));
+}
+
+#[test]
+fn proposal_not_from_the_proposer_is_rejected() {
+    let keys = keys(4);
+    let g = genesis(&keys, &[1, 1, 1, 1]);
+    let impostor = keys
+        .iter()
+        .find(|k| k.address() != g.proposer(Round(0)))
+        .unwrap()
+        .clone();
+    let (mut e, _) = engine(0);
+    let block = Block {
+        header: g.new_header(impostor.address(), TimeMs(5), &[]),
+        txs: vec![],
+        last_commit: None,
+    };
+    let sig = impostor.sign(&proposal_sign_bytes(CHAIN, Height(1), Round(0), None, block.id()));
+    let p = Proposal {
+        height: Height(1),
+        round: Round(0),
+        pol_round: None,
+        block,
+        signature: sig,
+    };
+    assert!(matches!(
+        msg(&mut e, &impostor, Message::Proposal(p)),
+        Err(EngineError::BadSignature { what: "proposal", .. })
+    ));
+}
+
+#[test]
+fn far_future_height_and_far_round_are_rejected_and_bounded() {
+    let (mut e, keys) = engine(0);
+    // A far-future height is not kept, but it tells us we are behind: we ask for our height.
+    let out = msg(&mut e, &keys[1], Message::Vote(vote(&keys[1], CHAIN, 1000, 0))).unwrap();
+    assert!(out.iter().any(|o| matches!(
+        o,
+        engine::Output::Send {
+            msg: Message::RequestDecided(Height(1)),
+            ..
+        }
+    )));
+    assert_eq!(e.catching_up_to(), Some(Height(1000)));
+    let r = msg(&mut e, &keys[1], Message::Vote(vote(&keys[1], CHAIN, 1, 1_000_000)));
+    assert!(matches!(r, Err(EngineError::RoundTooFar { .. })));
+    assert_eq!(e.round(), Round(0));
+    // A forged far-future vote is rejected before it can say anything.
+    let mut v = vote(&keys[1], CHAIN, 1000, 0);
+    v.signature = keys[1].sign(b"x");
+    assert!(matches!(
+        msg(&mut e, &keys[1], Message::Vote(v)),
+        Err(EngineError::BadSignature { .. })
+    ));
+}
+
+#[test]
+fn garbage_and_oversized_bytes_are_decode_errors() {
+    assert!(matches!(
+        decode_message(&[0xff, 0xff, 0xff]),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(decode_message(&[]), Err(DecodeError::Malformed(_))));
+    let big = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    assert!(matches!(decode_message(&big), Err(DecodeError::TooLarge { .. })));
+    let mut ok = encode_message(&Message::RequestDecided(Height(3)));
+    ok.push(0);
+    assert!(matches!(decode_message(&ok), Err(DecodeError::Trailing(1))));
+}
+
+#[test]
+fn equivocating_vote_produces_evidence_once() {
+    let (mut e, keys) = engine(0);
+    msg(&mut e, &keys[1], Message::Vote(vote(&keys[1], CHAIN, 1, 0))).unwrap();
+    let sig = keys[1].sign(&vote_sign_bytes(
+        CHAIN,
+        VoteType::Prevote,
+        Height(1),
+        Round(0),
+        Some(Hash([9; 32])),
+    ));
+    let v2 = Vote {
+        vote_type: VoteType::Prevote,
+        height: Height(1),
+        round: Round(0),
+        block_id: Some(Hash([9; 32])),
+        validator: keys[1].address(),
+        signature: sig,
+    };
+    let out = msg(&mut e, &keys[1], Message::Vote(v2.clone())).unwrap();
+    assert_eq!(
+        out.iter().filter(|o| matches!(o, engine::Output::Evidence(_))).count(),
+        1
+    );
+    let out = msg(&mut e, &keys[1], Message::Vote(v2)).unwrap();
+    assert_eq!(
+        out.iter().filter(|o| matches!(o, engine::Output::Evidence(_))).count(),
+        0
+    );
+}
