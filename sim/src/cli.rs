@@ -1,10 +1,341 @@
-//! `tendr sim`.
-use clap::Args;
+//! `tendr sim`: run, explore, replay and benchmark simulations.
+//!
+//! This front end is the only part of the simulator that looks at the wall clock, and only to
+//! report how long runs took; the runs themselves never do.
+
+use crate::checker::Invariant;
+use crate::config::{Behaviour, Byzantine, Fault, FaultKind, Latency, Ratio, SimConfig, VerifyMode};
+use crate::explore::{explore, shrink, ExploreOpts};
+use crate::world::{run_traced, Report};
+use clap::{Args, Subcommand};
+use std::time::Instant;
 
 #[derive(Args, Debug)]
-pub struct SimArgs {}
+pub struct SimArgs {
+    #[command(subcommand)]
+    pub command: SimCommand,
+}
 
-pub fn run(_args: SimArgs) -> i32 {
-    eprintln!("tendr sim: not built yet");
-    2
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// Run one simulation and print its summary and trace hash.
+    Run(RunArgs),
+    /// Run many seeds in parallel; print every failing seed with the command that replays it.
+    Explore(ExploreArgs),
+    /// Re-run one seed, optionally writing its trace as JSON lines.
+    Replay(ReplayArgs),
+}
+
+/// How to build the run's configuration (flags override the file or the seed's draw).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// A scenario or config file (TOML).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Draw validators, adversaries, network and faults from the seed.
+    #[arg(long)]
+    pub random: bool,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long)]
+    pub validators: Option<u32>,
+    /// Comma-separated voting powers, one per validator.
+    #[arg(long, value_delimiter = ',')]
+    pub powers: Vec<u64>,
+    /// How many validators are Byzantine (the last ones).
+    #[arg(long)]
+    pub byzantine: Option<u32>,
+    /// Byzantine behaviours, used in turn: silent, equivocate, split-vote, amnesia, always-nil,
+    /// bad-signatures, garbage, future-spam, replay, twin.
+    #[arg(long, value_delimiter = ',')]
+    pub behaviour: Vec<Behaviour>,
+    /// Link latency as `MIN-MAX` milliseconds (uniform).
+    #[arg(long)]
+    pub latency_ms: Option<String>,
+    /// Loss probability as `NUM/DEN`.
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Split the validators in two halves at this virtual time...
+    #[arg(long)]
+    pub partition_at_ms: Option<u64>,
+    /// ...and heal at this one.
+    #[arg(long)]
+    pub heal_at_ms: Option<u64>,
+    /// Crash a node: `NODE@MS`; restart with `--restart NODE@MS`.
+    #[arg(long)]
+    pub crash: Vec<String>,
+    #[arg(long)]
+    pub restart: Vec<String>,
+    #[arg(long)]
+    pub heights: Option<u64>,
+    #[arg(long)]
+    pub max_time_ms: Option<u64>,
+    /// full, cached, or trusted (no verification; simulator only).
+    #[arg(long)]
+    pub verify: Option<VerifyMode>,
+    #[arg(long)]
+    pub txs_per_sec: Option<u32>,
+    /// A planted core bug (builds with the planted-bugs feature only).
+    #[arg(long)]
+    pub planted: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExploreArgs {
+    #[arg(long, default_value_t = 100)]
+    pub seeds: u64,
+    #[arg(long, default_value_t = 0)]
+    pub start_seed: u64,
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    #[arg(long)]
+    pub validators: Option<u32>,
+    #[arg(long)]
+    pub heights: Option<u64>,
+    #[arg(long)]
+    pub verify: Option<VerifyMode>,
+    #[arg(long)]
+    pub planted: Option<String>,
+    /// Do not shrink the first failing seed.
+    #[arg(long)]
+    pub no_shrink: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Write the trace as JSON lines here.
+    #[arg(long)]
+    pub trace: Option<std::path::PathBuf>,
+}
+
+impl std::str::FromStr for VerifyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(VerifyMode::Full),
+            "cached" => Ok(VerifyMode::Cached),
+            "trusted" => Ok(VerifyMode::Trusted),
+            _ => Err(format!("unknown verify mode `{s}` (full, cached, trusted)")),
+        }
+    }
+}
+
+fn ratio(s: &str) -> Result<Ratio, String> {
+    let (a, b) = s.split_once('/').ok_or_else(|| format!("`{s}`: expected NUM/DEN, e.g. 1/10"))?;
+    let p = |x: &str| x.trim().parse::<u32>().map_err(|_| format!("`{s}`: expected NUM/DEN with whole numbers"));
+    Ok(Ratio(p(a)?, p(b)?))
+}
+
+fn node_at(s: &str) -> Result<(u32, u64), String> {
+    let (n, t) = s.split_once('@').ok_or_else(|| format!("`{s}`: expected NODE@MS, e.g. 2@1500"))?;
+    let n = n.parse().map_err(|_| format!("`{s}`: node must be a number"))?;
+    let t = t.parse().map_err(|_| format!("`{s}`: time must be milliseconds"))?;
+    Ok((n, t))
+}
+
+/// Loads a config or scenario file (TOML); errors name the file, line and field.
+pub fn load_config(path: &std::path::Path) -> Result<SimConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    crate::scenario::parse(&text).map(|s| s.config).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Builds the configuration from the flags.
+pub fn build_config(a: &RunArgs) -> Result<SimConfig, String> {
+    let mut c = match (&a.config, a.random) {
+        (Some(p), _) => load_config(p)?,
+        (None, true) => SimConfig::from_seed(a.seed, a.validators),
+        (None, false) => SimConfig::new(a.validators.unwrap_or(4)),
+    };
+    c.seed = a.seed;
+    if let Some(n) = a.validators {
+        c.validators = n;
+    }
+    if !a.powers.is_empty() {
+        c.powers = a.powers.clone();
+    }
+    if let Some(b) = a.byzantine {
+        let behaviours = if a.behaviour.is_empty() { vec![Behaviour::Silent] } else { a.behaviour.clone() };
+        c.byzantine = (0..b)
+            .map(|i| Byzantine { node: c.validators - 1 - i, behaviour: behaviours[i as usize % behaviours.len()] })
+            .collect();
+    }
+    if let Some(l) = &a.latency_ms {
+        let (lo, hi) = l.split_once('-').unwrap_or((l, l));
+        let p = |x: &str| x.parse::<u64>().map_err(|_| format!("--latency-ms `{l}`: expected MIN-MAX milliseconds"));
+        c.network.latency = Latency::Uniform { min_ms: p(lo)?, max_ms: p(hi)? };
+    }
+    if let Some(l) = &a.loss {
+        c.network.loss = ratio(l)?;
+    }
+    if let Some(t) = a.partition_at_ms {
+        let n = c.validators;
+        c.faults.push(Fault { at_ms: t, kind: FaultKind::Partition { groups: vec![(0..n / 2).collect(), (n / 2..n).collect()] } });
+    }
+    if let Some(t) = a.heal_at_ms {
+        c.faults.push(Fault { at_ms: t, kind: FaultKind::Heal });
+    }
+    for s in &a.crash {
+        let (node, at_ms) = node_at(s)?;
+        c.faults.push(Fault { at_ms, kind: FaultKind::Crash { node } });
+    }
+    for s in &a.restart {
+        let (node, at_ms) = node_at(s)?;
+        c.faults.push(Fault { at_ms, kind: FaultKind::Restart { node } });
+    }
+    c.faults.sort_by_key(|f| f.at_ms);
+    if let Some(h) = a.heights {
+        c.heights = h;
+    }
+    if let Some(t) = a.max_time_ms {
+        c.max_time_ms = t;
+    }
+    if let Some(v) = a.verify {
+        c.verify = v;
+    }
+    if let Some(t) = a.txs_per_sec {
+        c.workload.txs_per_sec = t;
+    }
+    if a.planted.is_some() {
+        c.planted = a.planted.clone();
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+pub fn print_report(r: &Report, wall_ms: u128) {
+    println!("seed            {}", r.seed);
+    println!("validators      {} (byzantine: {})", r.validators, fmt_byz(r));
+    println!("heights         {} decided by every honest node (highest {})", r.heights, r.max_height);
+    println!("rounds/height   {:.2}", r.mean_rounds);
+    println!(
+        "messages        {} sent, {} delivered, {} dropped, {} rejected",
+        r.stats.sent, r.stats.delivered, r.stats.dropped, r.stats.rejected
+    );
+    let ratio = if wall_ms > 0 { r.virtual_ms as f64 / wall_ms as f64 } else { f64::INFINITY };
+    println!("time            {} ms virtual, {wall_ms} ms wall ({ratio:.0}x)", r.virtual_ms);
+    if r.violations.is_empty() {
+        println!("invariants      all held ({})", Invariant::ALL.map(|i| i.name()).join(", "));
+    } else {
+        println!("invariants      BROKEN");
+        for v in &r.violations {
+            println!("  {} at {} ms: {}", v.invariant.name(), v.at_ms, v.detail);
+        }
+    }
+    if !r.convicted.is_empty() {
+        let c: Vec<String> = r.convicted.iter().map(|(a, p)| format!("{a} (power {p})")).collect();
+        println!("convicted       {}", c.join(", "));
+    }
+    println!("trace hash      {}", r.trace_hash);
+}
+
+fn fmt_byz(r: &Report) -> String {
+    if r.byzantine.is_empty() {
+        return "none".into();
+    }
+    r.byzantine.iter().map(|(n, b)| format!("{n}:{b}")).collect::<Vec<_>>().join(", ")
+}
+
+pub fn run(args: SimArgs) -> i32 {
+    let result = match args.command {
+        SimCommand::Run(a) => cmd_run(&a, None),
+        SimCommand::Replay(a) => cmd_run(&a.run, a.trace.as_deref()),
+        SimCommand::Explore(a) => cmd_explore(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>) -> Result<i32, String> {
+    let cfg = build_config(a)?;
+    let t0 = Instant::now();
+    let report = match trace {
+        Some(p) => {
+            let f = std::fs::File::create(p).map_err(|e| format!("{}: cannot create trace file: {e}", p.display()))?;
+            run_traced(cfg, Box::new(f))?
+        }
+        None => crate::world::run(cfg)?,
+    };
+    let wall = t0.elapsed().as_millis();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print_report(&report, wall);
+        if let Some(p) = trace {
+            println!("trace           {}", p.display());
+        }
+    }
+    Ok(if report.ok() { 0 } else { 1 })
+}
+
+fn cmd_explore(a: &ExploreArgs) -> Result<i32, String> {
+    let opts = ExploreOpts {
+        seeds: a.seeds,
+        start_seed: a.start_seed,
+        jobs: a.jobs,
+        validators: a.validators,
+        heights: a.heights,
+        planted: a.planted.clone(),
+        verify: a.verify,
+    };
+    opts.config(opts.start_seed).validate()?;
+    let bar = indicatif::ProgressBar::new(a.seeds);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  [{elapsed}]")
+            .map_err(|e| e.to_string())?,
+    );
+    let t0 = Instant::now();
+    let reports = explore(&opts, &|_, failing| {
+        bar.inc(1);
+        bar.set_message(format!("{failing} failing"));
+    });
+    bar.finish();
+    let wall = t0.elapsed().as_millis();
+    let failing: Vec<&Report> = reports.iter().filter(|r| !r.ok()).collect();
+    println!("\n{:<24} {:>8} {:>12}", "invariant", "broken", "first seed");
+    for inv in Invariant::ALL {
+        let seeds: Vec<u64> = failing.iter().filter(|r| r.broken().contains(&inv)).map(|r| r.seed).collect();
+        let first = seeds.first().map(|s| s.to_string()).unwrap_or("-".into());
+        println!("{:<24} {:>8} {:>12}", inv.name(), seeds.len(), first);
+    }
+    let heights: u64 = reports.iter().map(|r| r.heights).sum();
+    println!(
+        "\n{} seeds, {} passed, {} failed; {} heights decided; {} ms wall",
+        reports.len(),
+        reports.len() - failing.len(),
+        failing.len(),
+        heights,
+        wall
+    );
+    for r in &failing {
+        let names: Vec<&str> = r.broken().iter().map(|i| i.name()).collect();
+        println!("FAIL seed {} ({}): {}", r.seed, names.join(", "), opts.replay_command(r.seed));
+    }
+    if let (Some(first), false) = (failing.first(), a.no_shrink) {
+        let inv = *first.broken().iter().next().expect("a failing report has a violation");
+        let (small, rep) = shrink(&opts.config(first.seed), inv, 40);
+        let path = format!("tendr-sim-shrunk-{}.toml", first.seed);
+        let text = toml::to_string(&small).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("{path}: {e}"))?;
+        println!(
+            "shrunk seed {} to {} faults, {} byzantine, {} heights (still breaks {}): tendr sim run --config {path}{}",
+            first.seed,
+            small.faults.len(),
+            small.byzantine.len(),
+            small.heights,
+            inv.name(),
+            if opts.planted.is_some() { " (with --features tendr-sim/planted-bugs)" } else { "" }
+        );
+        let _ = rep;
+    }
+    Ok(if failing.is_empty() { 0 } else { 1 })
 }

@@ -1,0 +1,160 @@
+//! Byzantine behaviours as small wrappers around an honest node: they rewrite, multiply or
+//! drop what the honest engine sends. All Byzantine nodes of a run share one adversary, so
+//! they can coordinate (for example, split votes between the same two blocks).
+
+use crate::config::Behaviour;
+use crate::rng::Rng;
+use crate::world::Payload;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use tendr_core::codec::encode_message;
+use tendr_core::crypto::{proposal_sign_bytes, vote_sign_bytes};
+use tendr_core::limits::MAX_MESSAGE_BYTES;
+use tendr_core::*;
+
+const HISTORY: usize = 256;
+
+pub struct Adversary {
+    rng: Rng,
+    /// Proposal ids seen per (height, round), to split votes between real blocks.
+    proposals: BTreeMap<(u64, u32), Vec<BlockId>>,
+    history: VecDeque<Message>,
+    oversized: Option<Rc<Vec<u8>>>,
+}
+
+type Sends = Vec<(Payload, Vec<usize>)>;
+
+impl Adversary {
+    pub fn new(rng: Rng) -> Self {
+        Adversary { rng, proposals: BTreeMap::new(), history: VecDeque::new(), oversized: None }
+    }
+
+    pub fn saw_proposal(&mut self, p: &Proposal) {
+        let ids = self.proposals.entry((p.height.0, p.round.0)).or_default();
+        let id = p.block.id();
+        if !ids.contains(&id) && ids.len() < 4 {
+            ids.push(id);
+        }
+        if self.proposals.len() > 64 {
+            self.proposals.pop_first();
+        }
+    }
+
+    pub fn transform(
+        &mut self,
+        b: Behaviour,
+        key: &PrivateKey,
+        msg: Message,
+        dests: Vec<usize>,
+        halves: &[u8],
+        chain: &str,
+    ) -> Sends {
+        if let Message::Proposal(p) = &msg {
+            self.saw_proposal(p);
+        }
+        match b {
+            Behaviour::Silent => vec![],
+            Behaviour::Twin | Behaviour::Amnesia => vec![(Payload::Msg(msg), dests)],
+            Behaviour::AlwaysNil => match msg {
+                Message::Vote(v) => vec![(Payload::Msg(Message::Vote(resign(key, chain, &v, None))), dests)],
+                m => vec![(Payload::Msg(m), dests)],
+            },
+            Behaviour::BadSignatures => vec![(Payload::Msg(corrupt(msg)), dests)],
+            Behaviour::SplitVote | Behaviour::Equivocate => self.split(b, key, msg, dests, halves, chain),
+            Behaviour::Garbage => {
+                let mut out = vec![(Payload::Msg(msg.clone()), dests.clone())];
+                if !dests.is_empty() && self.rng.chance(1, 3) {
+                    out.push((self.garbage(&msg), dests));
+                }
+                out
+            }
+            Behaviour::FutureSpam => {
+                let mut out = vec![(Payload::Msg(msg.clone()), dests.clone())];
+                if let Message::Vote(v) = &msg {
+                    for (dh, dr) in [(2u64, 0u32), (1000, 0), (0, 100_000), (1, 3)] {
+                        let mut f = v.clone();
+                        f.height = Height(v.height.0 + dh);
+                        f.round = Round(v.round.0.saturating_add(dr));
+                        out.push((Payload::Msg(Message::Vote(resign(key, chain, &f, f.block_id))), dests.clone()));
+                    }
+                }
+                out
+            }
+            Behaviour::Replay => {
+                let mut out = vec![(Payload::Msg(msg.clone()), dests.clone())];
+                if !self.history.is_empty() && self.rng.chance(1, 2) {
+                    let i = self.rng.below(self.history.len() as u64) as usize;
+                    out.push((Payload::Msg(self.history[i].clone()), dests));
+                }
+                if self.history.len() >= HISTORY {
+                    self.history.pop_front();
+                }
+                self.history.push_back(msg);
+                out
+            }
+        }
+    }
+
+    /// Half 0 gets what the honest engine sent; half 1 gets a conflicting version.
+    fn split(&mut self, b: Behaviour, key: &PrivateKey, msg: Message, dests: Vec<usize>, halves: &[u8], chain: &str) -> Sends {
+        let (a, z): (Vec<usize>, Vec<usize>) = dests.into_iter().partition(|&j| halves[j] == 0);
+        let other = match &msg {
+            Message::Vote(v) => {
+                let known = self.proposals.get(&(v.height.0, v.round.0)).cloned().unwrap_or_default();
+                let alt = known.iter().copied().find(|id| Some(*id) != v.block_id);
+                let value = match (alt, v.block_id) {
+                    (Some(id), _) => Some(id),
+                    (None, Some(_)) => None,
+                    (None, None) => Some(Hash(self.rng.bytes(32).try_into().expect("32 bytes"))),
+                };
+                Message::Vote(resign(key, chain, v, value))
+            }
+            Message::Proposal(p) if b == Behaviour::Equivocate => {
+                let mut block = p.block.clone();
+                block.header.time = TimeMs(block.header.time.0 + 1);
+                let id = block.id();
+                let sig = key.sign(&proposal_sign_bytes(chain, p.height, p.round, p.pol_round, id));
+                let alt = Proposal { block, signature: sig, ..p.clone() };
+                self.saw_proposal(&alt);
+                Message::Proposal(alt)
+            }
+            m => m.clone(),
+        };
+        vec![(Payload::Msg(msg), a), (Payload::Msg(other), z)]
+    }
+
+    fn garbage(&mut self, msg: &Message) -> Payload {
+        match self.rng.below(3) {
+            0 => {
+                let n = self.rng.range(1, 200) as usize;
+                Payload::Bytes(Rc::new(self.rng.bytes(n)))
+            }
+            1 => {
+                let mut b = encode_message(msg);
+                let keep = self.rng.below(b.len() as u64) as usize;
+                b.truncate(keep);
+                Payload::Bytes(Rc::new(b))
+            }
+            _ => Payload::Bytes(self.oversized.get_or_insert_with(|| Rc::new(vec![7u8; MAX_MESSAGE_BYTES + 1])).clone()),
+        }
+    }
+}
+
+fn resign(key: &PrivateKey, chain: &str, v: &Vote, value: Option<BlockId>) -> Vote {
+    let sig = key.sign(&vote_sign_bytes(chain, v.vote_type, v.height, v.round, value));
+    Vote { block_id: value, signature: sig, ..v.clone() }
+}
+
+fn corrupt(msg: Message) -> Message {
+    match msg {
+        Message::Vote(mut v) => {
+            v.signature.0[10] ^= 0x55;
+            Message::Vote(v)
+        }
+        Message::Proposal(mut p) => {
+            p.signature.0[10] ^= 0x55;
+            Message::Proposal(p)
+        }
+        m => m,
+    }
+}

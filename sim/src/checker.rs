@@ -1,0 +1,269 @@
+//! Invariants, checked while the run goes. The checker only observes — what nodes persist,
+//! what goes on the wire, what they decide — and nothing flows back into the run.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use tendr_core::app::KvApp;
+use tendr_core::chain::verify_commit;
+use tendr_core::engine::WalEntry;
+use tendr_core::traits::{Application, CachingVerifier};
+use tendr_core::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Invariant {
+    /// No two honest nodes decide different blocks at one height.
+    Agreement,
+    /// Every decided block was proposed and is valid for the application.
+    Validity,
+    /// Every commit carries valid precommits of more than 2/3 of the power.
+    CommitIntegrity,
+    /// No honest validator signs two different votes for one height, round and type.
+    HonestDoubleSign,
+    /// An honest node persists each message it signs before sending it.
+    PersistBeforeSend,
+    /// When agreement breaks, evidence convicts validators with more than 1/3 of the power.
+    Accountability,
+    /// After the last fault, every honest running node decides within the bound.
+    Liveness,
+}
+
+impl Invariant {
+    pub const ALL: [Invariant; 7] = [
+        Invariant::Agreement,
+        Invariant::Validity,
+        Invariant::CommitIntegrity,
+        Invariant::HonestDoubleSign,
+        Invariant::PersistBeforeSend,
+        Invariant::Accountability,
+        Invariant::Liveness,
+    ];
+    pub fn name(&self) -> &'static str {
+        match self {
+            Invariant::Agreement => "agreement",
+            Invariant::Validity => "validity",
+            Invariant::CommitIntegrity => "commit-integrity",
+            Invariant::HonestDoubleSign => "no-honest-double-sign",
+            Invariant::PersistBeforeSend => "persist-before-send",
+            Invariant::Accountability => "accountability",
+            Invariant::Liveness => "liveness",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub invariant: Invariant,
+    pub at_ms: u64,
+    pub detail: String,
+}
+
+const MAX_VIOLATIONS: usize = 64;
+
+type VoteKey = (u64, u32, VoteType, Address);
+
+pub struct Checker {
+    chain_id: String,
+    app: KvApp,
+    /// Power of each address at genesis, and whether it is honest.
+    power: BTreeMap<Address, u64>,
+    honest: BTreeMap<Address, bool>,
+    total_power: u64,
+    decided: BTreeMap<u64, BlockId>,
+    proposed: BTreeMap<u64, BTreeSet<BlockId>>,
+    votes: BTreeMap<VoteKey, Vote>,
+    /// Culprits convicted by verifiable evidence, from the wire or from the nodes.
+    pub evidence: BTreeMap<Address, Evidence>,
+    persisted: Vec<BTreeSet<(u64, u32, u8)>>,
+    verifier: CachingVerifier,
+    pub violations: Vec<Violation>,
+    pub fork_heights: BTreeSet<u64>,
+    pub rounds_sum: u64,
+    pub decisions: u64,
+    prune_below: u64,
+}
+
+fn kind_of(m: &Message) -> Option<(u64, u32, u8)> {
+    match m {
+        Message::Proposal(p) => Some((p.height.0, p.round.0, 0)),
+        Message::Vote(v) => Some((v.height.0, v.round.0, if v.vote_type == VoteType::Prevote { 1 } else { 2 })),
+        _ => None,
+    }
+}
+
+impl Checker {
+    /// `members`: (address, genesis power, honest) of every key in the run.
+    pub fn new(chain_id: &str, members: &[(Address, u64, bool)], slots: usize) -> Self {
+        Checker {
+            chain_id: chain_id.to_string(),
+            app: KvApp::new(chain_id),
+            power: members.iter().map(|(a, p, _)| (*a, *p)).collect(),
+            honest: members.iter().map(|(a, _, h)| (*a, *h)).collect(),
+            total_power: members.iter().map(|(_, p, _)| p).sum(),
+            decided: BTreeMap::new(),
+            proposed: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            evidence: BTreeMap::new(),
+            persisted: vec![BTreeSet::new(); slots],
+            verifier: CachingVerifier::new(),
+            violations: vec![],
+            fork_heights: BTreeSet::new(),
+            rounds_sum: 0,
+            decisions: 0,
+            prune_below: 0,
+        }
+    }
+
+    pub fn violate(&mut self, invariant: Invariant, at_ms: u64, detail: String) {
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(Violation { invariant, at_ms, detail });
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn decided_heights(&self) -> u64 {
+        self.decided.keys().next_back().copied().unwrap_or(0)
+    }
+
+    pub fn on_persist(&mut self, slot: usize, entry: &WalEntry) {
+        let key = match entry {
+            WalEntry::Proposal(p) => (p.height.0, p.round.0, 0),
+            WalEntry::Vote(v) => (v.height.0, v.round.0, if v.vote_type == VoteType::Prevote { 1 } else { 2 }),
+        };
+        self.persisted[slot].insert(key);
+    }
+
+    /// A message an honest node's own engine sent (before any Byzantine wrapper touched it).
+    pub fn on_own_send(&mut self, slot: usize, me: Address, msg: &Message, now: u64) {
+        let own = match msg {
+            Message::Vote(v) => v.validator == me,
+            Message::Proposal(_) => true,
+            _ => false,
+        };
+        if let (true, Some(k)) = (own, kind_of(msg)) {
+            if !self.persisted[slot].contains(&k) {
+                self.violate(Invariant::PersistBeforeSend, now, format!("node {slot} sent {} {k:?} before persisting it", msg.kind()));
+            }
+        }
+    }
+
+    /// Every message as it goes on the wire (after any Byzantine wrapper).
+    pub fn on_wire(&mut self, msg: &Message, now: u64) {
+        match msg {
+            Message::Proposal(p) => {
+                self.proposed.entry(p.height.0).or_default().insert(p.block.id());
+            }
+            Message::Vote(v) => self.on_vote(v, now),
+            Message::Evidence(e) => self.on_evidence(e),
+            _ => {}
+        }
+    }
+
+    fn on_vote(&mut self, v: &Vote, now: u64) {
+        if v.height.0 < self.prune_below {
+            return;
+        }
+        let key = (v.height.0, v.round.0, v.vote_type, v.validator);
+        match self.votes.get(&key) {
+            None => {
+                self.votes.insert(key, v.clone());
+            }
+            Some(prev) if prev.block_id != v.block_id => {
+                let ev = Evidence::DuplicateVote { a: prev.clone(), b: v.clone() };
+                if self.honest.get(&v.validator).copied().unwrap_or(false) {
+                    self.violate(
+                        Invariant::HonestDoubleSign,
+                        now,
+                        format!("honest {} signed two {:?} at height {} round {}", v.validator, v.vote_type, v.height, v.round),
+                    );
+                }
+                self.on_evidence(&ev);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Records evidence after checking it is valid (signatures included).
+    pub fn on_evidence(&mut self, ev: &Evidence) {
+        let Evidence::DuplicateVote { a, b } = ev;
+        let ok = a.validator == b.validator
+            && (a.height, a.round, a.vote_type) == (b.height, b.round, b.vote_type)
+            && a.block_id != b.block_id;
+        if ok && !self.evidence.contains_key(&a.validator) {
+            self.evidence.insert(a.validator, ev.clone());
+        }
+    }
+
+    /// An honest node decided. `validators`: the set of that height, when known.
+    pub fn on_decided(&mut self, slot: usize, block: &Block, commit: &Commit, validators: Option<&ValidatorSet>, now: u64) {
+        let h = block.height().0;
+        let id = block.id();
+        match self.decided.get(&h) {
+            None => {
+                self.decided.insert(h, id);
+                self.rounds_sum += commit.round.0 as u64;
+                self.decisions += 1;
+            }
+            Some(prev) if *prev != id => {
+                self.fork_heights.insert(h);
+                self.violate(Invariant::Agreement, now, format!("node {slot} decided {id} at height {h}, another honest node decided {prev}"));
+                self.check_accountability(now);
+            }
+            Some(_) => {}
+        }
+        if !self.proposed.get(&h).is_some_and(|s| s.contains(&id)) {
+            self.violate(Invariant::Validity, now, format!("node {slot} decided {id} at height {h}, which nobody proposed"));
+        }
+        if !self.app.validate_block(block) {
+            self.violate(Invariant::Validity, now, format!("node {slot} decided an invalid block at height {h}"));
+        }
+        if commit.block_id != id || commit.height != block.height() {
+            self.violate(Invariant::CommitIntegrity, now, format!("node {slot}: commit at height {h} is for another block"));
+        } else if let Some(vs) = validators {
+            if let Err(e) = verify_commit(&self.chain_id, vs, commit, &mut self.verifier) {
+                self.violate(Invariant::CommitIntegrity, now, format!("node {slot}: commit at height {h}: {e}"));
+            }
+        }
+    }
+
+    /// Convicted power must exceed 1/3 whenever agreement broke.
+    fn check_accountability(&mut self, now: u64) {
+        let convicted: u64 = self.evidence.keys().map(|a| self.power.get(a).copied().unwrap_or(0)).sum();
+        if 3 * convicted <= self.total_power {
+            let names: Vec<String> = self.evidence.keys().map(|a| a.to_string()).collect();
+            self.violate(
+                Invariant::Accountability,
+                now,
+                format!("agreement broke but evidence convicts only {convicted} of {} power ({})", self.total_power, names.join(", ")),
+            );
+        }
+    }
+
+    /// Re-checks accountability at the end (evidence may arrive after the fork).
+    pub fn finish_accountability(&mut self, now: u64) {
+        self.violations.retain(|v| v.invariant != Invariant::Accountability);
+        if !self.fork_heights.is_empty() {
+            self.check_accountability(now);
+        }
+    }
+
+    /// Culprits with their power.
+    pub fn convicted(&self) -> Vec<(Address, u64)> {
+        self.evidence.keys().map(|a| (*a, self.power.get(a).copied().unwrap_or(0))).collect()
+    }
+
+    /// Forget votes of heights every honest node is long past (memory stays flat).
+    pub fn prune(&mut self, min_honest_height: u64) {
+        let below = min_honest_height.saturating_sub(10);
+        if below > self.prune_below + 50 {
+            self.prune_below = below;
+            self.votes = self.votes.split_off(&(below, 0, VoteType::Prevote, Address::default()));
+            for p in &mut self.persisted {
+                *p = p.split_off(&(below, 0, 0));
+            }
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! What a simulation run is: validators, adversaries, network model, fault timeline, workload.
+//! A config is plain data (TOML or JSON); `SimConfig::from_seed` draws one from a seed, so a
+//! seed describes its whole run.
+
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+use tendr_core::TimeoutConfig;
+
+/// A probability as a ratio of integers, written `[num, den]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ratio(pub u32, pub u32);
+
+impl Ratio {
+    pub const ZERO: Ratio = Ratio(0, 1);
+}
+
+impl Default for Ratio {
+    fn default() -> Self {
+        Ratio::ZERO
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Latency {
+    Fixed { ms: u64 },
+    Uniform { min_ms: u64, max_ms: u64 },
+    /// Mean plus a symmetric jitter drawn as the average of four uniforms (close to normal).
+    Normal { mean_ms: u64, jitter_ms: u64 },
+    /// Usually `base_ms` (+ up to 20% jitter); with probability `tail`, up to `tail_ms` more.
+    LongTail { base_ms: u64, tail_ms: u64, tail: Ratio },
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency::Uniform { min_ms: 5, max_ms: 20 }
+    }
+}
+
+impl Latency {
+    pub fn sample(&self, rng: &mut Rng) -> u64 {
+        match *self {
+            Latency::Fixed { ms } => ms,
+            Latency::Uniform { min_ms, max_ms } => rng.range(min_ms, max_ms),
+            Latency::Normal { mean_ms, jitter_ms } => {
+                let s: u64 = (0..4).map(|_| rng.range(0, 2 * jitter_ms)).sum::<u64>() / 4;
+                (mean_ms + s).saturating_sub(jitter_ms)
+            }
+            Latency::LongTail { base_ms, tail_ms, tail } => {
+                let b = base_ms + rng.range(0, base_ms / 5);
+                if rng.chance(tail.0, tail.1) {
+                    b + rng.range(0, tail_ms)
+                } else {
+                    b
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkModel {
+    #[serde(default)]
+    pub latency: Latency,
+    /// Each message is lost with this probability.
+    #[serde(default)]
+    pub loss: Ratio,
+    /// Each message is delivered twice with this probability.
+    #[serde(default)]
+    pub duplicate: Ratio,
+    /// Each message is held back (by up to 5x the latency) with this probability: reordering.
+    #[serde(default)]
+    pub reorder: Ratio,
+    /// Per-link bandwidth in bytes per millisecond (0: unlimited).
+    #[serde(default)]
+    pub bandwidth_bytes_per_ms: u64,
+}
+
+/// Byzantine behaviours. Each is a small wrapper around an honest node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behaviour {
+    /// Sends nothing.
+    Silent,
+    /// As proposer, two different proposals to the two halves; votes split the same way.
+    Equivocate,
+    /// Different votes to the two halves of the network.
+    SplitVote,
+    /// Forgets its lock and votes at each new round (wipes its consensus log).
+    Amnesia,
+    /// Every vote re-signed as nil.
+    AlwaysNil,
+    /// Every signature it sends is corrupted.
+    BadSignatures,
+    /// Honest, plus garbage, truncated and oversized byte strings.
+    Garbage,
+    /// Honest, plus signed votes for far heights and rounds.
+    FutureSpam,
+    /// Honest, plus re-sends of old messages.
+    Replay,
+    /// Two honest engines share this key, each seeing half of the network.
+    Twin,
+}
+
+impl Behaviour {
+    pub const ALL: [Behaviour; 10] = [
+        Behaviour::Silent,
+        Behaviour::Equivocate,
+        Behaviour::SplitVote,
+        Behaviour::Amnesia,
+        Behaviour::AlwaysNil,
+        Behaviour::BadSignatures,
+        Behaviour::Garbage,
+        Behaviour::FutureSpam,
+        Behaviour::Replay,
+        Behaviour::Twin,
+    ];
+    pub fn name(&self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+}
+
+impl std::str::FromStr for Behaviour {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+            let names: Vec<String> = Behaviour::ALL.iter().map(|b| b.name()).collect();
+            format!("unknown behaviour `{s}`; one of: {}", names.join(", "))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Byzantine {
+    pub node: u32,
+    pub behaviour: Behaviour,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultKind {
+    /// Only nodes in the same group hear each other (nodes in no group are isolated).
+    Partition { groups: Vec<Vec<u32>> },
+    /// Messages from `from` to `to` are dropped; the other direction works.
+    OneWay { from: Vec<u32>, to: Vec<u32> },
+    Isolate { node: u32 },
+    /// Removes every partition.
+    Heal,
+    Crash { node: u32 },
+    Restart { node: u32 },
+    /// The node's clock reads `skew_ms` off and runs `drift_ppm` parts per million fast/slow.
+    Clock { node: u32, skew_ms: i64, drift_ppm: i64 },
+    /// Every message to and timer of the node is delayed by `delay_ms` (0 ends it).
+    Slow { node: u32, delay_ms: u64 },
+    /// Validators holding more than 2/3 of the power approve setting `node`'s power (0 removes).
+    SetPower { node: u32, power: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyMode {
+    /// Every node verifies every signature it has not verified before (as a real node does).
+    #[default]
+    Full,
+    /// One cache for the whole run: each distinct signature is verified once.
+    Cached,
+    /// No verification at all. Only for large sweeps; never available to a real node, and
+    /// refused together with adversaries that forge signatures.
+    Trusted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Transactions submitted per virtual second, spread over honest nodes.
+    #[serde(default)]
+    pub txs_per_sec: u32,
+    #[serde(default = "default_tx_bytes")]
+    pub tx_bytes: u32,
+}
+
+fn default_tx_bytes() -> u32 {
+    64
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    #[serde(default)]
+    pub seed: u64,
+    pub validators: u32,
+    /// Voting powers (empty: all 1).
+    #[serde(default)]
+    pub powers: Vec<u64>,
+    /// Non-validator nodes that start with power 0 (they follow, and may be added).
+    #[serde(default)]
+    pub spares: u32,
+    #[serde(default)]
+    pub byzantine: Vec<Byzantine>,
+    #[serde(default)]
+    pub network: NetworkModel,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Stop once every honest running node decided this many heights (and liveness is shown).
+    #[serde(default = "default_heights")]
+    pub heights: u64,
+    /// Hard stop in virtual time.
+    #[serde(default = "default_max_time")]
+    pub max_time_ms: u64,
+    #[serde(default = "sim_timeouts")]
+    pub timeouts: TimeoutConfig,
+    #[serde(default)]
+    pub workload: Workload,
+    #[serde(default)]
+    pub verify: VerifyMode,
+    /// After the last fault, every honest running node must decide within this virtual time.
+    #[serde(default = "default_liveness")]
+    pub liveness_bound_ms: u64,
+    /// A planted core bug (needs the `planted-bugs` feature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planted: Option<String>,
+}
+
+fn default_heights() -> u64 {
+    20
+}
+fn default_max_time() -> u64 {
+    600_000
+}
+fn default_liveness() -> u64 {
+    60_000
+}
+
+/// Timeouts for simulated networks with tens of milliseconds of latency.
+pub fn sim_timeouts() -> TimeoutConfig {
+    TimeoutConfig {
+        propose_ms: 300,
+        propose_delta_ms: 100,
+        prevote_ms: 200,
+        prevote_delta_ms: 100,
+        precommit_ms: 200,
+        precommit_delta_ms: 100,
+        commit_ms: 100,
+        rebroadcast_ms: 500,
+        sync_retry_ms: 200,
+    }
+}
+
+impl SimConfig {
+    pub fn new(validators: u32) -> Self {
+        SimConfig {
+            seed: 0,
+            validators,
+            powers: vec![],
+            spares: 0,
+            byzantine: vec![],
+            network: NetworkModel::default(),
+            faults: vec![],
+            heights: default_heights(),
+            max_time_ms: default_max_time(),
+            timeouts: sim_timeouts(),
+            workload: Workload::default(),
+            verify: VerifyMode::Full,
+            liveness_bound_ms: default_liveness(),
+            planted: None,
+        }
+    }
+
+    pub fn power(&self, i: u32) -> u64 {
+        if i >= self.validators {
+            return 0;
+        }
+        self.powers.get(i as usize).copied().unwrap_or(1)
+    }
+
+    pub fn total_power(&self) -> u64 {
+        (0..self.validators).map(|i| self.power(i)).sum()
+    }
+
+    pub fn byzantine_power(&self) -> u64 {
+        self.byzantine.iter().map(|b| self.power(b.node)).sum()
+    }
+
+    /// Whether the run stays within the protocol's assumption (Byzantine power below 1/3).
+    pub fn within_assumption(&self) -> bool {
+        3 * self.byzantine_power() < self.total_power()
+    }
+
+    pub fn behaviour(&self, node: u32) -> Option<Behaviour> {
+        self.byzantine.iter().find(|b| b.node == node).map(|b| b.behaviour)
+    }
+
+    /// Virtual time of the last fault (0 when none): the liveness phase starts there.
+    pub fn faults_end_ms(&self) -> u64 {
+        self.faults.iter().map(|f| f.at_ms).max().unwrap_or(0)
+    }
+
+    /// Checks that the config makes sense; the message names the field and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        let nodes = self.validators + self.spares;
+        if self.validators == 0 || self.validators > 1000 {
+            return Err(format!("`validators` = {}: must be 1-1000", self.validators));
+        }
+        if !self.powers.is_empty() && self.powers.len() != self.validators as usize {
+            return Err(format!("`powers` has {} entries for {} validators", self.powers.len(), self.validators));
+        }
+        if self.powers.contains(&0) {
+            return Err("`powers`: every validator needs power >= 1 (use `spares` for non-validators)".into());
+        }
+        for b in &self.byzantine {
+            if b.node >= self.validators {
+                return Err(format!("`byzantine`: node {} is not a validator (0-{})", b.node, self.validators - 1));
+            }
+            if self.verify == VerifyMode::Trusted && b.behaviour == Behaviour::BadSignatures {
+                return Err("`verify = trusted` cannot be combined with the bad-signatures behaviour".into());
+            }
+        }
+        let node_ok = |n: &u32| *n < nodes;
+        for f in &self.faults {
+            let ok = match &f.kind {
+                FaultKind::Partition { groups } => groups.iter().flatten().all(node_ok),
+                FaultKind::OneWay { from, to } => from.iter().chain(to).all(node_ok),
+                FaultKind::Isolate { node }
+                | FaultKind::Crash { node }
+                | FaultKind::Restart { node }
+                | FaultKind::Clock { node, .. }
+                | FaultKind::Slow { node, .. }
+                | FaultKind::SetPower { node, .. } => node_ok(node),
+                FaultKind::Heal => true,
+            };
+            if !ok {
+                return Err(format!("fault at {} ms names a node outside 0-{}", f.at_ms, nodes - 1));
+            }
+        }
+        if let Some(p) = &self.planted {
+            #[cfg(feature = "planted-bugs")]
+            p.parse::<tendr_core::PlantedBug>()?;
+            #[cfg(not(feature = "planted-bugs"))]
+            return Err(format!(
+                "`planted = \"{p}\"` needs a build with planted bugs: cargo run --features tendr-sim/planted-bugs -- sim ..."
+            ));
+        }
+        for r in [self.network.loss, self.network.duplicate, self.network.reorder] {
+            if r.1 == 0 || r.0 > r.1 {
+                return Err(format!("probability [{}, {}] is not a ratio num/den with 0 <= num <= den, den > 0", r.0, r.1));
+            }
+        }
+        Ok(())
+    }
+
+    /// Draws a whole run from `seed`: size, Byzantine nodes (at most f, mixed behaviours),
+    /// network model, and a fault timeline of partitions and crashes that ends with a heal.
+    pub fn from_seed(seed: u64, validators: Option<u32>) -> SimConfig {
+        let mut rng = Rng::stream(seed, "config");
+        let n = validators.unwrap_or(*rng.pick(&[4u32, 7, 10]));
+        let mut c = SimConfig::new(n);
+        c.seed = seed;
+        c.heights = 8;
+        let f = (n - 1) / 3;
+        let byz = rng.range(0, f as u64) as u32;
+        let mut nodes: Vec<u32> = (0..n).collect();
+        for _ in 0..byz {
+            let i = rng.below(nodes.len() as u64) as usize;
+            let node = nodes.remove(i);
+            let behaviour = *rng.pick(&Behaviour::ALL);
+            c.byzantine.push(Byzantine { node, behaviour });
+        }
+        c.network.latency = match rng.below(3) {
+            0 => Latency::Uniform { min_ms: 2, max_ms: rng.range(5, 60) },
+            1 => Latency::Normal { mean_ms: rng.range(10, 50), jitter_ms: rng.range(1, 20) },
+            _ => Latency::LongTail { base_ms: rng.range(5, 30), tail_ms: rng.range(100, 800), tail: Ratio(1, 20) },
+        };
+        c.network.loss = Ratio(rng.range(0, 10) as u32, 100);
+        c.network.duplicate = Ratio(rng.range(0, 5) as u32, 100);
+        c.network.reorder = Ratio(rng.range(0, 10) as u32, 100);
+        let mut t = 0;
+        for _ in 0..rng.range(0, 4) {
+            t += rng.range(200, 3000);
+            let kind = match rng.below(5) {
+                0 => {
+                    let cut = rng.range(1, n as u64 - 1) as u32;
+                    FaultKind::Partition { groups: vec![(0..cut).collect(), (cut..n).collect()] }
+                }
+                1 => FaultKind::Isolate { node: rng.below(n as u64) as u32 },
+                2 => FaultKind::OneWay { from: vec![rng.below(n as u64) as u32], to: (0..n).collect() },
+                3 => {
+                    let node = rng.below(n as u64) as u32;
+                    c.faults.push(Fault { at_ms: t, kind: FaultKind::Crash { node } });
+                    t += rng.range(100, 3000);
+                    FaultKind::Restart { node }
+                }
+                _ => FaultKind::Clock {
+                    node: rng.below(n as u64) as u32,
+                    skew_ms: rng.range(0, 2000) as i64 - 1000,
+                    drift_ppm: rng.range(0, 2000) as i64 - 1000,
+                },
+            };
+            c.faults.push(Fault { at_ms: t, kind });
+        }
+        if !c.faults.is_empty() {
+            t += rng.range(500, 4000);
+            c.faults.push(Fault { at_ms: t, kind: FaultKind::Heal });
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_describes_its_run() {
+        assert_eq!(SimConfig::from_seed(5, None), SimConfig::from_seed(5, None));
+        let distinct: std::collections::BTreeSet<String> =
+            (0..20).map(|s| format!("{:?}", SimConfig::from_seed(s, None))).collect();
+        assert!(distinct.len() > 15);
+        for s in 0..200 {
+            let c = SimConfig::from_seed(s, None);
+            c.validate().unwrap();
+            assert!(c.within_assumption(), "seed {s}: at most f Byzantine");
+        }
+    }
+
+    #[test]
+    fn config_roundtrips_through_toml() {
+        let c = SimConfig::from_seed(3, Some(7));
+        let s = toml::to_string(&c).unwrap();
+        let back: SimConfig = toml::from_str(&s).unwrap();
+        assert_eq!(back, c);
+    }
+}

@@ -1,0 +1,163 @@
+//! Many seeds in parallel (one seed per thread, never one seed across threads), and shrinking
+//! of a failing run to a smaller one that fails the same way.
+
+use crate::checker::Invariant;
+use crate::config::{FaultKind, Ratio, SimConfig, VerifyMode};
+use crate::world::{run, Report};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Default)]
+pub struct ExploreOpts {
+    pub seeds: u64,
+    pub start_seed: u64,
+    pub jobs: usize,
+    pub validators: Option<u32>,
+    pub heights: Option<u64>,
+    pub planted: Option<String>,
+    pub verify: Option<VerifyMode>,
+}
+
+impl ExploreOpts {
+    /// The configuration a seed stands for under these options.
+    pub fn config(&self, seed: u64) -> SimConfig {
+        let mut c = SimConfig::from_seed(seed, self.validators);
+        if let Some(h) = self.heights {
+            c.heights = h;
+        }
+        c.planted = self.planted.clone();
+        if let Some(v) = self.verify {
+            c.verify = v;
+        }
+        c
+    }
+
+    /// The one command that replays `seed`.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut cmd = format!("tendr sim run --random --seed {seed}");
+        if let Some(n) = self.validators {
+            cmd += &format!(" --validators {n}");
+        }
+        if let Some(h) = self.heights {
+            cmd += &format!(" --heights {h}");
+        }
+        if let Some(p) = &self.planted {
+            cmd = format!("cargo run --release --features tendr-sim/planted-bugs -- {} --planted {p}", &cmd["tendr ".len()..]);
+        }
+        cmd
+    }
+}
+
+/// Runs seeds `start_seed..start_seed + seeds` on `jobs` threads; `progress(done, failing)` is
+/// called after each seed. Reports come back sorted by seed.
+pub fn explore(opts: &ExploreOpts, progress: &(dyn Fn(u64, u64) + Sync)) -> Vec<Report> {
+    let next = AtomicU64::new(opts.start_seed);
+    let end = opts.start_seed + opts.seeds;
+    let done = AtomicU64::new(0);
+    let failing = AtomicU64::new(0);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.max(1) {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= end {
+                    break;
+                }
+                let report = match run(opts.config(seed)) {
+                    Ok(r) => r,
+                    Err(e) => panic!("seed {seed}: invalid generated config: {e}"),
+                };
+                if !report.ok() {
+                    failing.fetch_add(1, Ordering::SeqCst);
+                }
+                results.lock().expect("no panics while holding").push(report);
+                progress(done.fetch_add(1, Ordering::SeqCst) + 1, failing.load(Ordering::SeqCst));
+            });
+        }
+    });
+    let mut r = results.into_inner().expect("threads joined");
+    r.sort_by_key(|r| r.seed);
+    r
+}
+
+/// Shrinks `cfg` (which breaks `invariant`) by removing faults, Byzantine nodes, network
+/// noise and heights while the smaller run still breaks the same invariant. At most
+/// `budget` runs.
+pub fn shrink(cfg: &SimConfig, invariant: Invariant, budget: usize) -> (SimConfig, Report) {
+    let fails = |c: &SimConfig| -> Option<Report> {
+        let r = run(c.clone()).ok()?;
+        r.broken().contains(&invariant).then_some(r)
+    };
+    let mut best = cfg.clone();
+    let mut best_report = match fails(&best) {
+        Some(r) => r,
+        None => return (best.clone(), run(best).expect("valid config")),
+    };
+    let mut runs = 1;
+    let mut improved = true;
+    while improved && runs < budget {
+        improved = false;
+        let mut candidates: Vec<SimConfig> = vec![];
+        if best.heights > 1 {
+            let mut c = best.clone();
+            c.heights = best.heights / 2;
+            candidates.push(c);
+        }
+        for i in 0..best.faults.len() {
+            if best.faults[i].kind == FaultKind::Heal {
+                continue;
+            }
+            let mut c = best.clone();
+            c.faults.remove(i);
+            candidates.push(c);
+        }
+        for i in 0..best.byzantine.len() {
+            let mut c = best.clone();
+            c.byzantine.remove(i);
+            candidates.push(c);
+        }
+        for which in 0..3 {
+            let mut c = best.clone();
+            let r = match which {
+                0 => &mut c.network.loss,
+                1 => &mut c.network.duplicate,
+                _ => &mut c.network.reorder,
+            };
+            if r.0 > 0 {
+                *r = Ratio::ZERO;
+                candidates.push(c);
+            }
+        }
+        let first = best_report.violations.iter().find(|v| v.invariant == invariant).map(|v| v.at_ms);
+        if let Some(t) = first {
+            if t + 1_000 < best.max_time_ms && invariant != Invariant::Liveness {
+                let mut c = best.clone();
+                c.max_time_ms = t + 1_000;
+                candidates.push(c);
+            }
+        }
+        for c in candidates {
+            if runs >= budget {
+                break;
+            }
+            runs += 1;
+            if c.faults.iter().all(|f| f.kind == FaultKind::Heal) {
+                let mut c2 = c.clone();
+                c2.faults.clear();
+                if let Some(r) = fails(&c2) {
+                    best = c2;
+                    best_report = r;
+                    improved = true;
+                    break;
+                }
+            }
+            if let Some(r) = fails(&c) {
+                best = c;
+                best_report = r;
+                improved = true;
+                break;
+            }
+        }
+    }
+    (best, best_report)
+}

@@ -1,0 +1,747 @@
+//! The world: a discrete-event loop over (virtual time, sequence number) driving the core's
+//! `Node` — unchanged — with a virtual clock, a simulated network and in-memory storage.
+//!
+//! How to drive it: `World::new(config)` then `run()`, which returns a [`Report`]. Everything
+//! is decided by `config.seed`: one ChaCha stream per component (network, adversary,
+//! workload), events ordered by (time, sequence), no hash-map iteration, no wall clock.
+
+use crate::adversary::Adversary;
+use crate::checker::{Checker, Invariant, Violation};
+use crate::config::{Behaviour, FaultKind, SimConfig, VerifyMode};
+use crate::rng::Rng;
+use crate::trace::Trace;
+use serde::Serialize;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use tendr_core::app::{KvApp, ValidatorApproval};
+use tendr_core::chain::ChainState;
+use tendr_core::crypto::CryptoError;
+use tendr_core::engine::{Timeout, WalEntry};
+use tendr_core::traits::*;
+use tendr_core::*;
+
+/// What a node's call produced, in order.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub log: Vec<OutItem>,
+    pub timers: Vec<(TimeMs, Timeout)>,
+}
+
+#[derive(Debug)]
+pub enum OutItem {
+    Persist(WalEntry),
+    Broadcast(Message),
+    Send(PeerId, Message),
+}
+
+/// A node's clock: `skew_ms` off and `drift_ppm` fast or slow against virtual time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalTime {
+    pub skew_ms: i64,
+    pub drift_ppm: i64,
+}
+
+impl LocalTime {
+    fn local(&self, g: u64) -> u64 {
+        let d = g as i128 * self.drift_ppm as i128 / 1_000_000;
+        (g as i128 + self.skew_ms as i128 + d).max(0) as u64
+    }
+    fn global(&self, l: u64) -> u64 {
+        (((l as i128 - self.skew_ms as i128) * 1_000_000) / (1_000_000 + self.drift_ppm as i128)).max(0) as u64
+    }
+}
+
+pub struct SimClock {
+    now: Rc<Cell<u64>>,
+    local: Rc<Cell<LocalTime>>,
+    out: Rc<RefCell<Outbox>>,
+}
+impl Clock for SimClock {
+    fn now(&self) -> TimeMs {
+        TimeMs(self.local.get().local(self.now.get()))
+    }
+    fn schedule(&mut self, at: TimeMs, t: Timeout) {
+        self.out.borrow_mut().timers.push((at, t));
+    }
+}
+
+pub struct SimNet {
+    out: Rc<RefCell<Outbox>>,
+}
+impl Network for SimNet {
+    fn broadcast(&mut self, msg: &Message) {
+        self.out.borrow_mut().log.push(OutItem::Broadcast(msg.clone()));
+    }
+    fn send(&mut self, to: PeerId, msg: &Message) {
+        self.out.borrow_mut().log.push(OutItem::Send(to, msg.clone()));
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct StoreInner {
+    pub wal: Vec<WalEntry>,
+    pub blocks: BTreeMap<u64, (Block, Commit)>,
+}
+
+/// In-memory storage that survives a crash of its node. Writes are durable on return.
+#[derive(Clone)]
+pub struct SimStore {
+    pub inner: Rc<RefCell<StoreInner>>,
+    out: Rc<RefCell<Outbox>>,
+}
+impl Storage for SimStore {
+    fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
+        self.inner.borrow_mut().wal.push(e.clone());
+        self.out.borrow_mut().log.push(OutItem::Persist(e.clone()));
+        Ok(())
+    }
+    fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
+        Ok(self.inner.borrow().wal.iter().filter(|e| e.height() == h).cloned().collect())
+    }
+    fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
+        let mut s = self.inner.borrow_mut();
+        let h = b.height();
+        s.blocks.insert(h.0, (b.clone(), c.clone()));
+        s.wal.retain(|e| e.height() > h);
+        Ok(())
+    }
+    fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
+        Ok(self.inner.borrow().blocks.get(&h.0).cloned())
+    }
+    fn last_height(&self) -> Result<Height, StorageError> {
+        Ok(Height(self.inner.borrow().blocks.keys().next_back().copied().unwrap_or(0)))
+    }
+}
+
+/// One verification cache for the whole run (`VerifyMode::Cached`).
+pub struct SharedVerifier(pub Arc<Mutex<CachingVerifier>>);
+impl SignatureVerifier for SharedVerifier {
+    fn verify(&mut self, pk: &PublicKey, key: &k256::ecdsa::VerifyingKey, msg: &[u8], sig: &Signature) -> Result<(), CryptoError> {
+        self.0.lock().expect("single-threaded run").verify(pk, key, msg, sig)
+    }
+}
+
+/// `VerifyMode::Trusted`: accepts every signature. Simulator only, clearly labelled.
+pub struct TrustedVerifier;
+impl SignatureVerifier for TrustedVerifier {
+    fn verify(&mut self, _: &PublicKey, _: &k256::ecdsa::VerifyingKey, _: &[u8], _: &Signature) -> Result<(), CryptoError> {
+        Ok(())
+    }
+}
+
+pub type SimNode = Node<SimClock, SimNet, SimStore, KvApp>;
+
+pub(crate) struct Slot {
+    pub key: usize,
+    pub node: Option<SimNode>,
+    pub store: SimStore,
+    pub out: Rc<RefCell<Outbox>>,
+    pub local: Rc<Cell<LocalTime>>,
+    pub incarnation: u32,
+    pub byz: Option<Behaviour>,
+    pub slow_ms: u64,
+    /// For twins: the half of the network this copy hears (0 or 1).
+    pub side: Option<u8>,
+    pub last_height: u64,
+    pub last_decided_at: u64,
+    pub first_after_faults: Option<u64>,
+    pub amnesia_at: (u64, u32),
+}
+
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Msg(Message),
+    Bytes(Rc<Vec<u8>>),
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver { to: usize, from: usize, payload: Payload },
+    Timer { slot: usize, inc: u32, t: Timeout },
+    Fault(usize),
+    Tx,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub sent: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub rejected: u64,
+    pub events: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub validators: u32,
+    pub byzantine: Vec<(u32, String)>,
+    pub within_assumption: bool,
+    /// Lowest height decided by every honest running node.
+    pub heights: u64,
+    pub max_height: u64,
+    pub mean_rounds: f64,
+    pub virtual_ms: u64,
+    pub stats: Stats,
+    pub violations: Vec<Violation>,
+    pub convicted: Vec<(String, u64)>,
+    pub fork_heights: Vec<u64>,
+    pub trace_hash: String,
+    /// (decision time, height) of the first honest decision of each height.
+    pub decisions: Vec<(u64, u64)>,
+    /// (commit time, latency) of each committed workload transaction.
+    pub tx_latencies: Vec<(u64, u64)>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+    pub fn broken(&self) -> BTreeSet<Invariant> {
+        self.violations.iter().map(|v| v.invariant).collect()
+    }
+}
+
+pub const CHAIN_ID: &str = "tendr-sim";
+
+pub fn validator_key(i: usize) -> PrivateKey {
+    PrivateKey::from_seed(format!("tendr-sim-validator-{i}").as_bytes())
+}
+
+pub struct World {
+    pub cfg: SimConfig,
+    now: Rc<Cell<u64>>,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) keys: Vec<PrivateKey>,
+    genesis: ChainState,
+    net_rng: Rng,
+    tx_rng: Rng,
+    adversary: Adversary,
+    blocked: BTreeSet<(usize, usize)>,
+    link_free_at: BTreeMap<(usize, usize), u64>,
+    shared_verifier: Arc<Mutex<CachingVerifier>>,
+    pub checker: Checker,
+    pub trace: Trace,
+    stats: Stats,
+    tx_count: u64,
+    tx_submitted: BTreeMap<Hash, u64>,
+    tx_latencies: Vec<(u64, u64)>,
+    decisions: Vec<(u64, u64)>,
+    stop: bool,
+}
+
+impl World {
+    pub fn new(cfg: SimConfig) -> Result<World, String> {
+        cfg.validate()?;
+        let n_keys = (cfg.validators + cfg.spares) as usize;
+        let keys: Vec<PrivateKey> = (0..n_keys).map(validator_key).collect();
+        let members: Vec<(PublicKey, VotingPower)> =
+            (0..cfg.validators).map(|i| (keys[i as usize].public_key(), VotingPower(cfg.power(i)))).collect();
+        let vs = ValidatorSet::new(members).map_err(|e| e.to_string())?;
+        let genesis = ChainState::genesis(CHAIN_ID, vs, KvApp::new(CHAIN_ID).initial_app_hash(), TimeMs(0));
+        let checker_members: Vec<(Address, u64, bool)> =
+            (0..n_keys).map(|i| (keys[i].address(), cfg.power(i as u32), cfg.behaviour(i as u32).is_none())).collect();
+        let now = Rc::new(Cell::new(0));
+        let seed = cfg.seed;
+        let mut w = World {
+            now,
+            seq: 0,
+            queue: BTreeMap::new(),
+            slots: vec![],
+            keys,
+            genesis,
+            net_rng: Rng::stream(seed, "network"),
+            tx_rng: Rng::stream(seed, "workload"),
+            adversary: Adversary::new(Rng::stream(seed, "adversary")),
+            blocked: BTreeSet::new(),
+            link_free_at: BTreeMap::new(),
+            shared_verifier: Arc::new(Mutex::new(CachingVerifier::new())),
+            checker: Checker::new(CHAIN_ID, &checker_members, 0),
+            trace: Trace::new(),
+            stats: Stats::default(),
+            tx_count: 0,
+            tx_submitted: BTreeMap::new(),
+            tx_latencies: vec![],
+            decisions: vec![],
+            stop: false,
+            cfg,
+        };
+        for k in 0..n_keys {
+            let byz = w.cfg.behaviour(k as u32);
+            w.add_slot(k, byz, (byz == Some(Behaviour::Twin)).then_some(0));
+            if byz == Some(Behaviour::Twin) {
+                w.add_slot(k, byz, Some(1));
+            }
+        }
+        w.checker = Checker::new(CHAIN_ID, &checker_members, w.slots.len());
+        let fault_times: Vec<u64> = w.cfg.faults.iter().map(|f| f.at_ms).collect();
+        for (i, at) in fault_times.into_iter().enumerate() {
+            w.push(at, Ev::Fault(i));
+        }
+        if w.cfg.workload.txs_per_sec > 0 {
+            w.push(1, Ev::Tx);
+        }
+        Ok(w)
+    }
+
+    fn add_slot(&mut self, key: usize, byz: Option<Behaviour>, side: Option<u8>) {
+        let out = Rc::new(RefCell::new(Outbox::default()));
+        let store = SimStore { inner: Rc::new(RefCell::new(StoreInner::default())), out: out.clone() };
+        self.slots.push(Slot {
+            key,
+            node: None,
+            store,
+            out,
+            local: Rc::new(Cell::new(LocalTime::default())),
+            incarnation: 0,
+            byz,
+            slow_ms: 0,
+            side,
+            last_height: 0,
+            last_decided_at: 0,
+            first_after_faults: None,
+            amnesia_at: (0, 0),
+        });
+    }
+
+    fn verifier(&self) -> Box<dyn SignatureVerifier> {
+        match self.cfg.verify {
+            VerifyMode::Full => Box::new(CachingVerifier::new()),
+            VerifyMode::Cached => Box::new(SharedVerifier(self.shared_verifier.clone())),
+            VerifyMode::Trusted => Box::new(TrustedVerifier),
+        }
+    }
+
+    fn build_node(&self, slot: usize) -> SimNode {
+        let s = &self.slots[slot];
+        #[allow(unused_mut)]
+        let mut ecfg = EngineConfig::new(CHAIN_ID, self.cfg.timeouts.clone());
+        #[cfg(feature = "planted-bugs")]
+        if s.byz.is_none() {
+            ecfg.planted = self.cfg.planted.as_deref().map(|p| p.parse().expect("validated planted bug"));
+        }
+        Node::new(
+            ecfg,
+            Some(self.keys[s.key].clone()),
+            self.genesis.clone(),
+            SimClock { now: self.now.clone(), local: s.local.clone(), out: s.out.clone() },
+            SimNet { out: s.out.clone() },
+            s.store.clone(),
+            KvApp::new(CHAIN_ID),
+            self.verifier(),
+        )
+        .expect("simulated storage holds a consistent chain")
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now.get()
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self) -> Report {
+        for i in 0..self.slots.len() {
+            self.start_slot(i);
+        }
+        while !self.stop {
+            let Some(((t, _), ev)) = self.queue.pop_first() else { break };
+            if t > self.cfg.max_time_ms {
+                break;
+            }
+            self.now.set(t);
+            self.stats.events += 1;
+            self.step(ev);
+        }
+        self.finish()
+    }
+
+    fn start_slot(&mut self, i: usize) {
+        let node = self.build_node(i);
+        self.slots[i].node = Some(node);
+        let _ = self.call(i, |n| n.start());
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver { to, from, payload } => {
+                self.trace.deliver(self.now(), from, to, &payload);
+                if self.slots[to].node.is_none() {
+                    return;
+                }
+                self.stats.delivered += 1;
+                let from_peer = self.keys[self.slots[from].key].address();
+                if let Payload::Msg(Message::Proposal(p)) = &payload {
+                    if self.slots[to].byz.is_some() {
+                        self.adversary.saw_proposal(p);
+                    }
+                }
+                let r = match payload {
+                    Payload::Msg(m) => self.call(to, |n| n.on_message(from_peer, m)),
+                    Payload::Bytes(b) => self.call(to, |n| n.on_bytes(from_peer, &b)),
+                };
+                if r.is_err() {
+                    self.stats.rejected += 1;
+                }
+            }
+            Ev::Timer { slot, inc, t } => {
+                if self.slots[slot].incarnation == inc && self.slots[slot].node.is_some() {
+                    self.trace.timer(self.now(), slot, &t);
+                    let _ = self.call(slot, |n| n.on_timeout(t));
+                }
+            }
+            Ev::Fault(i) => self.fault(i),
+            Ev::Tx => self.submit_workload_tx(),
+        }
+    }
+
+    /// Calls a node and carries its outbox out onto the simulated network.
+    fn call(&mut self, slot: usize, f: impl FnOnce(&mut SimNode) -> Result<(), NodeError>) -> Result<(), NodeError> {
+        let Some(node) = self.slots[slot].node.as_mut() else { return Ok(()) };
+        let r = f(node);
+        if let Err(e @ (NodeError::Storage(_) | NodeError::CorruptStore(..))) = &r {
+            panic!("simulated storage cannot fail, yet: {e}");
+        }
+        self.flush(slot);
+        self.observe(slot);
+        r
+    }
+
+    fn flush(&mut self, slot: usize) {
+        let (log, timers) = {
+            let mut o = self.slots[slot].out.borrow_mut();
+            (std::mem::take(&mut o.log), std::mem::take(&mut o.timers))
+        };
+        let inc = self.slots[slot].incarnation;
+        let delay = self.slots[slot].slow_ms;
+        let local = self.slots[slot].local.get();
+        for (at, t) in timers {
+            let g = local.global(at.0).max(self.now()) + delay;
+            self.push(g, Ev::Timer { slot, inc, t });
+        }
+        let me = self.keys[self.slots[slot].key].address();
+        for item in log {
+            match item {
+                OutItem::Persist(e) => self.checker.on_persist(slot, &e),
+                OutItem::Broadcast(m) => self.emit(slot, me, None, m),
+                OutItem::Send(to, m) => self.emit(slot, me, Some(to), m),
+            }
+        }
+    }
+
+    fn emit(&mut self, slot: usize, me: Address, to: Option<PeerId>, msg: Message) {
+        if self.slots[slot].byz.is_none() {
+            self.checker.on_own_send(slot, me, &msg, self.now());
+        }
+        let dests: Vec<usize> = (0..self.slots.len())
+            .filter(|&j| j != slot && self.slots[j].key != self.slots[slot].key)
+            .filter(|&j| to.is_none_or(|p| self.keys[self.slots[j].key].address() == p))
+            .collect();
+        let sends = match self.slots[slot].byz {
+            None => vec![(Payload::Msg(msg), dests)],
+            Some(b) => {
+                let key = self.keys[self.slots[slot].key].clone();
+                let halves = self.halves();
+                self.adversary.transform(b, &key, msg, dests, &halves, CHAIN_ID)
+            }
+        };
+        for (payload, dests) in sends {
+            if let Payload::Msg(m) = &payload {
+                self.checker.on_wire(m, self.now());
+            }
+            for j in dests {
+                self.deliver(slot, j, payload.clone());
+            }
+        }
+    }
+
+    /// Which half of the network each slot is in (for split-vote style attacks and twins).
+    fn halves(&self) -> Vec<u8> {
+        let n = self.cfg.validators as usize;
+        self.slots.iter().map(|s| s.side.unwrap_or(if s.key < n.div_ceil(2) { 0 } else { 1 })).collect()
+    }
+
+    fn link_ok(&self, from: usize, to: usize) -> bool {
+        let (a, b) = (&self.slots[from], &self.slots[to]);
+        if self.blocked.contains(&(a.key, b.key)) {
+            return false;
+        }
+        // A twin copy only talks with its half of the network.
+        let half = |s: &Slot| if s.key < (self.cfg.validators as usize).div_ceil(2) { 0 } else { 1 };
+        match (a.side, b.side) {
+            (Some(sa), None) => half(b) == sa,
+            (None, Some(sb)) => half(a) == sb,
+            _ => true,
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, payload: Payload) {
+        self.stats.sent += 1;
+        let net = self.cfg.network.clone();
+        if !self.link_ok(from, to) || self.net_rng.chance(net.loss.0, net.loss.1) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let mut lat = net.latency.sample(&mut self.net_rng).max(1);
+        if self.net_rng.chance(net.reorder.0, net.reorder.1) {
+            lat += self.net_rng.range(0, 5 * lat);
+        }
+        let mut at = self.now() + lat + self.slots[to].slow_ms;
+        if net.bandwidth_bytes_per_ms > 0 {
+            let size = match &payload {
+                Payload::Msg(m) => tendr_core::codec::encode_message(m).len() as u64,
+                Payload::Bytes(b) => b.len() as u64,
+            };
+            let now = self.now();
+            let free = self.link_free_at.entry((from, to)).or_insert(0);
+            let start = (*free).max(now);
+            *free = start + size / net.bandwidth_bytes_per_ms;
+            at = at.max(*free + lat);
+        }
+        if self.net_rng.chance(net.duplicate.0, net.duplicate.1) {
+            let again = at + net.latency.sample(&mut self.net_rng);
+            self.push(again, Ev::Deliver { to, from, payload: payload.clone() });
+        }
+        self.push(at, Ev::Deliver { to, from, payload });
+    }
+
+    /// Reads what the node decided and reports it to the checker.
+    fn observe(&mut self, slot: usize) {
+        let now = self.now();
+        let Some(node) = self.slots[slot].node.as_mut() else { return };
+        let events = node.drain_events();
+        let engine_height = node.engine().height().0;
+        let last_vs = node.engine().chain().last_validators.clone();
+        let honest = self.slots[slot].byz.is_none();
+        for e in events {
+            match e {
+                NodeEvent::Decided { block, commit, .. } => {
+                    let h = block.height().0;
+                    self.trace.decided(now, slot, h, &block.id());
+                    if !honest {
+                        continue;
+                    }
+                    let vs = (engine_height == h + 1).then_some(last_vs.as_ref()).flatten();
+                    self.checker.on_decided(slot, &block, &commit, vs, now);
+                    if h > self.decisions.last().map(|d| d.1).unwrap_or(0) {
+                        self.decisions.push((now, h));
+                        for tx in &block.txs {
+                            if let Some(t0) = self.tx_submitted.remove(&tendr_core::crypto::sha256(tx)) {
+                                self.tx_latencies.push((now, now - t0));
+                            }
+                        }
+                    }
+                    let s = &mut self.slots[slot];
+                    s.last_height = s.last_height.max(h);
+                    s.last_decided_at = now;
+                    if now >= self.cfg.faults_end_ms() && s.first_after_faults.is_none() {
+                        s.first_after_faults = Some(now);
+                    }
+                }
+                NodeEvent::Evidence(ev) => self.checker.on_evidence(&ev),
+                NodeEvent::Rejected { .. } => {}
+            }
+        }
+        if self.slots[slot].byz == Some(Behaviour::Amnesia) {
+            self.amnesia(slot);
+        }
+        self.check_done();
+    }
+
+    /// An amnesiac forgets its lock and votes whenever its round moves within a height.
+    fn amnesia(&mut self, slot: usize) {
+        let Some(node) = self.slots[slot].node.as_ref() else { return };
+        let hr = (node.engine().height().0, node.engine().round().0);
+        let prev = self.slots[slot].amnesia_at;
+        self.slots[slot].amnesia_at = hr;
+        if hr.0 == prev.0 && hr.1 > prev.1 {
+            self.slots[slot].store.inner.borrow_mut().wal.clear();
+            self.slots[slot].incarnation += 1;
+            self.start_slot(slot);
+        }
+    }
+
+    fn honest_running(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(|s| s.byz.is_none() && s.node.is_some() && (s.key as u32) < self.cfg.validators)
+    }
+
+    fn check_done(&mut self) {
+        let min = self.honest_running().map(|s| s.last_height).min().unwrap_or(0);
+        self.checker.prune(min);
+        let faults_end = self.cfg.faults_end_ms();
+        let live = self.honest_running().all(|s| s.first_after_faults.is_some());
+        if min >= self.cfg.heights && self.now() >= faults_end && live {
+            self.stop = true;
+        }
+    }
+
+    fn fault(&mut self, i: usize) {
+        let f = self.cfg.faults[i].clone();
+        self.trace.fault(self.now(), &f);
+        let slots_of = |w: &World, node: u32| -> Vec<usize> {
+            (0..w.slots.len()).filter(|&s| w.slots[s].key == node as usize).collect()
+        };
+        let all: Vec<usize> = (0..(self.cfg.validators + self.cfg.spares) as usize).collect();
+        match f.kind {
+            FaultKind::Partition { groups } => {
+                let group_of = |k: usize| groups.iter().position(|g| g.contains(&(k as u32)));
+                for &a in &all {
+                    for &b in &all {
+                        if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
+                            self.blocked.insert((a, b));
+                        }
+                    }
+                }
+            }
+            FaultKind::OneWay { from, to } => {
+                for a in &from {
+                    for b in &to {
+                        if a != b {
+                            self.blocked.insert((*a as usize, *b as usize));
+                        }
+                    }
+                }
+            }
+            FaultKind::Isolate { node } => {
+                for &b in &all {
+                    if b != node as usize {
+                        self.blocked.insert((node as usize, b));
+                        self.blocked.insert((b, node as usize));
+                    }
+                }
+            }
+            FaultKind::Heal => self.blocked.clear(),
+            FaultKind::Crash { node } => {
+                for s in slots_of(self, node) {
+                    self.slots[s].node = None;
+                    self.slots[s].incarnation += 1;
+                }
+            }
+            FaultKind::Restart { node } => {
+                for s in slots_of(self, node) {
+                    if self.slots[s].node.is_none() {
+                        self.start_slot(s);
+                    }
+                }
+            }
+            FaultKind::Clock { node, skew_ms, drift_ppm } => {
+                for s in slots_of(self, node) {
+                    self.slots[s].local.set(LocalTime { skew_ms, drift_ppm });
+                }
+            }
+            FaultKind::Slow { node, delay_ms } => {
+                for s in slots_of(self, node) {
+                    self.slots[s].slow_ms = delay_ms;
+                }
+            }
+            FaultKind::SetPower { node, power } => self.approve_power(node, power),
+        }
+    }
+
+    /// Every honest validator submits its signed approval; the change takes effect once
+    /// approvals from more than 2/3 of the power are committed.
+    fn approve_power(&mut self, node: u32, power: u64) {
+        let target = self.keys[node as usize].public_key();
+        for s in 0..self.slots.len() {
+            let key = self.slots[s].key;
+            if self.slots[s].byz.is_some() || self.slots[s].node.is_none() || key as u32 >= self.cfg.validators {
+                continue;
+            }
+            let tx = ValidatorApproval::new(CHAIN_ID, target, power, &self.keys[key]).to_tx();
+            let _ = self.call(s, |n| n.submit_tx(tx).map(|_| ()));
+        }
+    }
+
+    fn submit_workload_tx(&mut self) {
+        let w = self.cfg.workload.clone();
+        let honest: Vec<usize> = (0..self.slots.len()).filter(|&s| self.slots[s].byz.is_none() && self.slots[s].node.is_some()).collect();
+        if !honest.is_empty() {
+            let s = *self.tx_rng.pick(&honest);
+            self.tx_count += 1;
+            let pad = (w.tx_bytes as usize).saturating_sub(24).max(1);
+            let value = hex::encode(self.tx_rng.bytes(pad.div_ceil(2)));
+            let tx = format!("k{}={}", self.tx_count, &value[..pad.min(value.len())]).into_bytes();
+            self.tx_submitted.insert(tendr_core::crypto::sha256(&tx), self.now());
+            let _ = self.call(s, |n| n.submit_tx(tx).map(|_| ()));
+        }
+        let gap = (1000 / w.txs_per_sec.max(1) as u64).max(1);
+        let per_tick = if w.txs_per_sec > 1000 { w.txs_per_sec as u64 / 1000 } else { 1 };
+        for _ in 1..per_tick {
+            self.tx_count += 1;
+            let s = *self.tx_rng.pick(&honest);
+            let tx = format!("k{}=v", self.tx_count).into_bytes();
+            self.tx_submitted.insert(tendr_core::crypto::sha256(&tx), self.now());
+            let _ = self.call(s, |n| n.submit_tx(tx).map(|_| ()));
+        }
+        let at = self.now() + gap;
+        self.push(at, Ev::Tx);
+    }
+
+    fn finish(mut self) -> Report {
+        let now = self.now();
+        self.checker.finish_accountability(now);
+        let faults_end = self.cfg.faults_end_ms();
+        let bound = self.cfg.liveness_bound_ms;
+        if self.cfg.within_assumption() && now >= faults_end + bound {
+            let late: Vec<String> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.byz.is_none() && s.node.is_some() && (s.key as u32) < self.cfg.validators)
+                .filter(|(_, s)| s.first_after_faults.is_none_or(|t| t > faults_end + bound))
+                .map(|(i, s)| format!("node {i} (last height {})", s.last_height))
+                .collect();
+            if !late.is_empty() {
+                self.checker.violate(
+                    Invariant::Liveness,
+                    now,
+                    format!("no decision within {bound} ms after the last fault at {faults_end} ms: {}", late.join(", ")),
+                );
+            }
+        }
+        let heights = self.honest_running().map(|s| s.last_height).min().unwrap_or(0);
+        let max_height = self.slots.iter().map(|s| s.last_height).max().unwrap_or(0);
+        let mean_rounds = if self.checker.decisions > 0 {
+            1.0 + self.checker.rounds_sum as f64 / self.checker.decisions as f64
+        } else {
+            0.0
+        };
+        Report {
+            seed: self.cfg.seed,
+            validators: self.cfg.validators,
+            byzantine: self.cfg.byzantine.iter().map(|b| (b.node, b.behaviour.name())).collect(),
+            within_assumption: self.cfg.within_assumption(),
+            heights,
+            max_height,
+            mean_rounds,
+            virtual_ms: now,
+            stats: self.stats,
+            violations: self.checker.violations.clone(),
+            convicted: self.checker.convicted().into_iter().map(|(a, p)| (a.to_string(), p)).collect(),
+            fork_heights: self.checker.fork_heights.iter().copied().collect(),
+            trace_hash: self.trace.hash_hex(),
+            decisions: self.decisions,
+            tx_latencies: self.tx_latencies,
+        }
+    }
+}
+
+/// Runs one configuration.
+pub fn run(cfg: SimConfig) -> Result<Report, String> {
+    Ok(World::new(cfg)?.run())
+}
+
+/// Runs one configuration, streaming the trace as JSON lines to `out`.
+pub fn run_traced(cfg: SimConfig, out: Box<dyn std::io::Write>) -> Result<Report, String> {
+    let mut w = World::new(cfg)?;
+    w.trace.set_writer(out);
+    Ok(w.run())
+}
