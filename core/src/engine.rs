@@ -365,6 +365,30 @@ impl Engine {
         self.ahead.map(|(h, _)| h).filter(|h| *h > self.chain.height)
     }
 
+    /// A one-line account of the height's state, for debugging and traces.
+    pub fn summary(&self) -> String {
+        let r = self.hs.sm.round;
+        let k = &self.hs.keeper;
+        let blocks: Vec<String> = self.hs.blocks.iter().map(|(id, (_, v))| format!("{id}:{v:?}")).collect();
+        let props: Vec<String> = self.hs.proposals.iter().map(|(r, p)| format!("r{}={}", r.0, p.id)).collect();
+        format!(
+            "h={} r={} step={:?} started={} executing={} locked={:?} valid={:?} prevotes(any={} nil={}) precommits(any={}) blocks=[{}] proposals=[{}] future={}",
+            self.chain.height,
+            r.0,
+            self.hs.sm.step,
+            self.hs.started,
+            self.hs.executing.is_some(),
+            self.hs.sm.locked,
+            self.hs.sm.valid,
+            k.power_any(r, VoteType::Prevote),
+            k.power_for(r, VoteType::Prevote, None),
+            k.power_any(r, VoteType::Precommit),
+            blocks.join(","),
+            props.join(","),
+            self.future.len()
+        )
+    }
+
     /// The one entry point. On error nothing changed.
     pub fn handle(&mut self, now: TimeMs, input: Input) -> Result<Vec<Output>, EngineError> {
         let mut out = Vec::new();
@@ -647,6 +671,21 @@ impl Engine {
         out.push(Output::Broadcast(Message::Proposal(p.clone())));
         self.hs.proposals.insert(round, ProposalEntry { id, pol_round });
         self.hs.own_proposals.insert(round, p);
+        self.send_polka(round, out);
+    }
+
+    /// A proposal with POL round `vr` comes with the +2/3 prevotes for its value at `vr`, so
+    /// every honest node can check line 28's guard even if it missed some of them (for
+    /// example, the halves of a Byzantine split vote).
+    fn send_polka(&self, round: Round, out: &mut Vec<Output>) {
+        let Some(p) = self.hs.own_proposals.get(&round) else { return };
+        let Some(vr) = p.pol_round else { return };
+        if let Some(t) = self.hs.keeper.tally(vr, VoteType::Prevote) {
+            let id = self.hs.proposals.get(&round).map(|e| e.id);
+            for v in t.votes_for(id) {
+                out.push(Output::Broadcast(Message::Vote(v.clone())));
+            }
+        }
     }
 
     fn vote(&mut self, vote_type: VoteType, round: Round, id: Option<BlockId>, out: &mut Vec<Output>) {
@@ -832,6 +871,7 @@ impl Engine {
     fn rebroadcast(&self, round: Round, out: &mut Vec<Output>) {
         if let Some(p) = self.hs.own_proposals.get(&round) {
             out.push(Output::Broadcast(Message::Proposal(p.clone())));
+            self.send_polka(round, out);
         }
         for t in [VoteType::Prevote, VoteType::Precommit] {
             if let Some(v) = self.hs.own_votes.get(&(round, t)) {

@@ -1,10 +1,15 @@
 //! The vote keeper: tallies of prevotes and precommits by voting power, per round, for one
 //! height.
 //!
-//! One vote per validator per (round, type) is counted. A second identical vote is a duplicate
-//! and ignored; a second vote for a different value is equivocation: it is not counted, and
-//! the two signed votes become [`Evidence::DuplicateVote`]. The keeper assumes the caller has
-//! verified membership and signatures (the engine does).
+//! A validator's vote counts once towards "any" and once towards the value it names. A second
+//! identical vote is a duplicate and ignored. A vote for a different value is equivocation:
+//! the two signed votes become [`Evidence::DuplicateVote`], and — as the paper counts
+//! messages per value — the new value's tally also counts it (up to
+//! [`MAX_VALUES_PER_VALIDATOR`] values per validator, so memory stays bounded). Counting it is
+//! what lets honest nodes that saw different halves of an equivocation still reach the same
+//! +2/3 once the votes are gossiped; it cannot help a fork, since quorum intersection already
+//! assumes Byzantine validators vote both ways. The keeper assumes the caller verified
+//! membership and signatures (the engine does).
 
 use crate::types::{BlockId, Evidence, Round, ValidatorIndex, Vote, VoteType, VotingPower};
 use crate::validator::ValidatorSet;
@@ -21,10 +26,13 @@ pub enum AddVote {
     Conflict(Box<Evidence>),
 }
 
+/// Distinct values one validator's votes are counted for, per (round, type).
+pub const MAX_VALUES_PER_VALIDATOR: usize = 3;
+
 /// Tally of one (round, type).
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    votes: BTreeMap<ValidatorIndex, Vote>,
+    votes: BTreeMap<ValidatorIndex, Vec<Vote>>,
     by_value: BTreeMap<Option<BlockId>, u64>,
     total: u64,
 }
@@ -43,10 +51,10 @@ impl Tally {
         self.by_value.iter().find(|(_, &p)| vs.is_quorum(p)).map(|(v, _)| *v)
     }
     pub fn votes(&self) -> impl Iterator<Item = &Vote> {
-        self.votes.values()
+        self.votes.values().flatten()
     }
     pub fn votes_for(&self, value: Option<BlockId>) -> impl Iterator<Item = &Vote> {
-        self.votes.values().filter(move |v| v.block_id == value)
+        self.votes.values().flatten().filter(move |v| v.block_id == value)
     }
 }
 
@@ -99,18 +107,20 @@ impl VoteKeeper {
             VoteType::Prevote => &mut rv.prevotes,
             VoteType::Precommit => &mut rv.precommits,
         };
-        if let Some(existing) = tally.votes.get(&index) {
-            if existing.block_id == vote.block_id {
+        if let Some(existing) = tally.votes.get_mut(&index) {
+            if existing.iter().any(|v| v.block_id == vote.block_id) {
                 return AddVote::Duplicate;
             }
-            return AddVote::Conflict(Box::new(Evidence::DuplicateVote {
-                a: existing.clone(),
-                b: vote,
-            }));
+            let ev = Evidence::DuplicateVote { a: existing[0].clone(), b: vote.clone() };
+            if existing.len() < MAX_VALUES_PER_VALIDATOR {
+                *tally.by_value.entry(vote.block_id).or_insert(0) += w;
+                existing.push(vote);
+            }
+            return AddVote::Conflict(Box::new(ev));
         }
         *tally.by_value.entry(vote.block_id).or_insert(0) += w;
         tally.total += w;
-        tally.votes.insert(index, vote);
+        tally.votes.insert(index, vec![vote]);
         if rv.heard.insert(index, w).is_none() {
             rv.heard_power += w;
         }
@@ -223,8 +233,10 @@ mod tests {
     }
 
     proptest! {
-        /// Tallies equal the sum of the powers of distinct validators' first votes; evidence
-        /// appears exactly when a validator signs two different values for one (round, type).
+        /// "Any" tallies equal the power of distinct validators; a value's tally equals the power
+        /// of validators that voted for it (within their first MAX_VALUES_PER_VALIDATOR values);
+        /// evidence appears exactly when a validator signs two different values for one
+        /// (round, type).
         #[test]
         fn tallies_and_evidence(
             powers in proptest::collection::vec(1u64..100, 1..8),
@@ -233,17 +245,20 @@ mod tests {
             let ks = keys(powers.len() as u32);
             let vs = ValidatorSet::new(ks.iter().zip(&powers).map(|(k, &p)| (k.public_key(), VotingPower(p))).collect()).unwrap();
             let mut keeper = VoteKeeper::new(Counting::ByPower);
-            let mut first: BTreeMap<(usize, u32, bool), Option<u8>> = BTreeMap::new();
+            let mut first: BTreeMap<(usize, u32, bool), Vec<Option<u8>>> = BTreeMap::new();
             for (who, r, pre, val) in script {
                 let who = who % ks.len();
                 let t = if pre { VoteType::Precommit } else { VoteType::Prevote };
                 let v = vote(&ks[who], t, r, val);
                 let idx = vs.index_of(&v.validator).unwrap();
                 let res = keeper.add(v, idx, vs.get(idx).power);
-                match first.get(&(who, r, pre)) {
-                    None => { prop_assert_eq!(res, AddVote::Added); first.insert((who, r, pre), val); }
-                    Some(prev) if *prev == val => prop_assert_eq!(res, AddVote::Duplicate),
-                    Some(_) => prop_assert!(matches!(res, AddVote::Conflict(_))),
+                match first.get_mut(&(who, r, pre)) {
+                    None => { prop_assert_eq!(res, AddVote::Added); first.insert((who, r, pre), vec![val]); }
+                    Some(prev) if prev.contains(&val) => prop_assert_eq!(res, AddVote::Duplicate),
+                    Some(prev) => {
+                        prop_assert!(matches!(res, AddVote::Conflict(_)));
+                        if prev.len() < MAX_VALUES_PER_VALIDATOR { prev.push(val); }
+                    }
                 }
             }
             for r in 0..3u32 {
@@ -253,7 +268,7 @@ mod tests {
                         .map(|((w, _, _), _)| vs.power_of(&ks[*w].address()).0).sum();
                     prop_assert_eq!(keeper.power_any(Round(r), t), want);
                     for val in [None, Some(0u8), Some(1), Some(2)] {
-                        let want_v: u64 = first.iter().filter(|((_, rr, pp), v)| *rr == r && *pp == pre && **v == val)
+                        let want_v: u64 = first.iter().filter(|((_, rr, pp), v)| *rr == r && *pp == pre && v.contains(&val))
                             .map(|((w, _, _), _)| vs.power_of(&ks[*w].address()).0).sum();
                         prop_assert_eq!(keeper.power_for(Round(r), t, val.map(|b| Hash([b; 32]))), want_v);
                     }

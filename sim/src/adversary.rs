@@ -52,6 +52,10 @@ impl Adversary {
         if let Message::Proposal(p) = &msg {
             self.saw_proposal(p);
         }
+        // Only what it signed itself is rewritten; votes it relays pass unchanged.
+        if matches!(&msg, Message::Vote(v) if v.validator != key.address()) && b != Behaviour::Silent {
+            return vec![(Payload::Msg(msg), dests)];
+        }
         match b {
             Behaviour::Silent => vec![],
             Behaviour::Twin | Behaviour::Amnesia => vec![(Payload::Msg(msg), dests)],

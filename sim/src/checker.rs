@@ -68,6 +68,7 @@ pub struct Checker {
     /// Power of each address at genesis, and whether it is honest.
     power: BTreeMap<Address, u64>,
     honest: BTreeMap<Address, bool>,
+    keys: BTreeMap<Address, PublicKey>,
     total_power: u64,
     decided: BTreeMap<u64, BlockId>,
     proposed: BTreeMap<u64, BTreeSet<BlockId>>,
@@ -92,13 +93,14 @@ fn kind_of(m: &Message) -> Option<(u64, u32, u8)> {
 }
 
 impl Checker {
-    /// `members`: (address, genesis power, honest) of every key in the run.
-    pub fn new(chain_id: &str, members: &[(Address, u64, bool)], slots: usize) -> Self {
+    /// `members`: (public key, genesis power, honest) of every key in the run.
+    pub fn new(chain_id: &str, members: &[(PublicKey, u64, bool)], slots: usize) -> Self {
         Checker {
             chain_id: chain_id.to_string(),
             app: KvApp::new(chain_id),
-            power: members.iter().map(|(a, p, _)| (*a, *p)).collect(),
-            honest: members.iter().map(|(a, _, h)| (*a, *h)).collect(),
+            power: members.iter().map(|(k, p, _)| (k.address(), *p)).collect(),
+            honest: members.iter().map(|(k, _, h)| (k.address(), *h)).collect(),
+            keys: members.iter().map(|(k, _, _)| (k.address(), *k)).collect(),
             total_power: members.iter().map(|(_, p, _)| p).sum(),
             decided: BTreeMap::new(),
             proposed: BTreeMap::new(),
@@ -173,6 +175,9 @@ impl Checker {
             }
             Some(prev) if prev.block_id != v.block_id => {
                 let ev = Evidence::DuplicateVote { a: prev.clone(), b: v.clone() };
+                if !self.signed_by_validator(&ev) {
+                    return; // a forgery (someone else's signature), not a double sign
+                }
                 if self.honest.get(&v.validator).copied().unwrap_or(false) {
                     self.violate(
                         Invariant::HonestDoubleSign,
@@ -186,10 +191,20 @@ impl Checker {
         }
     }
 
+    fn signed_by_validator(&self, ev: &Evidence) -> bool {
+        let Evidence::DuplicateVote { a, b } = ev;
+        let Some(vk) = self.keys.get(&a.validator).and_then(|k| k.verifying_key().ok()) else { return false };
+        [a, b].iter().all(|v| {
+            let bytes = tendr_core::crypto::vote_sign_bytes(&self.chain_id, v.vote_type, v.height, v.round, v.block_id);
+            tendr_core::crypto::verify(&vk, &bytes, &v.signature).is_ok()
+        })
+    }
+
     /// Records evidence after checking it is valid (signatures included).
     pub fn on_evidence(&mut self, ev: &Evidence) {
         let Evidence::DuplicateVote { a, b } = ev;
-        let ok = a.validator == b.validator
+        let ok = self.signed_by_validator(ev)
+            && a.validator == b.validator
             && (a.height, a.round, a.vote_type) == (b.height, b.round, b.vote_type)
             && a.block_id != b.block_id;
         if ok && !self.evidence.contains_key(&a.validator) {

@@ -35,8 +35,9 @@ pub struct RunArgs {
     /// Draw validators, adversaries, network and faults from the seed.
     #[arg(long)]
     pub random: bool,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// The run's seed (default: the config file's, else 1).
+    #[arg(long)]
+    pub seed: Option<u64>,
     #[arg(long)]
     pub validators: Option<u32>,
     /// Comma-separated voting powers, one per validator.
@@ -148,10 +149,10 @@ pub fn load_config(path: &std::path::Path) -> Result<SimConfig, String> {
 pub fn build_config(a: &RunArgs) -> Result<SimConfig, String> {
     let mut c = match (&a.config, a.random) {
         (Some(p), _) => load_config(p)?,
-        (None, true) => SimConfig::from_seed(a.seed, a.validators),
+        (None, true) => SimConfig::from_seed(a.seed.unwrap_or(1), a.validators),
         (None, false) => SimConfig::new(a.validators.unwrap_or(4)),
     };
-    c.seed = a.seed;
+    c.seed = a.seed.unwrap_or(if a.config.is_some() { c.seed } else { 1 });
     if let Some(n) = a.validators {
         c.validators = n;
     }

@@ -158,8 +158,9 @@ pub enum FaultKind {
     SetPower { node: u32, power: u64 },
 }
 
+/// A fault at a virtual time. (Unknown fields are caught by `FaultKind`; serde cannot deny
+/// them here because of the flattened tag.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Fault {
     pub at_ms: u64,
     #[serde(flatten)]

@@ -244,8 +244,8 @@ impl World {
             (0..cfg.validators).map(|i| (keys[i as usize].public_key(), VotingPower(cfg.power(i)))).collect();
         let vs = ValidatorSet::new(members).map_err(|e| e.to_string())?;
         let genesis = ChainState::genesis(CHAIN_ID, vs, KvApp::new(CHAIN_ID).initial_app_hash(), TimeMs(0));
-        let checker_members: Vec<(Address, u64, bool)> =
-            (0..n_keys).map(|i| (keys[i].address(), cfg.power(i as u32), cfg.behaviour(i as u32).is_none())).collect();
+        let checker_members: Vec<(PublicKey, u64, bool)> =
+            (0..n_keys).map(|i| (keys[i].public_key(), cfg.power(i as u32), cfg.behaviour(i as u32).is_none())).collect();
         let now = Rc::new(Cell::new(0));
         let seed = cfg.seed;
         let mut w = World {
@@ -345,6 +345,32 @@ impl World {
 
     pub fn now(&self) -> u64 {
         self.now.get()
+    }
+
+    /// Each running node's engine state, one line per slot.
+    pub fn summaries(&self) -> Vec<String> {
+        self.slots.iter().enumerate().map(|(i, s)| match &s.node {
+            Some(n) => format!("{i}: {}", n.engine().summary()),
+            None => format!("{i}: down"),
+        }).collect()
+    }
+
+    /// Runs until virtual time `t` (for tests and debugging).
+    pub fn run_until(&mut self, t: u64) {
+        if self.stats.events == 0 {
+            for i in 0..self.slots.len() {
+                self.start_slot(i);
+            }
+        }
+        while let Some((&(at, _), _)) = self.queue.first_key_value() {
+            if at > t {
+                break;
+            }
+            let Some(((at, _), ev)) = self.queue.pop_first() else { break };
+            self.now.set(at);
+            self.stats.events += 1;
+            self.step(ev);
+        }
     }
 
     /// Runs to the end and reports.

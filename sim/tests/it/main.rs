@@ -1,0 +1,2 @@
+//! tendr-sim integration tests.
+mod debug;
