@@ -27,6 +27,9 @@ use crate::votes::{verify_evidence, AddVote, Counting, VoteKeeper};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// Rounds before the current one whose own votes the periodic re-broadcast repeats.
+const REBROADCAST_PAST_ROUNDS: u32 = 2;
+
 /// Timeout durations. Each paper timeout grows linearly with the round (`base + delta * round`)
 /// so that after GST every round eventually lasts long enough.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +250,8 @@ struct HeightState {
     fired_polka_value: BTreeSet<Round>,
     fired_precommit_any: BTreeSet<Round>,
     evidence_seen: BTreeSet<(Address, Round, VoteType)>,
+    /// (peer, round) pairs we already sent our votes of that round to.
+    helped: BTreeSet<(PeerId, Round)>,
     /// A commit received from a peer (catch-up), used instead of assembling our own.
     external_commit: Option<Commit>,
     started: bool,
@@ -267,6 +272,7 @@ impl HeightState {
             fired_polka_value: BTreeSet::new(),
             fired_precommit_any: BTreeSet::new(),
             evidence_seen: BTreeSet::new(),
+            helped: BTreeSet::new(),
             external_commit: None,
             started: false,
             executing: None,
@@ -868,14 +874,31 @@ impl Engine {
     }
 
     /// Re-sends our own messages of the round: gossip over links that may lose messages.
+    /// Our votes of the two rounds before are included: peers still there need them to finish
+    /// their round (they cannot skip ahead on our votes alone).
     fn rebroadcast(&self, round: Round, out: &mut Vec<Output>) {
         if let Some(p) = self.hs.own_proposals.get(&round) {
             out.push(Output::Broadcast(Message::Proposal(p.clone())));
             self.send_polka(round, out);
         }
+        for r in round.0.saturating_sub(REBROADCAST_PAST_ROUNDS)..=round.0 {
+            for t in [VoteType::Prevote, VoteType::Precommit] {
+                if let Some(v) = self.hs.own_votes.get(&(Round(r), t)) {
+                    out.push(Output::Broadcast(Message::Vote(v.clone())));
+                }
+            }
+        }
+    }
+
+    /// A peer voted in a round below ours: it is behind. Send it our own votes of that round,
+    /// once per (peer, round), so it can finish the round.
+    fn help_lagging_peer(&mut self, to: PeerId, round: Round, out: &mut Vec<Output>) {
+        if round >= self.hs.sm.round || !self.hs.helped.insert((to, round)) {
+            return;
+        }
         for t in [VoteType::Prevote, VoteType::Precommit] {
             if let Some(v) = self.hs.own_votes.get(&(round, t)) {
-                out.push(Output::Broadcast(Message::Vote(v.clone())));
+                out.push(Output::Send { to, msg: Message::Vote(v.clone()) });
             }
         }
     }
@@ -1076,6 +1099,9 @@ impl Engine {
         }
         let Message::Vote(v) = msg else { unreachable!() };
         self.check_round(v.round)?;
+        if self.hs.helped.len() < MAX_RECENT_SERVES {
+            self.help_lagging_peer(from, v.round, out);
+        }
         let power = self.chain.validators.get(idx).power;
         if let AddVote::Conflict(ev) = self.hs.keeper.add(v, idx, power) {
             let Evidence::DuplicateVote { a, .. } = ev.as_ref();
