@@ -99,19 +99,36 @@ impl Adversary {
         }
     }
 
-    /// Half 0 gets what the honest engine sent; half 1 gets a conflicting version.
+    /// Half 0 gets what the honest engine sent; half 1 gets a conflicting version. Once two
+    /// proposals of the round are known (an equivocating proposer), the Byzantine nodes vote
+    /// for the first to half 0 and the second to half 1 — prevotes and, at once, precommits —
+    /// which is the attack that forks the chain when they hold more than a third of the power.
     fn split(&mut self, b: Behaviour, key: &PrivateKey, msg: Message, dests: Vec<usize>, halves: &[u8], chain: &str) -> Sends {
         let (a, z): (Vec<usize>, Vec<usize>) = dests.into_iter().partition(|&j| halves[j] == 0);
-        let other = match &msg {
+        match &msg {
             Message::Vote(v) => {
                 let known = self.proposals.get(&(v.height.0, v.round.0)).cloned().unwrap_or_default();
+                if known.len() >= 2 {
+                    let mut out = vec![];
+                    let types: &[VoteType] = match v.vote_type {
+                        VoteType::Prevote => &[VoteType::Prevote, VoteType::Precommit],
+                        VoteType::Precommit => &[VoteType::Precommit],
+                    };
+                    for &t in types {
+                        let base = Vote { vote_type: t, ..v.clone() };
+                        out.push((Payload::Msg(Message::Vote(resign(key, chain, &base, Some(known[0])))), a.clone()));
+                        out.push((Payload::Msg(Message::Vote(resign(key, chain, &base, Some(known[1])))), z.clone()));
+                    }
+                    return out;
+                }
                 let alt = known.iter().copied().find(|id| Some(*id) != v.block_id);
                 let value = match (alt, v.block_id) {
                     (Some(id), _) => Some(id),
                     (None, Some(_)) => None,
                     (None, None) => Some(Hash(self.rng.bytes(32).try_into().expect("32 bytes"))),
                 };
-                Message::Vote(resign(key, chain, v, value))
+                let other = Message::Vote(resign(key, chain, v, value));
+                vec![(Payload::Msg(msg), a), (Payload::Msg(other), z)]
             }
             Message::Proposal(p) if b == Behaviour::Equivocate => {
                 let mut block = p.block.clone();
@@ -120,11 +137,10 @@ impl Adversary {
                 let sig = key.sign(&proposal_sign_bytes(chain, p.height, p.round, p.pol_round, id));
                 let alt = Proposal { block, signature: sig, ..p.clone() };
                 self.saw_proposal(&alt);
-                Message::Proposal(alt)
+                vec![(Payload::Msg(msg), a), (Payload::Msg(Message::Proposal(alt)), z)]
             }
-            m => m.clone(),
-        };
-        vec![(Payload::Msg(msg), a), (Payload::Msg(other), z)]
+            _ => vec![(Payload::Msg(msg), [a, z].concat())],
+        }
     }
 
     fn garbage(&mut self, msg: &Message) -> Payload {

@@ -367,6 +367,10 @@ impl SimConfig {
         let mut c = SimConfig::new(n);
         c.seed = seed;
         c.heights = 8;
+        if rng.chance(1, 2) {
+            c.powers = (0..n).map(|_| rng.range(1, 10)).collect();
+        }
+        // Byzantine nodes, keeping their power below a third of the total.
         let f = (n - 1) / 3;
         let byz = rng.range(0, f as u64) as u32;
         let mut nodes: Vec<u32> = (0..n).collect();
@@ -375,6 +379,9 @@ impl SimConfig {
             let node = nodes.remove(i);
             let behaviour = *rng.pick(&Behaviour::ALL);
             c.byzantine.push(Byzantine { node, behaviour });
+            if !c.within_assumption() {
+                c.byzantine.pop();
+            }
         }
         c.network.latency = match rng.below(3) {
             0 => Latency::Uniform { min_ms: 2, max_ms: rng.range(5, 60) },

@@ -80,6 +80,36 @@ pub fn explore(opts: &ExploreOpts, progress: &(dyn Fn(u64, u64) + Sync)) -> Vec<
     r
 }
 
+/// Searches seeds in order (in parallel) and stops at the first failing one found; returns the
+/// failing report with the lowest seed among those run.
+pub fn first_failure(opts: &ExploreOpts) -> Option<Report> {
+    let next = AtomicU64::new(opts.start_seed);
+    let end = opts.start_seed + opts.seeds;
+    let found = Mutex::new(None::<Report>);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.max(1) {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let seed = next.fetch_add(1, Ordering::SeqCst);
+                    if seed >= end {
+                        break;
+                    }
+                    let r = run(opts.config(seed)).expect("generated configs are valid");
+                    if !r.ok() {
+                        stop.store(true, Ordering::SeqCst);
+                        let mut f = found.lock().expect("no panics while holding");
+                        if f.as_ref().is_none_or(|b| b.seed > r.seed) {
+                            *f = Some(r);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    found.into_inner().expect("threads joined")
+}
+
 /// Shrinks `cfg` (which breaks `invariant`) by removing faults, Byzantine nodes, network
 /// noise and heights while the smaller run still breaks the same invariant. At most
 /// `budget` runs.

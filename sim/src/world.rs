@@ -207,6 +207,11 @@ impl Report {
 
 pub const CHAIN_ID: &str = "tendr-sim";
 
+/// The half of the network a node is in, for attacks that split it in two.
+fn half(key: usize) -> u8 {
+    (key % 2) as u8
+}
+
 pub fn validator_key(i: usize) -> PrivateKey {
     PrivateKey::from_seed(format!("tendr-sim-validator-{i}").as_bytes())
 }
@@ -489,10 +494,10 @@ impl World {
         }
     }
 
-    /// Which half of the network each slot is in (for split-vote style attacks and twins).
+    /// Which half of the network each slot is in (for split-vote style attacks and twins):
+    /// even and odd node numbers, so that honest nodes fall on both sides.
     fn halves(&self) -> Vec<u8> {
-        let n = self.cfg.validators as usize;
-        self.slots.iter().map(|s| s.side.unwrap_or(if s.key < n.div_ceil(2) { 0 } else { 1 })).collect()
+        self.slots.iter().map(|s| s.side.unwrap_or(half(s.key))).collect()
     }
 
     fn link_ok(&self, from: usize, to: usize) -> bool {
@@ -501,10 +506,9 @@ impl World {
             return false;
         }
         // A twin copy only talks with its half of the network.
-        let half = |s: &Slot| if s.key < (self.cfg.validators as usize).div_ceil(2) { 0 } else { 1 };
         match (a.side, b.side) {
-            (Some(sa), None) => half(b) == sa,
-            (None, Some(sb)) => half(a) == sb,
+            (Some(sa), None) => half(b.key) == sa,
+            (None, Some(sb)) => half(a.key) == sb,
             _ => true,
         }
     }
@@ -600,6 +604,10 @@ impl World {
     }
 
     fn check_done(&mut self) {
+        if !self.checker.ok() {
+            self.stop = true; // fail fast: the first broken invariant ends the run
+            return;
+        }
         let min = self.honest_running().map(|s| s.last_height).min().unwrap_or(0);
         self.checker.prune(min);
         let faults_end = self.cfg.faults_end_ms();

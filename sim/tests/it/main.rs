@@ -1,2 +1,6 @@
-//! tendr-sim integration tests.
-mod debug;
+//! tendr-sim integration tests (one binary).
+mod beyond_assumption;
+mod determinism;
+#[cfg(feature = "planted-bugs")]
+mod planted;
+mod sweep;
