@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "tendr", version, about = "Tendermint BFT consensus: a seeded simulator and real QUIC nodes")]
+#[command(
+    name = "tendr",
+    version,
+    about = "Tendermint BFT consensus: a seeded simulator and real QUIC nodes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
