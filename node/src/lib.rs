@@ -11,6 +11,7 @@ pub mod error;
 pub mod genesis;
 pub mod keys;
 pub mod metrics;
+pub mod netwire;
 pub mod rpc;
 pub mod runtime;
 pub mod status;

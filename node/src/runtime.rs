@@ -158,6 +158,9 @@ pub fn backfill_results(store: &Store, genesis: &LoadedGenesis) -> CliResult<()>
 pub fn build_node<N: Network>(setup: &NodeSetup, net: N) -> CliResult<RealNode<N>> {
     let store = Store::open(&setup.cfg.db_path())
         .map_err(|e| CliError::failure(format!("{e} (is another `tendr` process using this folder?)")))?;
+    store
+        .check_genesis(&setup.genesis.hash.to_hex())
+        .map_err(|e| CliError::input(e.0))?;
     backfill_results(&store, &setup.genesis)?;
     let chain_id = &setup.genesis.genesis.chain_id;
     Node::new(

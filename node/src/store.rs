@@ -21,7 +21,9 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const WAL: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("wal");
 const TXS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("txs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const INFO: TableDefinition<&str, &str> = TableDefinition::new("info");
 const RESULTS_HEIGHT: &str = "results_height";
+const GENESIS_HASH: &str = "genesis_hash";
 
 /// One transaction of a decided block with its result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,9 +57,32 @@ impl Store {
             tx.open_table(WAL).map_err(err)?;
             tx.open_table(TXS).map_err(err)?;
             tx.open_table(META).map_err(err)?;
+            tx.open_table(INFO).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(Store { db: Arc::new(db) })
+    }
+
+    /// Binds the database to one genesis: records `hash` on first use, and refuses another.
+    pub fn check_genesis(&self, hash_hex: &str) -> Result<(), StorageError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = tx.open_table(INFO).map_err(err)?;
+            let stored = t.get(GENESIS_HASH).map_err(err)?.map(|v| v.value().to_string());
+            match stored {
+                Some(s) if s != hash_hex => {
+                    return Err(StorageError(format!(
+                        "this data folder holds the chain of genesis {s}, not {hash_hex}; \
+                         use another folder (`home` in the config) or remove the `data` folder to start over"
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    t.insert(GENESIS_HASH, hash_hex).map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
     }
 
     /// Height up to which the transaction history is written.
