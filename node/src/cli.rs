@@ -411,7 +411,7 @@ fn run_node(setup: NodeSetup) -> CliResult<()> {
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("tokio runtime: {e}")))?;
-    rt.block_on(crate::netwire::run(setup))
+    rt.block_on(runtime::run(setup))
 }
 
 // ---- RPC clients ----

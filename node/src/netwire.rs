@@ -1,23 +1,10 @@
-//! The seam between the node and the network crate.
-//!
-//! STATUS: `tendr-net` (QUIC transport) is not merged into this branch yet; until it is, a node
-//! runs alone ([`Alone`]): a single-validator chain produces blocks and serves the RPC, but no
-//! peers connect. Wiring the transport replaces [`run`] and [`check_network_genesis`].
+//! Network checks the CLI makes before a node runs (the transport itself is `tendr-net`,
+//! started by [`crate::runtime::run`]).
 
 use crate::config::Config;
 use crate::error::{CliError, CliResult};
 use crate::genesis::LoadedGenesis;
-use crate::runtime::{self, Alone, NodeSetup};
 use std::time::Duration;
-use tracing::warn;
-
-pub async fn run(setup: NodeSetup) -> CliResult<()> {
-    if !setup.cfg.seeds.is_empty() {
-        warn!("this build has no network transport yet: seed nodes are not contacted; the node runs alone");
-    }
-    let (_keep, incoming) = tokio::sync::mpsc::channel(1);
-    runtime::run(setup, Alone, incoming).await
-}
 
 /// Refuses to join when a reachable seed runs another genesis. Asks each seed's RPC at its
 /// default address (port + 10000); a seed whose RPC is not reachable is checked by the

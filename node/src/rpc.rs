@@ -5,7 +5,7 @@
 //! `/block?height=N`, `/commit?height=N`, `/transactions?limit=N`, `/tx?hash=HEX`,
 //! `/query?key=K`, `/metrics` (Prometheus); `POST /tx` (body: the raw transaction).
 
-use crate::runtime::{Command, Shared};
+use crate::runtime::{app_get, Shared};
 use crate::status::{block_view, tx_view};
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -16,7 +16,6 @@ use tendr_core::limits::MAX_TX_BYTES;
 use tendr_core::traits::Storage;
 use tendr_core::types::Height;
 use tiny_http::{Header, Method, Request, Response, Server};
-use tokio::sync::oneshot;
 
 pub struct RpcServer {
     pub addr: SocketAddr,
@@ -109,7 +108,7 @@ fn height_param(query: &str) -> Result<Height, Reply> {
         .ok_or_else(|| error(400, "expected ?height=N with N a positive integer"))
 }
 
-fn handle(mut req: Request, shared: &Shared) {
+fn handle(mut req: Request, shared: &Arc<Shared>) {
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let (code, body, ctype) = match (req.method(), path) {
@@ -129,22 +128,22 @@ fn handle(mut req: Request, shared: &Shared) {
 }
 
 fn submit(shared: &Shared, tx: Vec<u8>) -> Reply {
-    let (reply, rx) = oneshot::channel();
-    if shared.commands.blocking_send(Command::SubmitTx(tx, reply)).is_err() {
-        return error(503, "the node is shutting down");
-    }
-    match rx.blocking_recv() {
-        Ok(Ok(hash)) => json(&serde_json::json!({ "hash": hash })),
-        Ok(Err(e)) => error(400, e),
-        Err(_) => error(503, "the node is shutting down"),
+    match shared.submit_blocking(tx) {
+        Ok(hash) => json(&serde_json::json!({ "hash": hash })),
+        Err(e) => error(400, e),
     }
 }
 
-fn get(shared: &Shared, path: &str, query: &str) -> Reply {
-    let status = || shared.status.lock().expect("status lock").clone();
+fn get(shared: &Arc<Shared>, path: &str, query: &str) -> Reply {
+    let Some(s) = (match path {
+        "/health" | "/status" | "/peers" | "/validators" => shared.status_blocking(),
+        _ => Some(Default::default()),
+    }) else {
+        return error(503, "the node is shutting down");
+    };
+    let status = || s.clone();
     match path {
         "/health" => {
-            let s = status();
             json(&serde_json::json!({ "ok": true, "height": s.latest_height, "catching_up": s.consensus.catching_up }))
         }
         "/status" => json(&status()),
@@ -198,17 +197,10 @@ fn get(shared: &Shared, path: &str, query: &str) -> Reply {
 }
 
 fn query_key(shared: &Shared, key: String) -> Reply {
-    let (reply, rx) = oneshot::channel();
-    if shared
-        .commands
-        .blocking_send(Command::Query(key.clone(), reply))
-        .is_err()
-    {
-        return error(503, "the node is shutting down");
-    }
-    match rx.blocking_recv() {
-        Ok((height, value)) => json(&serde_json::json!({ "key": key, "value": value, "height": height })),
-        Err(_) => error(503, "the node is shutting down"),
+    let k = key.clone();
+    match shared.ask_blocking(move |v| app_get(v, &k)) {
+        Some((height, value)) => json(&serde_json::json!({ "key": key, "value": value, "height": height })),
+        None => error(503, "the node is shutting down"),
     }
 }
 
