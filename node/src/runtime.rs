@@ -36,6 +36,8 @@ pub const VALIDATOR_REQUEST_PREFIX: &str = "tendr.validator_request.";
 const CLOCK_SKEW_WARN_MS: u64 = 5_000;
 const ANNOUNCE_RETRY_MS: u64 = 15_000;
 const DEFAULT_MAX_PEERS: usize = 50;
+/// How long a node with seeds may have no peer before it says so.
+const NO_PEERS_WARN_SECS: u64 = 10;
 
 /// Facts about this node that do not change while it runs.
 #[derive(Debug, Clone)]
@@ -47,6 +49,7 @@ pub struct NodeInfo {
     pub listen: String,
     pub rpc: String,
     pub genesis_hash: String,
+    pub seeds: usize,
 }
 
 /// State shared between the driver, the housekeeping task and the RPC thread.
@@ -151,6 +154,7 @@ impl NodeSetup {
             listen: self.cfg.listen.to_string(),
             rpc: self.cfg.rpc_addr.to_string(),
             genesis_hash: self.genesis.hash.to_hex(),
+            seeds: self.cfg.seeds.len(),
         }
     }
 }
@@ -332,6 +336,7 @@ fn on_event(shared: &Shared, ev: &NodeEvent) {
 async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let (mut last_round, mut in_set_before, mut last_announce) = ((0u64, 0u32), None, 0u64);
+    let mut alone_secs = 0u64;
     loop {
         tick.tick().await;
         let addr = key.as_ref().map(|k| k.address());
@@ -365,6 +370,26 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
             );
         }
         last_round = round;
+        debug!(
+            height = round.0,
+            round = round.1,
+            step = %st.consensus.step,
+            peers = st.peers.len(),
+            catching_up = st.consensus.catching_up,
+            "consensus"
+        );
+        alone_secs = if st.peers.is_empty() { alone_secs + 1 } else { 0 };
+        if shared.info.seeds > 0 && alone_secs == NO_PEERS_WARN_SECS {
+            let msg = format!(
+                "no peer connected after {NO_PEERS_WARN_SECS} s: check the seed addresses in the config, that the \
+                 seeds' UDP ports are open in their firewalls, and that every node uses the same genesis.json \
+                 (look for `peer refused` lines in the log)"
+            );
+            warn!("{msg}");
+            shared.warn("peers", Some(msg));
+        } else if alone_secs == 0 {
+            shared.warn("peers", None);
+        }
         let (Some(key), true) = (&key, shared.info.wants_to_validate) else {
             continue;
         };
@@ -432,6 +457,7 @@ impl NodeInfo {
             listen: String::new(),
             rpc: String::new(),
             genesis_hash: String::new(),
+            seeds: 0,
         }
     }
 }

@@ -22,6 +22,8 @@ const WAL: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("wal");
 const TXS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("txs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INFO: TableDefinition<&str, &str> = TableDefinition::new("info");
+/// Transaction hash -> (height, index), for `/tx?hash=`.
+const TX_INDEX: TableDefinition<&[u8], (u64, u32)> = TableDefinition::new("tx_index");
 const RESULTS_HEIGHT: &str = "results_height";
 const GENESIS_HASH: &str = "genesis_hash";
 
@@ -58,6 +60,7 @@ impl Store {
             tx.open_table(TXS).map_err(err)?;
             tx.open_table(META).map_err(err)?;
             tx.open_table(INFO).map_err(err)?;
+            tx.open_table(TX_INDEX).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(Store { db: Arc::new(db) })
@@ -98,15 +101,18 @@ impl Store {
         let tx = self.db.begin_write().map_err(err)?;
         {
             let mut t = tx.open_table(TXS).map_err(err)?;
+            let mut index = tx.open_table(TX_INDEX).map_err(err)?;
             for (i, (payload, result)) in block.txs.iter().zip(results).enumerate() {
+                let hash = sha256(payload);
                 let rec = TxRecord {
                     height: h,
                     index: i as u32,
-                    hash: sha256(payload).to_hex(),
+                    hash: hash.to_hex(),
                     tx: payload.clone(),
                     result: result.clone(),
                 };
                 t.insert((h, i as u32), encode(&rec).as_slice()).map_err(err)?;
+                index.insert(hash.0.as_slice(), (h, i as u32)).map_err(err)?;
             }
             let mut m = tx.open_table(META).map_err(err)?;
             let prev = m.get(RESULTS_HEIGHT).map_err(err)?.map(|v| v.value()).unwrap_or(0);
@@ -128,17 +134,20 @@ impl Store {
     }
 
     pub fn transaction_by_hash(&self, hash_hex: &str) -> Result<Option<TxRecord>, StorageError> {
-        // Linear scan from the newest: fine for the history sizes an operator looks at.
+        let Ok(hash) = hex::decode(hash_hex) else {
+            return Ok(None);
+        };
         let r = self.db.begin_read().map_err(err)?;
+        let index = r.open_table(TX_INDEX).map_err(err)?;
+        let Some(at) = index.get(hash.as_slice()).map_err(err)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
         let t = r.open_table(TXS).map_err(err)?;
-        for item in t.iter().map_err(err)?.rev() {
-            let (_, v) = item.map_err(err)?;
-            let rec: TxRecord = decode_bounded(v.value(), MAX_MESSAGE_BYTES).map_err(err)?;
-            if rec.hash == hash_hex {
-                return Ok(Some(rec));
-            }
-        }
-        Ok(None)
+        let rec = match t.get(at).map_err(err)? {
+            Some(v) => Some(decode_bounded(v.value(), MAX_MESSAGE_BYTES).map_err(err)?),
+            None => None,
+        };
+        Ok(rec)
     }
 }
 
@@ -237,5 +246,56 @@ mod tests {
         assert_eq!(s.last_height().unwrap(), Height(0));
         assert_eq!(s.results_height().unwrap(), 0);
         assert!(s.transactions(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn decided_blocks_and_history_survive_reopen() {
+        use tendr_core::app::KvApp;
+        use tendr_core::chain::ChainState;
+        use tendr_core::traits::Application;
+        use tendr_core::ValidatorSet;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db.redb");
+        let k = PrivateKey::from_seed(b"v");
+        let vs = ValidatorSet::new(vec![(k.public_key(), VotingPower(1))]).unwrap();
+        let mut app = KvApp::new("c");
+        let chain = ChainState::genesis("c", vs.clone(), app.initial_app_hash(), TimeMs(1));
+        let txs = vec![b"a=1".to_vec(), b"bad".to_vec()];
+        let block = Block {
+            header: chain.new_header(k.address(), TimeMs(5), &txs),
+            txs,
+            last_commit: None,
+        };
+        let commit = Commit {
+            height: Height(1),
+            round: Round(0),
+            block_id: block.id(),
+            signatures: vec![],
+        };
+        let res = app.execute_block(&block, &vs);
+        {
+            let mut s = Store::open(&p).unwrap();
+            s.append_wal(&vote(1, 0)).unwrap();
+            s.save_decided(&block, &commit).unwrap();
+            s.save_results(&block, &res.tx_results).unwrap();
+            s.check_genesis("g1").unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.last_height().unwrap(), Height(1));
+        assert_eq!(s.decided(Height(1)).unwrap(), Some((block.clone(), commit)));
+        assert_eq!(s.results_height().unwrap(), 1);
+        let txs = s.transactions(10).unwrap();
+        assert_eq!(txs.len(), 2);
+        assert_eq!(txs[0].index, 1);
+        assert_ne!(txs[0].result.code, 0);
+        let found = s.transaction_by_hash(&sha256(b"a=1").to_hex()).unwrap().unwrap();
+        assert_eq!((found.height, found.index, found.result.code), (1, 0, 0));
+        assert!(s.transaction_by_hash("00").unwrap().is_none());
+        assert!(s.check_genesis("g1").is_ok());
+        assert!(s
+            .check_genesis("g2")
+            .unwrap_err()
+            .0
+            .contains("holds the chain of genesis g1"));
     }
 }
