@@ -465,3 +465,74 @@ fn bad_inputs_give_clear_errors_and_change_nothing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the node's RPC"));
 }
+
+#[test]
+fn testnet_survives_repeated_kill_9_without_double_signing() {
+    let mut s = Scratch::new("kill");
+    let base = base_port() + 5_000;
+    let out = s.path("net");
+    let text = ok(&[
+        "testnet",
+        "--validators",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--base-port",
+        &base.to_string(),
+        "--target-block-time",
+        "0.2",
+    ]);
+    assert!(text.contains("node4"), "{text}");
+    let cfgs: Vec<String> = (1..=4)
+        .map(|i| {
+            let c = out.join(format!("node{i}/tendermint_config.json"));
+            let t = std::fs::read_to_string(&c).unwrap().replace(
+                "\"log_level\": \"info\"",
+                "\"log_level\": \"info\", \"timeouts\": {\"propose_ms\": 800, \"prevote_ms\": 400, \"precommit_ms\": 400, \"delta_ms\": 200, \"rebroadcast_ms\": 400}",
+            );
+            std::fs::write(&c, t).unwrap();
+            c.to_string_lossy().into_owned()
+        })
+        .collect();
+    let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
+    for (i, c) in cfgs.iter().enumerate() {
+        spawn(&mut s, i + 1, &["start", "--config", c]);
+    }
+    wait_for(&s, "the testnet to produce blocks", 30, || {
+        status(ports[0]).filter(|st| st.latest_height >= 3)
+    });
+    // Kill node 2 at uneven moments (its votes are in flight), restart it at once.
+    let mut rng = std::process::id() as u64;
+    for round in 0..5 {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(200 + (rng >> 33) % 1200));
+        s.kill(2);
+        let _ = tendr(&["tx", &format!("round{round}=x"), "--config", &cfgs[0]]);
+        spawn(&mut s, 2, &["start", "--config", &cfgs[1]]);
+        wait_for(&s, "the restarted node's RPC", 10, || status(ports[1]));
+    }
+    let target = status(ports[0]).unwrap().latest_height + 3;
+    wait_for(&s, "every node past the last restart", 60, || {
+        ports
+            .iter()
+            .all(|p| status(*p).is_some_and(|st| st.latest_height >= target))
+            .then_some(())
+    });
+    for h in 1..=target {
+        let blocks: Vec<BlockView> = ports
+            .iter()
+            .map(|p| rpc::get_json(rpc_addr(*p), &format!("/block?height={h}")).unwrap())
+            .collect();
+        assert!(blocks.iter().all(|b| b.id == blocks[0].id), "height {h} differs");
+    }
+    let logs = s.logs();
+    assert!(!logs.contains("evidence"), "a validator double-signed:\n{logs}");
+    let full: String = std::fs::read_dir(&s.dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(!full.contains("evidence:"), "a validator double-signed");
+    eprintln!("5 kill -9 and restarts; identical blocks at heights 1..={target}");
+}
