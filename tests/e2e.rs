@@ -208,9 +208,12 @@ fn guide_workflow_four_machines_on_loopback() {
             "--genesis",
             foreign.join("genesis.json").to_str().unwrap(),
         ],
-        "genesis hash",
+        "the network refused the given genesis",
     );
     assert_eq!(snapshot(&m5), before, "a refused join changed files");
+    wait_for(&s, "the genesis node's status to report the foreign peer", 10, || {
+        status(ports[0]).filter(|st| st.warnings.iter().any(|w| w.contains("another chain or genesis")))
+    });
 
     // Step 3: copy genesis.json to the other machines and join.
     for i in 2..=4 {

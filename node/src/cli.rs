@@ -17,6 +17,9 @@ use tendr_core::crypto::PublicKey;
 use tendr_core::types::Address;
 use tendr_core::TimeoutConfig;
 
+/// How long `add-validator --address` waits for a just-joined node's published key.
+const PUBLISH_WAIT_SECS: u64 = 20;
+
 const AFTER_HELP: &str = "\
 The guide's workflow:
   1. on the genesis machine:  tendr init --config tendermint_config.json
@@ -354,6 +357,10 @@ fn join(config_path: &Path, genesis_path: &Path) -> CliResult<()> {
             )));
         }
     }
+    init_tracing(&cfg.file.log_level);
+    // The network's answer first (it works across machines), then the seeds' RPC when it is
+    // reachable (same machine, or an RPC opened to the LAN).
+    tokio_runtime()?.block_on(crate::netwire::probe_seeds(&cfg, &given))?;
     crate::netwire::check_network_genesis(&cfg, &given)?;
     // Check existing keys before writing anything.
     for (p, what) in [
@@ -393,25 +400,36 @@ fn join(config_path: &Path, genesis_path: &Path) -> CliResult<()> {
     run_node(setup)
 }
 
+/// Logs to stderr at `level` (RUST_LOG overrides), plus the refusal watcher.
 fn init_tracing(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let level = level.to_ascii_lowercase();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("warn,tendr_node={level},tendr_net={level},tendr={level}"))
     });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(crate::logcapture::RefusalLayer)
         .try_init();
 }
 
-fn run_node(setup: NodeSetup) -> CliResult<()> {
-    init_tracing(&setup.cfg.file.log_level.to_ascii_lowercase());
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn tokio_runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| CliError::failure(format!("tokio runtime: {e}")))?;
-    rt.block_on(runtime::run(setup))
+        .map_err(|e| CliError::failure(format!("tokio runtime: {e}")))
+}
+
+fn run_node(setup: NodeSetup) -> CliResult<()> {
+    init_tracing(&setup.cfg.file.log_level);
+    tokio_runtime()?.block_on(runtime::run(setup))
 }
 
 // ---- RPC clients ----
@@ -609,18 +627,28 @@ fn find_pub_key(addr: SocketAddr, target: &Address, given: Option<String>, s: &S
             return Ok(pk);
         }
     }
+    // A node that just joined publishes its key with its first transaction; give it a moment.
     let key = runtime::request_key(target);
-    let v: serde_json::Value = rpc::get_json(addr, &format!("/query?key={key}")).map_err(fail)?;
-    v["value"]
-        .as_str()
-        .and_then(|val| runtime::parse_request(target, val))
-        .ok_or_else(|| {
-            CliError::input(format!(
+    let deadline = Instant::now() + Duration::from_secs(PUBLISH_WAIT_SECS);
+    let mut told = false;
+    loop {
+        let v: serde_json::Value = rpc::get_json(addr, &format!("/query?key={key}")).map_err(fail)?;
+        if let Some(pk) = v["value"].as_str().and_then(|val| runtime::parse_request(target, val)) {
+            return Ok(pk);
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::input(format!(
                 "no public key known for {target}: the node must have joined (`tendr join` with \
                  `is_validator: true` publishes it once connected; see its `tendr status`), \
                  or pass --pub-key with the `pub_key` from its validator_key.json"
-            ))
-        })
+            )));
+        }
+        if !told {
+            eprintln!("waiting up to {PUBLISH_WAIT_SECS} s for {target} to publish its public key ...");
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 fn add_validator(target: Address, power: u64, pub_key: Option<String>, t: &Target, no_wait: bool) -> CliResult<()> {

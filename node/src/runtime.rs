@@ -287,7 +287,10 @@ impl Shared {
     pub fn status_blocking(self: &Arc<Self>) -> Option<Status> {
         let me = self.clone();
         self.ask_blocking(move |v| {
-            let w = me.warnings.lock().expect("warnings").values().cloned().collect();
+            let mut w: Vec<String> = me.warnings.lock().expect("warnings").values().cloned().collect();
+            if let Some(r) = crate::logcapture::genesis_refusals().last() {
+                w.push(format!("a peer was refused for running another chain or genesis: {r}"));
+            }
             build_status(v, &me.info, w)
         })
     }
