@@ -139,7 +139,7 @@ fn get(shared: &Arc<Shared>, path: &str, query: &str) -> Reply {
         "/health" | "/status" | "/peers" | "/validators" => shared.status_blocking(),
         _ => Some(Default::default()),
     }) else {
-        return error(503, "the node is shutting down");
+        return error(503, "the node is busy or shutting down; try again");
     };
     let status = || s.clone();
     match path {

@@ -36,6 +36,8 @@ pub const VALIDATOR_REQUEST_PREFIX: &str = "tendr.validator_request.";
 const CLOCK_SKEW_WARN_MS: u64 = 5_000;
 const ANNOUNCE_RETRY_MS: u64 = 15_000;
 const DEFAULT_MAX_PEERS: usize = 50;
+/// Longest an RPC request waits for the node to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node with seeds may have no peer before it says so.
 const NO_PEERS_WARN_SECS: u64 = 10;
 
@@ -72,13 +74,14 @@ impl Shared {
     }
 
     /// Runs `f` on the node inside the driver task (from a thread that is not a tokio worker).
+    /// `None` when the node is shutting down or does not answer within [`ASK_TIMEOUT`].
     pub fn ask_blocking<T: Send + 'static>(&self, f: impl FnOnce(&dyn NodeView) -> T + Send + 'static) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let q = Box::new(move |v: &dyn NodeView| {
             let _ = tx.send(f(v));
         });
         self.commands.blocking_send(Command::Query(q)).ok()?;
-        rx.blocking_recv().ok()
+        rx.recv_timeout(ASK_TIMEOUT).ok()
     }
 
     /// [`Shared::ask_blocking`] from async code.
@@ -93,9 +96,11 @@ impl Shared {
 
     /// Checks a transaction (approvals against the current validator set), then submits it.
     pub fn submit_blocking(&self, tx: Vec<u8>) -> Result<String, String> {
-        let t = tx.clone();
-        self.ask_blocking(move |v| precheck_tx(v, &t))
-            .ok_or("the node is shutting down")??;
+        if tx.starts_with(b"val:") {
+            let t = tx.clone();
+            self.ask_blocking(move |v| precheck_tx(v, &t))
+                .ok_or("the node is busy or shutting down; try again")??;
+        }
         let (reply, rx) = oneshot::channel();
         self.commands
             .blocking_send(Command::SubmitTx(tx, reply))
