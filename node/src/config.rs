@@ -206,7 +206,8 @@ fn field_err(path: &Path, field: &str, msg: impl std::fmt::Display) -> CliError 
     CliError::input(format!("config `{}`: field `{field}`: {msg}", path.display()))
 }
 
-fn resolve(path: &Path, file: ConfigFile) -> CliResult<Config> {
+/// Checks a parsed config and resolves its defaults; `path` is where it was read from.
+pub fn resolve(path: &Path, file: ConfigFile) -> CliResult<Config> {
     if file.node_id.trim().is_empty() || file.node_id.len() > 64 {
         return Err(field_err(path, "node_id", "must be 1-64 characters, e.g. \"node1\""));
     }
@@ -389,6 +390,13 @@ mod tests {
             );
             assert!(e.message.contains(want), "{text}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn comment_and_comma_stripping_respects_strings() {
+        assert_eq!(remove_trailing_commas(r#"{"a": "x\",]", }"#), r#"{"a": "x\",]"  }"#);
+        assert_eq!(strip_json("[1, // c\n 2,]"), "[1,     \n 2 ]");
+        assert_eq!(strip_json(r#"{"u": "http://x/*y*/"}"#), r#"{"u": "http://x/*y*/"}"#);
     }
 
     #[test]

@@ -554,6 +554,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn config_timeouts_override_the_genesis() {
+        let path = std::path::Path::new("/x/tendermint_config.json");
+        let text = r#"{"node_id": "n", "port": 8001, "target_block_time": 0.25,
+                       "timeouts": {"propose_ms": 700, "delta_ms": 50}}"#;
+        let file = crate::config::parse_json("config", path, text).unwrap();
+        let cfg = crate::config::resolve(path, file).unwrap();
+        let k = PrivateKey::from_seed(b"t");
+        let g = crate::genesis::Genesis::new("c", 1, &[("n".into(), k.public_key(), 10)], TimeoutConfig::default())
+            .check(path)
+            .unwrap();
+        let setup = NodeSetup {
+            cfg,
+            genesis: g,
+            validator_key: Some(k.clone()),
+            node_key: k,
+        };
+        let t = setup.timeouts();
+        assert_eq!(
+            (t.commit_ms, t.propose_ms, t.propose_delta_ms, t.prevote_delta_ms),
+            (250, 700, 50, 50)
+        );
+        assert_eq!(t.prevote_ms, TimeoutConfig::default().prevote_ms);
+    }
+
+    #[test]
     fn validator_request_binds_key_to_address() {
         let k = PrivateKey::from_seed(b"r");
         let other = PrivateKey::from_seed(b"o");
