@@ -357,7 +357,7 @@ fn bad_inputs_give_clear_errors_and_change_nothing() {
         ),
         (
             r#"{"node_id": "n", "port": "8001"}"#,
-            "field `port`: invalid type: string",
+            "field `port`: \"8001\" is not a valid port: expected a number 1-65535",
         ),
         (
             r#"{"node_id": "n", "port": 8001, "colour": "red"}"#,

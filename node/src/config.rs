@@ -82,12 +82,23 @@ fn default_log_level() -> String {
 }
 
 fn de_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
-    let v = i64::deserialize(d)?;
-    if (1..=65535).contains(&v) {
-        Ok(v as u16)
-    } else {
-        Err(serde::de::Error::custom(format!("{v} is not a valid port (1-65535)")))
+    let v = serde_json::Value::deserialize(d)?;
+    match v.as_i64() {
+        Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        Some(p) => Err(serde::de::Error::custom(format!("{p} is not a valid port (1-65535)"))),
+        None => Err(serde::de::Error::custom(format!(
+            "{v} is not a valid port: expected a number 1-65535"
+        ))),
     }
+}
+
+/// serde's type names, in words for people.
+fn plain_types(msg: &str) -> String {
+    msg.replace("expected f64", "expected a number")
+        .replace("expected u64", "expected a whole number")
+        .replace("expected i64", "expected a whole number")
+        .replace("expected usize", "expected a whole number")
+        .replace("expected u32", "expected a whole number")
 }
 
 /// A loaded and checked config, with every default resolved.
@@ -169,7 +180,7 @@ pub fn parse_json<T: for<'de> Deserialize<'de>>(what: &str, path: &Path, text: &
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
-        let msg = inner.to_string();
+        let msg = plain_types(&inner.to_string());
         // serde_json appends " at line L column C"; keep it, it helps find the spot.
         if field == "." || field.is_empty() {
             CliError::input(format!("{what} `{}`: {msg}", path.display()))
@@ -361,7 +372,14 @@ mod tests {
                 r#"{"node_id":"n","port":70000}"#,
                 "field `port`: 70000 is not a valid port (1-65535)",
             ),
-            (r#"{"node_id":"n","port":"x"}"#, "field `port`: invalid type: string"),
+            (
+                r#"{"node_id":"n","port":"x"}"#,
+                "field `port`: \"x\" is not a valid port: expected a number 1-65535",
+            ),
+            (
+                r#"{"node_id":"n","port":1,"target_block_time":"x"}"#,
+                "field `target_block_time`: invalid type: string \"x\", expected a number",
+            ),
             (r#"{"node_id":"n","port":1,"colour":1}"#, "unknown field `colour`"),
             (
                 r#"{"node_id":"n","port":1,"is_validator":"yes"}"#,
