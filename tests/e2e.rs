@@ -514,6 +514,28 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
         spawn(&mut s, 2, &["start", "--config", &cfgs[1]]);
         wait_for(&s, "the restarted node's RPC", 10, || status(ports[1]));
     }
+    // An observer joins late, catches up over the whole chain and follows without voting.
+    let obs = s.path("observer");
+    std::fs::create_dir_all(&obs).unwrap();
+    let ocfg = obs.join("tendermint_config.json");
+    let obs_port = base + 4;
+    std::fs::write(
+        &ocfg,
+        guide_config(5, obs_port, base).replace("\"is_validator\": true", "\"is_validator\": false"),
+    )
+    .unwrap();
+    spawn(
+        &mut s,
+        5,
+        &[
+            "join",
+            "--config",
+            ocfg.to_str().unwrap(),
+            "--genesis",
+            out.join("node1/genesis.json").to_str().unwrap(),
+        ],
+    );
+    let ports: Vec<u16> = ports.into_iter().chain([obs_port]).collect();
     let target = status(ports[0]).unwrap().latest_height + 3;
     wait_for(&s, "every node past the last restart", 60, || {
         ports
@@ -537,5 +559,14 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect();
     assert!(!full.contains("evidence:"), "a validator double-signed");
-    eprintln!("5 kill -9 and restarts; identical blocks at heights 1..={target}");
+    let o = status(obs_port).unwrap();
+    assert!(o.validator_address.is_none() && !o.in_validator_set, "{o:?}");
+    assert!(
+        !obs.join("validator_key.json").exists(),
+        "an observer got a validator key"
+    );
+    assert!(obs.join("node_key.json").exists());
+    let text = ok(&["status", "--config", ocfg.to_str().unwrap()]);
+    assert!(text.contains("role       observer"), "{text}");
+    eprintln!("5 kill -9 and restarts; identical blocks at heights 1..={target} on 4 validators and an observer");
 }
