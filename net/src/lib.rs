@@ -146,6 +146,10 @@ pub(crate) struct Shared {
     limits: Limits,
     endpoint: quinn::Endpoint,
     incoming: mpsc::Sender<Incoming>,
+    /// Gossiped transactions travel apart from consensus messages, so that a vote never waits
+    /// behind thousands of transactions at the driver. [`runtime::drive`] takes the receiver.
+    tx_inbox: mpsc::Sender<Incoming>,
+    tx_inbox_rx: Mutex<Option<mpsc::Receiver<Incoming>>>,
     state: Mutex<State>,
     next_conn_id: AtomicU64,
     stopping: AtomicBool,
@@ -234,6 +238,7 @@ impl Transport {
             );
         }
         let (tx, rx) = mpsc::channel(limits.incoming_queue.max(1));
+        let (txs_tx, txs_rx) = mpsc::channel(limits.tx_inbox.max(1));
         let shared = Arc::new(Shared {
             local_id,
             hello: HelloBody {
@@ -258,6 +263,8 @@ impl Transport {
             limits,
             endpoint,
             incoming: tx,
+            tx_inbox: txs_tx,
+            tx_inbox_rx: Mutex::new(Some(txs_rx)),
             next_conn_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });
@@ -414,8 +421,8 @@ impl Shared {
         let now = Instant::now();
         let mut st = self.lock();
         st.bans.ban(id, now + self.limits.ban, reason.to_string(), now);
-        st.peers_banned += 1;
         if let Some(p) = st.peers.remove(&id) {
+            st.peers_banned += 1;
             tracing::warn!(peer = %id, addr = %p.info.addr, "disconnected and banned for {}s: {reason}", self.limits.ban.as_secs());
             let mut r = reason.as_bytes().to_vec();
             r.truncate(200);
@@ -564,6 +571,18 @@ impl NetHandle {
 
     pub fn stats(&self) -> NetStats {
         self.shared.stats()
+    }
+
+    /// The receiver of gossiped transactions (the `Incoming` receiver of [`Transport::start`]
+    /// carries every other message). Taken once, by [`runtime::drive`]; until it is taken,
+    /// or when it is not read, transactions beyond `Limits::tx_inbox` are dropped.
+    pub fn take_tx_inbox(&self) -> Option<mpsc::Receiver<Incoming>> {
+        self.shared.tx_inbox_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Whether `peer` is currently banned.
+    pub fn is_banned(&self, peer: &PeerId) -> bool {
+        self.shared.lock().bans.banned(peer, Instant::now()).is_some()
     }
 
     pub fn local_id(&self) -> PeerId {

@@ -34,8 +34,9 @@ pub struct Limits {
     /// Period of peer exchange and of the dialer's look at its address book.
     pub pex_interval: Duration,
     pub dial_interval: Duration,
-    /// Capacity of the channel towards the driver.
+    /// Capacity of the channels towards the driver: consensus messages, and transactions.
     pub incoming_queue: usize,
+    pub tx_inbox: usize,
 }
 
 impl Default for Limits {
@@ -56,7 +57,8 @@ impl Default for Limits {
             banned_entries: 1024,
             pex_interval: Duration::from_secs(2),
             dial_interval: Duration::from_millis(200),
-            incoming_queue: 16_384,
+            incoming_queue: 4096,
+            tx_inbox: 16_384,
         }
     }
 }
