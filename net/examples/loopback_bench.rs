@@ -3,7 +3,7 @@
 //! `cargo run --release -p tendr-net --example loopback_bench [seconds]`
 //!
 //! 1. `target_block_time 0`, 250-byte transactions submitted to all four nodes as fast as they
-//!    are accepted, with at most `WINDOW` uncommitted transactions per node (beyond that the
+//!    are accepted, with at most `WINDOW` (env, default 6000) uncommitted transactions per node (beyond that the
 //!    latency is only mempool queueing): committed tx/s and commit latency p50/p99 (submit to
 //!    decision at node 0), per window of `seconds`, three windows, medians printed.
 //! 2. `target_block_time 0`, no transactions: empty heights per second.
@@ -22,7 +22,8 @@ use tendr_core::traits::NodeEvent;
 use tendr_core::{Hash, TimeoutConfig};
 
 const TX_BYTES: usize = 250;
-const WINDOW: u64 = 6_000;
+/// Default of `WINDOW`: uncommitted transactions per submitting node.
+const DEFAULT_WINDOW: u64 = 6_000;
 
 #[derive(Default)]
 struct Book {
@@ -30,6 +31,8 @@ struct Book {
     latencies_ms: Vec<f64>,
     committed: u64,
     heights: Vec<(u64, Instant)>,
+    /// Heights decided in a round after the first (a timeout fired somewhere).
+    late_rounds: u64,
 }
 
 fn bench_timeouts(commit_ms: u64) -> TimeoutConfig {
@@ -62,9 +65,12 @@ async fn start_cluster(commit_ms: u64, book: Arc<Mutex<Book>>) -> Vec<TestNode> 
         let hook: Option<OnEvent> = (i == 0).then(|| {
             let book = book.clone();
             Box::new(move |e: &NodeEvent| {
-                if let NodeEvent::Decided { block, .. } = e {
+                if let NodeEvent::Decided { block, commit, .. } = e {
                     let now = Instant::now();
                     let mut b = book.lock().unwrap();
+                    if commit.round.0 > 0 {
+                        b.late_rounds += 1;
+                    }
                     b.heights.push((block.height().0, now));
                     for tx in &block.txs {
                         if let Some(t) = b.submitted.remove(&sha256(tx)) {
@@ -104,6 +110,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 async fn throughput(secs: u64) {
+    let window: u64 = std::env::var("WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_WINDOW);
+    println!("submitting {TX_BYTES}-byte txs to all 4 nodes, at most {window} uncommitted per node");
     let book = Arc::new(Mutex::new(Book::default()));
     let nodes = Arc::new(start_cluster(0, book.clone()).await);
     let submitted_total = Arc::new(AtomicU64::new(0));
@@ -116,7 +127,7 @@ async fn throughput(secs: u64) {
             let mut mine = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let committed = book.lock().unwrap().committed;
-                if mine.saturating_sub(committed / 4) > WINDOW {
+                if mine.saturating_sub(committed / 4) > window {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
@@ -151,8 +162,9 @@ async fn throughput(secs: u64) {
         let h1 = b.heights.last().map(|h| h.0).unwrap_or(0);
         let (p50, p99) = (pct(&mut b.latencies_ms, 0.5), pct(&mut b.latencies_ms, 0.99));
         println!(
-            "  window {w}: {rate:.0} committed tx/s, {:.1} heights/s, latency p50 {p50:.1} ms p99 {p99:.1} ms",
-            (h1 - h0) as f64 / dt
+            "  window {w}: {rate:.0} committed tx/s, {:.1} heights/s, latency p50 {p50:.1} ms p99 {p99:.1} ms, {} heights so far decided after round 0",
+            (h1 - h0) as f64 / dt,
+            b.late_rounds
         );
         tps.push(rate);
         p50s.push(p50);
@@ -236,6 +248,7 @@ async fn one_second_blocks() {
 }
 
 fn main() {
+    init_tracing();
     let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -27,9 +27,16 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (mut ah, mut bh) = (a.handle(), b.handle());
+    let mut btx = bh.take_tx_inbox().unwrap();
+    let mut atx = ah.take_tx_inbox().unwrap();
     let aid = a.local_id();
     tokio::spawn(async move {
-        while let Some(m) = brx.recv().await {
+        loop {
+            let m = tokio::select! {
+                Some(m) = brx.recv() => m,
+                Some(m) = btx.recv() => m,
+                else => break,
+            };
             bh.send(aid, &m.msg);
         }
     });
@@ -42,8 +49,20 @@ async fn main() {
     }
     rtts.sort_by(|x, y| x.partial_cmp(y).unwrap());
     println!(
-        "RTT p50 {:.0} us, p90 {:.0} us, p99 {:.0} us",
+        "small message RTT p50 {:.0} us, p90 {:.0} us, p99 {:.0} us",
         rtts[1000], rtts[1800], rtts[1980]
+    );
+    let mut two_mb = Vec::new();
+    for i in 0..20u8 {
+        let t = Instant::now();
+        ah.send(b.local_id(), &Message::Tx(vec![i; 2 << 20]));
+        let _ = atx.recv().await;
+        two_mb.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    two_mb.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    println!(
+        "2 MiB message RTT (there and back) p50 {:.1} ms, max {:.1} ms",
+        two_mb[10], two_mb[19]
     );
     a.shutdown().await;
     b.shutdown().await;

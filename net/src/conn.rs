@@ -394,6 +394,7 @@ async fn read_stream(
     rate: Arc<Mutex<Rate>>,
 ) -> Option<String> {
     loop {
+        let t0 = Instant::now();
         let bytes = match wire::read_frame(&mut s).await {
             Ok(Some(b)) => b,
             Ok(None) | Err(ReadError::Stream(_)) => return None,
@@ -415,6 +416,9 @@ async fn read_stream(
                 ));
             }
         }
+        if bytes.len() > 1 << 20 {
+            tracing::debug!(peer = %id, bytes = bytes.len(), ms = t0.elapsed().as_millis() as u64, "large frame read");
+        }
         match wire::decode_frame(&bytes) {
             Err(e) => return Some(e.to_string()),
             Ok(Frame::Hello(_)) => return Some("a second hello after the handshake".into()),
@@ -423,6 +427,9 @@ async fn read_stream(
                 let dedupe = !matches!(msg, Message::RequestDecided(_) | Message::Decided { .. });
                 if dedupe && !shared.lock().seen.insert(digest, Instant::now()) {
                     continue;
+                }
+                if matches!(msg, Message::Tx(_)) {
+                    shared.note_tx_from(digest, id);
                 }
                 let inc = Incoming { from: id, msg };
                 if matches!(inc.msg, Message::Tx(_)) {

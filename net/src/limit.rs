@@ -139,6 +139,46 @@ impl<T: Hash + Eq + Copy> SeenSet<T> {
     }
 }
 
+/// A map that forgets its oldest entries beyond `cap`.
+#[derive(Debug)]
+pub struct BoundedMap<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
+    pub fn new(cap: usize) -> Self {
+        BoundedMap {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+    /// Inserts unless present (the first value stays).
+    pub fn insert(&mut self, k: K, v: V) {
+        if self.map.contains_key(&k) {
+            return;
+        }
+        if self.order.len() >= self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        self.map.insert(k, v);
+        self.order.push_back(k);
+    }
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k)
+    }
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
 /// Keys kept out until a deadline, at most `cap` at once (expired ones first, then the oldest).
 #[derive(Debug)]
 pub struct BanList<K> {
@@ -211,6 +251,12 @@ mod tests {
         assert!(s.insert(3, t0) && s.insert(1, t0));
         assert_eq!(s.len(), 2);
         assert!(!s.insert(1, t0) && s.insert(1, t0 + Duration::from_secs(2)));
+        let mut m = BoundedMap::new(2);
+        m.insert(1, 'a');
+        m.insert(1, 'b');
+        m.insert(2, 'c');
+        m.insert(3, 'd');
+        assert_eq!((m.get(&1), m.get(&2), m.len()), (None, Some(&'c'), 2));
         let mut bans = BanList::new(2);
         for k in 0..5 {
             bans.ban(k, t0 + Duration::from_secs(10 + k), "x".into(), t0);

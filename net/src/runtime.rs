@@ -180,6 +180,8 @@ fn on_incoming<S: Storage, A: Application>(
     if strikes.penalized(&from) {
         return; // still queued from before the ban; not worth verifying
     }
+    let started = Instant::now();
+    let kind = msg.kind();
     let relayable = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Evidence(_));
     let copy = (relayable && node.net.would_relay(from, &msg)).then(|| msg.clone());
     match node.on_message(from, msg) {
@@ -198,7 +200,14 @@ fn on_incoming<S: Storage, A: Application>(
         Err(NodeError::TxRejected(_)) => {}
         Err(e) => tracing::error!(peer = %from, "handling a message failed: {e}"),
     }
+    let took = started.elapsed();
+    if took > SLOW_MESSAGE {
+        tracing::debug!(peer = %from, kind, ms = took.as_millis() as u64, "slow message");
+    }
 }
+
+/// Handling a message for longer than this is logged (debug).
+const SLOW_MESSAGE: Duration = Duration::from_millis(20);
 
 /// Owns the node in one task: selects over commands, timers and incoming messages (in that
 /// priority), calls the node, hands every [`NodeEvent`] to `on_event`, and penalizes peers
