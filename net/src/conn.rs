@@ -185,6 +185,13 @@ fn reachable(advertise: SocketAddr, remote: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Of two connections between the same pair, the one dialed by the lower id survives; both
+/// ends compute the same answer whatever order the handshakes completed in.
+fn replaces_existing(local: PeerId, remote: PeerId, existing_outbound: bool, new_outbound: bool) -> bool {
+    let preferred_outbound = local < remote; // we dialed it iff we are the lower id
+    existing_outbound != preferred_outbound && new_outbound == preferred_outbound
+}
+
 /// Adds the peer, resolving a second connection between the same pair deterministically:
 /// the connection dialed by the lower id wins, on both ends.
 fn register(
@@ -203,9 +210,8 @@ fn register(
         ));
     }
     let outbound = dialed.is_some();
-    let keep_outbound = shared.local_id < id;
     if let Some(existing) = st.peers.get(&id) {
-        if existing.info.outbound == keep_outbound || outbound != keep_outbound {
+        if !replaces_existing(shared.local_id, id, existing.info.outbound, outbound) {
             return Err((
                 "duplicate connection between the same pair; keeping the other one".into(),
                 false,
@@ -388,6 +394,7 @@ async fn read_stream(
     rate: Arc<Mutex<Rate>>,
 ) -> Option<String> {
     loop {
+        let t0 = Instant::now();
         let bytes = match wire::read_frame(&mut s).await {
             Ok(Some(b)) => b,
             Ok(None) | Err(ReadError::Stream(_)) => return None,
@@ -409,6 +416,9 @@ async fn read_stream(
                 ));
             }
         }
+        if bytes.len() > 1 << 20 {
+            tracing::debug!(peer = %id, bytes = bytes.len(), ms = t0.elapsed().as_millis() as u64, "large frame read");
+        }
         match wire::decode_frame(&bytes) {
             Err(e) => return Some(e.to_string()),
             Ok(Frame::Hello(_)) => return Some("a second hello after the handshake".into()),
@@ -418,14 +428,53 @@ async fn read_stream(
                 if dedupe && !shared.lock().seen.insert(digest, Instant::now()) {
                     continue;
                 }
+                if matches!(msg, Message::Tx(_)) {
+                    shared.note_tx_from(digest, id);
+                }
                 let inc = Incoming { from: id, msg };
                 if matches!(inc.msg, Message::Tx(_)) {
                     // Transactions are best effort: a busy driver drops them, never a vote.
-                    let _ = shared.incoming.try_send(inc);
+                    let _ = shared.tx_inbox.try_send(inc);
                 } else if shared.incoming.send(inc).await.is_err() {
                     return None;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which of X (dialed by the lower id) and Y (dialed by the higher) an end keeps, given
+    /// which handshake it completed first.
+    fn kept(local: PeerId, remote: PeerId, x_first: bool) -> &'static str {
+        let x_outbound = local < remote;
+        let (first, second) = if x_first { ("X", "Y") } else { ("Y", "X") };
+        let (first_out, second_out) = if x_first {
+            (x_outbound, !x_outbound)
+        } else {
+            (!x_outbound, x_outbound)
+        };
+        if replaces_existing(local, remote, first_out, second_out) {
+            second
+        } else {
+            first
+        }
+    }
+
+    #[test]
+    fn duplicate_connections_resolve_the_same_way_on_both_ends() {
+        let (lo, hi) = (PeerId::default(), tendr_core::Address([1; 20]));
+        for lo_x_first in [true, false] {
+            for hi_x_first in [true, false] {
+                assert_eq!(kept(lo, hi, lo_x_first), "X");
+                assert_eq!(kept(hi, lo, hi_x_first), "X");
+            }
+        }
+        // A second dial in the same direction never replaces the first.
+        assert!(!replaces_existing(lo, hi, true, true));
+        assert!(!replaces_existing(hi, lo, false, false));
     }
 }

@@ -129,6 +129,8 @@ struct AddrEntry {
 pub(crate) struct State {
     peers: HashMap<PeerId, Peer>,
     seen: SeenSet<Hash>,
+    /// First sender of recent transactions (bounded like `seen`).
+    tx_from: limit::BoundedMap<Hash, PeerId>,
     bans: BanList<PeerId>,
     book: HashMap<SocketAddr, AddrEntry>,
     dialing: HashSet<SocketAddr>,
@@ -146,6 +148,10 @@ pub(crate) struct Shared {
     limits: Limits,
     endpoint: quinn::Endpoint,
     incoming: mpsc::Sender<Incoming>,
+    /// Gossiped transactions travel apart from consensus messages, so that a vote never waits
+    /// behind thousands of transactions at the driver. [`runtime::drive`] takes the receiver.
+    tx_inbox: mpsc::Sender<Incoming>,
+    tx_inbox_rx: Mutex<Option<mpsc::Receiver<Incoming>>>,
     state: Mutex<State>,
     next_conn_id: AtomicU64,
     stopping: AtomicBool,
@@ -176,6 +182,27 @@ fn transport_config() -> quinn::TransportConfig {
         t.max_idle_timeout(Some(idle));
     }
     t
+}
+
+/// Socket buffers asked for: a 2 MB proposal sent to several peers at once must not overflow
+/// the kernel's default (~200 KB) receive buffer, or the losses collapse QUIC's congestion
+/// window. The kernel caps the request at `net.core.rmem_max` / `wmem_max`.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES) {
+        tracing::debug!("cannot enlarge the UDP receive buffer: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES) {
+        tracing::debug!("cannot enlarge the UDP send buffer: {e}");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 fn check_config(cfg: &NetConfig) -> Result<(), NetError> {
@@ -209,10 +236,18 @@ impl Transport {
     pub async fn start_with(cfg: NetConfig, limits: Limits) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
         check_config(&cfg)?;
         let (server, client) = tls::configs(Arc::new(transport_config())).map_err(NetError::Tls)?;
-        let mut endpoint = quinn::Endpoint::server(server, cfg.listen).map_err(|source| NetError::Bind {
+        let bind_err = |source| NetError::Bind {
             addr: cfg.listen,
             source,
-        })?;
+        };
+        let socket = udp_socket(cfg.listen).map_err(bind_err)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
         endpoint.set_default_client_config(client);
         let local = endpoint.local_addr().map_err(|source| NetError::Bind {
             addr: cfg.listen,
@@ -234,6 +269,7 @@ impl Transport {
             );
         }
         let (tx, rx) = mpsc::channel(limits.incoming_queue.max(1));
+        let (txs_tx, txs_rx) = mpsc::channel(limits.tx_inbox.max(1));
         let shared = Arc::new(Shared {
             local_id,
             hello: HelloBody {
@@ -248,6 +284,7 @@ impl Transport {
             state: Mutex::new(State {
                 peers: HashMap::new(),
                 seen: SeenSet::new(limits.seen_entries, limits.seen_ttl),
+                tx_from: limit::BoundedMap::new(limits.seen_entries),
                 bans: BanList::new(limits.banned_entries),
                 book,
                 dialing: HashSet::new(),
@@ -258,6 +295,8 @@ impl Transport {
             limits,
             endpoint,
             incoming: tx,
+            tx_inbox: txs_tx,
+            tx_inbox_rx: Mutex::new(Some(txs_rx)),
             next_conn_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });
@@ -366,10 +405,23 @@ impl Shared {
         let is_tx = matches!(msg, Message::Tx(_));
         let mut st = self.lock();
         st.seen.insert(digest, Instant::now());
-        let ids: Vec<PeerId> = st.peers.keys().copied().collect();
+        // A transaction that came from peer P was also gossiped by P to all of P's peers
+        // (the node re-broadcasts each new transaction once): send it only where P's last
+        // peer exchange shows no link. In a full mesh each transaction crosses each link once.
+        let via = if is_tx { st.tx_from.get(&digest).copied() } else { None };
+        let skip: HashSet<PeerId> = match via.and_then(|p| st.peers.get(&p).map(|q| (p, q))) {
+            Some((p, q)) => q.neighbors.iter().copied().chain([p]).collect(),
+            None => HashSet::new(),
+        };
+        let ids: Vec<PeerId> = st.peers.keys().filter(|id| !skip.contains(id)).copied().collect();
         for id in ids {
             self.enqueue(&mut st, &id, &frame, is_tx);
         }
+    }
+
+    /// Remembers which peer first sent us a transaction, for [`Shared::broadcast`].
+    pub(crate) fn note_tx_from(&self, digest: Hash, from: PeerId) {
+        self.lock().tx_from.insert(digest, from);
     }
 
     fn send(&self, to: PeerId, msg: &Message) {
@@ -414,8 +466,8 @@ impl Shared {
         let now = Instant::now();
         let mut st = self.lock();
         st.bans.ban(id, now + self.limits.ban, reason.to_string(), now);
-        st.peers_banned += 1;
         if let Some(p) = st.peers.remove(&id) {
+            st.peers_banned += 1;
             tracing::warn!(peer = %id, addr = %p.info.addr, "disconnected and banned for {}s: {reason}", self.limits.ban.as_secs());
             let mut r = reason.as_bytes().to_vec();
             r.truncate(200);
@@ -564,6 +616,18 @@ impl NetHandle {
 
     pub fn stats(&self) -> NetStats {
         self.shared.stats()
+    }
+
+    /// The receiver of gossiped transactions (the `Incoming` receiver of [`Transport::start`]
+    /// carries every other message). Taken once, by [`runtime::drive`]; until it is taken,
+    /// or when it is not read, transactions beyond `Limits::tx_inbox` are dropped.
+    pub fn take_tx_inbox(&self) -> Option<mpsc::Receiver<Incoming>> {
+        self.shared.tx_inbox_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Whether `peer` is currently banned.
+    pub fn is_banned(&self, peer: &PeerId) -> bool {
+        self.shared.lock().bans.banned(peer, Instant::now()).is_some()
     }
 
     pub fn local_id(&self) -> PeerId {

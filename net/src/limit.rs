@@ -34,8 +34,9 @@ pub struct Limits {
     /// Period of peer exchange and of the dialer's look at its address book.
     pub pex_interval: Duration,
     pub dial_interval: Duration,
-    /// Capacity of the channel towards the driver.
+    /// Capacity of the channels towards the driver: consensus messages, and transactions.
     pub incoming_queue: usize,
+    pub tx_inbox: usize,
 }
 
 impl Default for Limits {
@@ -56,7 +57,8 @@ impl Default for Limits {
             banned_entries: 1024,
             pex_interval: Duration::from_secs(2),
             dial_interval: Duration::from_millis(200),
-            incoming_queue: 16_384,
+            incoming_queue: 4096,
+            tx_inbox: 16_384,
         }
     }
 }
@@ -128,6 +130,46 @@ impl<T: Hash + Eq + Copy> SeenSet<T> {
         self.at.insert(t, now);
         self.order.push_back(t);
         true
+    }
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// A map that forgets its oldest entries beyond `cap`.
+#[derive(Debug)]
+pub struct BoundedMap<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
+    pub fn new(cap: usize) -> Self {
+        BoundedMap {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+    /// Inserts unless present (the first value stays).
+    pub fn insert(&mut self, k: K, v: V) {
+        if self.map.contains_key(&k) {
+            return;
+        }
+        if self.order.len() >= self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        self.map.insert(k, v);
+        self.order.push_back(k);
+    }
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k)
     }
     pub fn len(&self) -> usize {
         self.order.len()
@@ -209,6 +251,12 @@ mod tests {
         assert!(s.insert(3, t0) && s.insert(1, t0));
         assert_eq!(s.len(), 2);
         assert!(!s.insert(1, t0) && s.insert(1, t0 + Duration::from_secs(2)));
+        let mut m = BoundedMap::new(2);
+        m.insert(1, 'a');
+        m.insert(1, 'b');
+        m.insert(2, 'c');
+        m.insert(3, 'd');
+        assert_eq!((m.get(&1), m.get(&2), m.len()), (None, Some(&'c'), 2));
         let mut bans = BanList::new(2);
         for k in 0..5 {
             bans.ban(k, t0 + Duration::from_secs(10 + k), "x".into(), t0);

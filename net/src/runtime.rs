@@ -57,6 +57,11 @@ impl Clock for SystemClock {
 
     fn schedule(&mut self, at: TimeMs, timeout: Timeout) {
         let delay = Duration::from_millis(at.0.saturating_sub(unix_ms().0));
+        // A timeout that is already due goes straight into the channel: arming a timer for
+        // zero would cost a tick of the timer wheel (1 ms) per height at target_block_time 0.
+        if delay.is_zero() && self.timers.try_send(timeout).is_ok() {
+            return;
+        }
         let tx = self.timers.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -110,25 +115,46 @@ pub enum Command {
 
 /// Counts rejected messages per peer; too many within the window means a penalty.
 #[derive(Default)]
-struct Strikes(HashMap<PeerId, (u32, Instant)>);
+struct Strikes {
+    count: HashMap<PeerId, (u32, Instant)>,
+    /// Peers penalized recently, whose already-queued messages are skipped.
+    penalized: HashMap<PeerId, Instant>,
+}
 
 impl Strikes {
+    fn penalized(&mut self, peer: &PeerId) -> bool {
+        match self.penalized.get(peer) {
+            Some(t) if t.elapsed() < STRIKE_WINDOW => true,
+            Some(_) => {
+                self.penalized.remove(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// Records one strike; true when the peer has now earned a penalty.
     fn strike(&mut self, peer: PeerId) -> bool {
         let now = Instant::now();
-        if self.0.len() >= MAX_STRIKE_ENTRIES && !self.0.contains_key(&peer) {
-            self.0.retain(|_, (_, t)| now.duration_since(*t) < STRIKE_WINDOW);
-            if self.0.len() >= MAX_STRIKE_ENTRIES {
+        if self.count.len() >= MAX_STRIKE_ENTRIES && !self.count.contains_key(&peer) {
+            self.count.retain(|_, (_, t)| now.duration_since(*t) < STRIKE_WINDOW);
+            if self.count.len() >= MAX_STRIKE_ENTRIES {
                 return false;
             }
         }
-        let e = self.0.entry(peer).or_insert((0, now));
+        let e = self.count.entry(peer).or_insert((0, now));
         if now.duration_since(e.1) >= STRIKE_WINDOW {
             *e = (0, now);
         }
         e.0 += 1;
         if e.0 >= STRIKES_BEFORE_PENALTY {
-            self.0.remove(&peer);
+            self.count.remove(&peer);
+            if self.penalized.len() >= MAX_STRIKE_ENTRIES {
+                self.penalized.retain(|_, t| t.elapsed() < STRIKE_WINDOW);
+            }
+            if self.penalized.len() < MAX_STRIKE_ENTRIES {
+                self.penalized.insert(peer, now);
+            }
             return true;
         }
         false
@@ -151,6 +177,11 @@ fn on_incoming<S: Storage, A: Application>(
     strikes: &mut Strikes,
 ) {
     let Incoming { from, msg } = inc;
+    if strikes.penalized(&from) {
+        return; // still queued from before the ban; not worth verifying
+    }
+    let started = Instant::now();
+    let kind = msg.kind();
     let relayable = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Evidence(_));
     let copy = (relayable && node.net.would_relay(from, &msg)).then(|| msg.clone());
     match node.on_message(from, msg) {
@@ -169,7 +200,14 @@ fn on_incoming<S: Storage, A: Application>(
         Err(NodeError::TxRejected(_)) => {}
         Err(e) => tracing::error!(peer = %from, "handling a message failed: {e}"),
     }
+    let took = started.elapsed();
+    if took > SLOW_MESSAGE {
+        tracing::debug!(peer = %from, kind, ms = took.as_millis() as u64, "slow message");
+    }
 }
+
+/// Handling a message for longer than this is logged (debug).
+const SLOW_MESSAGE: Duration = Duration::from_millis(20);
 
 /// Owns the node in one task: selects over commands, timers and incoming messages (in that
 /// priority), calls the node, hands every [`NodeEvent`] to `on_event`, and penalizes peers
@@ -185,12 +223,20 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
         tracing::error!("starting the node failed: {e}");
     }
     let mut strikes = Strikes::default();
+    let mut txs = node.net.take_tx_inbox().unwrap_or_else(|| mpsc::channel(1).1);
     loop {
         for e in node.drain_events() {
             on_event(&e);
         }
+        // Consensus first: timers and consensus messages, then clients, then gossiped txs.
         tokio::select! {
             biased;
+            Some(t) = timers.recv() => {
+                if let Err(e) = node.on_timeout(t) {
+                    tracing::error!(?t, "timeout handling failed: {e}");
+                }
+            }
+            Some(inc) = incoming.recv() => on_incoming(&mut node, inc, &mut strikes),
             c = commands.recv() => match c {
                 None | Some(Command::Shutdown) => break,
                 Some(Command::SubmitTx(tx, reply)) => {
@@ -198,12 +244,7 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
                 }
                 Some(Command::Query(f)) => f(&View(&node)),
             },
-            Some(t) = timers.recv() => {
-                if let Err(e) = node.on_timeout(t) {
-                    tracing::error!(?t, "timeout handling failed: {e}");
-                }
-            }
-            Some(inc) = incoming.recv() => on_incoming(&mut node, inc, &mut strikes),
+            Some(inc) = txs.recv() => on_incoming(&mut node, inc, &mut strikes),
         }
     }
     for e in node.drain_events() {

@@ -118,8 +118,11 @@ pub struct Spec {
     pub listen: SocketAddr,
     pub seeds: Vec<SocketAddr>,
     pub commit_ms: u64,
+    /// Engine timeouts; default: [`timeouts`] with `commit_ms`.
+    pub timeouts: Option<TimeoutConfig>,
     pub limits: Limits,
     pub store: MemStore,
+    pub max_peers: usize,
 }
 
 impl Spec {
@@ -132,8 +135,10 @@ impl Spec {
             listen: loopback(),
             seeds,
             commit_ms: 10,
+            timeouts: None,
             limits: test_limits(),
             store: MemStore::default(),
+            max_peers: 32,
         }
     }
 }
@@ -167,14 +172,15 @@ pub async fn start(spec: Spec, on_event: Option<OnEvent>) -> TestNode {
         chain_id: spec.genesis.chain_id.clone(),
         genesis_hash: spec.genesis_hash,
         seeds: spec.seeds,
-        max_peers: 32,
+        max_peers: spec.max_peers,
         is_validator: spec.validator_key.is_some(),
         advertise: None,
     };
     let (transport, incoming) = Transport::start_with(cfg, spec.limits).await.expect("transport starts");
     let net = transport.handle();
     let (clock, timers) = SystemClock::new();
-    let ecfg = EngineConfig::new(&spec.genesis.chain_id, timeouts(spec.commit_ms));
+    let t = spec.timeouts.unwrap_or_else(|| timeouts(spec.commit_ms));
+    let ecfg = EngineConfig::new(&spec.genesis.chain_id, t);
     let node = Node::new(
         ecfg,
         spec.validator_key,

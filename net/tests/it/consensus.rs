@@ -95,3 +95,89 @@ async fn stopped_validator_catches_up_and_votes_again_and_observer_follows() {
         n.stop().await;
     }
 }
+
+/// A partial mesh: validator 3 accepts a single peer (validator 0), so its votes reach 1 and
+/// 2 only through 0's relay, and theirs reach it the same way. With validator 2 stopped,
+/// 0, 1 and 3 are exactly a quorum: they can only decide if relay works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn votes_are_relayed_when_the_mesh_is_not_full() {
+    init_tracing();
+    let keys = keys(4);
+    let g = genesis(CHAIN, &keys);
+    let first = start(Spec::validator(&keys[0], &g, vec![]), None).await;
+    let seed = first.addr;
+    let mut nodes = vec![first];
+    for k in &keys[1..3] {
+        nodes.push(start(Spec::validator(k, &g, vec![seed]), None).await);
+    }
+    let mut spec = Spec::validator(&keys[3], &g, vec![seed]);
+    spec.max_peers = 1;
+    nodes.push(start(spec, None).await);
+    wait_for("first 5 heights", 30, || nodes.iter().all(|n| n.height() >= 5)).await;
+    let p3 = nodes[3].net.peers();
+    assert_eq!(p3.len(), 1, "validator 3 is connected to validator 0 only");
+    assert_eq!(p3[0].id, nodes[0].id);
+    assert!(nodes[1].net.peers().iter().all(|p| p.id != nodes[3].id));
+
+    let n2 = nodes.remove(2);
+    n2.stop().await;
+    let h = nodes.iter().map(|n| n.height()).max().unwrap();
+    wait_for("0, 1 and 3 to decide through relay", 30, || {
+        nodes.iter().all(|n| n.height() >= h + 10)
+    })
+    .await;
+    let (v1, v3) = (keys[1].address(), keys[3].address());
+    let both = (h + 1..=h + 10).any(|x| {
+        nodes[1].store.commit(x).is_some_and(|c| {
+            c.signatures.iter().any(|s| s.validator == v3) && c.signatures.iter().any(|s| s.validator == v1)
+        })
+    });
+    assert!(both, "validator 1 collected validator 3's precommits through the relay");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// Two nodes that dial each other at the same moment end up with one connection, the same
+/// one on both ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_dials_leave_one_connection_chosen_deterministically() {
+    init_tracing();
+    use tendr_net::{NetConfig, Transport};
+    let keys = keys(2);
+    let cfg = |i: usize, listen, seed| NetConfig {
+        listen,
+        node_key: keys[i].clone(),
+        chain_id: CHAIN.into(),
+        genesis_hash: tendr_core::Hash([3; 32]),
+        seeds: vec![seed],
+        max_peers: 8,
+        is_validator: true,
+        advertise: None,
+    };
+    for _ in 0..3 {
+        // Free ports chosen now, so that each node knows the other's address before either runs.
+        let sock_a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sock_b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (addr_a, addr_b) = (sock_a.local_addr().unwrap(), sock_b.local_addr().unwrap());
+        drop((sock_a, sock_b));
+        let (a, b) = tokio::join!(
+            Transport::start_with(cfg(0, addr_a, addr_b), test_limits()),
+            Transport::start_with(cfg(1, addr_b, addr_a), test_limits())
+        );
+        let ((a, _ra), (b, _rb)) = (a.unwrap(), b.unwrap());
+        wait_for("both ends connected", 10, || {
+            a.peers().len() == 1 && b.peers().len() == 1
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let (pa, pb) = (a.peers(), b.peers());
+        assert_eq!((pa.len(), pb.len()), (1, 1));
+        // Both ends see the same single connection (one dialed it, the other accepted it).
+        // When both dials complete, the lower id's wins; when one dial failed while the
+        // other end was still starting, the one that succeeded stays.
+        assert_ne!(pa[0].outbound, pb[0].outbound, "one connection, seen from both ends");
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
