@@ -1,1 +1,645 @@
-//! placeholder
+//! `tendr-net`: the real-world [`Network`](tendr_core::traits::Network) of tendr — QUIC between
+//! processes and machines, for the same `Node` driver and engine the simulator runs.
+//!
+//! What it does: quinn endpoints over TLS 1.3 (rustls, ring); a node-key identity proven on
+//! every connection by a k256 signature over the TLS exporter of that very session; chain id,
+//! genesis hash and protocol version checked in a hello; length-prefixed frames with a hard
+//! maximum, decoded by one fallible function; bounded per-peer send queues with consensus
+//! messages on their own higher-priority stream; deduplication and relay of consensus messages
+//! so that a partial mesh still delivers votes everywhere; seed nodes, peer exchange, reconnect
+//! with exponential backoff and jitter, one connection per pair of peers, a peer cap; per-peer
+//! rate limits and bans. [`runtime`] runs a core `Node` on tokio against this transport.
+//!
+//! What it does not do: consensus-level catch-up (the engine asks for decided blocks with
+//! `RequestDecided`, the node answers from storage; this crate only carries the messages),
+//! storage, the application, RPC. No plaintext mode exists.
+//!
+//! How to use it: [`Transport::start`] binds the endpoint and starts dialing the seeds; give
+//! [`Transport::handle`] to the `Node` as its network, and feed the returned receiver of
+//! [`Incoming`] to [`runtime::drive`].
+#![forbid(unsafe_code)]
+
+mod conn;
+pub mod limit;
+pub mod runtime;
+pub mod tls;
+pub mod wire;
+
+pub use limit::Limits;
+
+use bytes::Bytes;
+use limit::{BanList, Jitter, SeenSet};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tendr_core::{Hash, Message, PeerId, PrivateKey};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use wire::{HelloBody, PexEntry};
+
+/// How a node takes part in the network.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Bind address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Node identity; `PeerId = node_key.address()`.
+    pub node_key: PrivateKey,
+    pub chain_id: String,
+    /// Peers with another genesis hash are refused.
+    pub genesis_hash: Hash,
+    pub seeds: Vec<SocketAddr>,
+    pub max_peers: usize,
+    /// Advertised role; observers don't vote.
+    pub is_validator: bool,
+    /// Address announced in peer exchange (NAT); default: the bound address.
+    pub advertise: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub id: PeerId,
+    /// Where the peer can be reached (its advertised address).
+    pub addr: SocketAddr,
+    pub is_validator: bool,
+    /// Whether we dialed it.
+    pub outbound: bool,
+}
+
+/// A message from a peer, for the driver.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub from: PeerId,
+    pub msg: Message,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot listen on UDP {addr}: {source}; choose a free port or another address for `listen`")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("network config: field `{field}`: {detail}")]
+    Config { field: &'static str, detail: String },
+}
+
+/// Counters for tests, metrics and the memory-bound checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetStats {
+    pub peers: usize,
+    pub seen_entries: usize,
+    pub known_addrs: usize,
+    /// Bytes waiting in all per-peer send queues.
+    pub queued_bytes: usize,
+    /// Frames dropped because a peer's send queue was full.
+    pub dropped_frames: u64,
+    /// Peers disconnected for misbehaviour (protocol errors, limits, penalties).
+    pub peers_banned: u64,
+}
+
+/// QUIC application error codes used when closing a connection.
+pub(crate) mod codes {
+    pub const SHUTDOWN: u32 = 0;
+    pub const REFUSED: u32 = 1;
+    pub const PROTOCOL: u32 = 2;
+    pub const DUPLICATE: u32 = 3;
+    pub const PENALIZED: u32 = 4;
+}
+
+pub(crate) struct Peer {
+    info: PeerInfo,
+    conn: quinn::Connection,
+    conn_id: u64,
+    consensus: mpsc::Sender<Bytes>,
+    txs: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    /// The peer's own peers, from its last peer exchange (for relay decisions).
+    neighbors: HashSet<PeerId>,
+}
+
+#[derive(Debug, Clone)]
+struct AddrEntry {
+    id: Option<PeerId>,
+    seed: bool,
+    fails: u32,
+    next_try: Instant,
+}
+
+pub(crate) struct State {
+    peers: HashMap<PeerId, Peer>,
+    seen: SeenSet<Hash>,
+    /// First sender of recent transactions (bounded like `seen`).
+    tx_from: limit::BoundedMap<Hash, PeerId>,
+    bans: BanList<PeerId>,
+    book: HashMap<SocketAddr, AddrEntry>,
+    dialing: HashSet<SocketAddr>,
+    jitter: Jitter,
+    dropped_frames: u64,
+    peers_banned: u64,
+}
+
+/// Everything the transport's tasks share.
+pub(crate) struct Shared {
+    local_id: PeerId,
+    key: PrivateKey,
+    hello: HelloBody,
+    max_peers: usize,
+    limits: Limits,
+    endpoint: quinn::Endpoint,
+    incoming: mpsc::Sender<Incoming>,
+    /// Gossiped transactions travel apart from consensus messages, so that a vote never waits
+    /// behind thousands of transactions at the driver. [`runtime::drive`] takes the receiver.
+    tx_inbox: mpsc::Sender<Incoming>,
+    tx_inbox_rx: Mutex<Option<mpsc::Receiver<Incoming>>>,
+    state: Mutex<State>,
+    next_conn_id: AtomicU64,
+    stopping: AtomicBool,
+}
+
+/// Owns the quinn endpoint and the peer tasks. Drop or [`Transport::shutdown`] to stop.
+pub struct Transport {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A cheap handle for sending; implements the core's `Network` without blocking (frames go
+/// into bounded per-peer queues and are dropped when a queue is full).
+#[derive(Clone)]
+pub struct NetHandle {
+    shared: Arc<Shared>,
+}
+
+fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_uni_streams(4u32.into())
+        .max_concurrent_bidi_streams(1u32.into())
+        .keep_alive_interval(Some(Duration::from_secs(1)))
+        .stream_receive_window((16u32 * 1024 * 1024).into())
+        .receive_window((32u32 * 1024 * 1024).into())
+        .send_window(32 * 1024 * 1024);
+    if let Ok(idle) = Duration::from_secs(10).try_into() {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// Socket buffers asked for: a 2 MB proposal sent to several peers at once must not overflow
+/// the kernel's default (~200 KB) receive buffer, or the losses collapse QUIC's congestion
+/// window. The kernel caps the request at `net.core.rmem_max` / `wmem_max`.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES) {
+        tracing::debug!("cannot enlarge the UDP receive buffer: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES) {
+        tracing::debug!("cannot enlarge the UDP send buffer: {e}");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn check_config(cfg: &NetConfig) -> Result<(), NetError> {
+    if cfg.chain_id.is_empty() || cfg.chain_id.len() > tendr_core::limits::MAX_CHAIN_ID_BYTES {
+        return Err(NetError::Config {
+            field: "chain_id",
+            detail: format!(
+                "`{}` has {} bytes; use 1 to {} bytes",
+                cfg.chain_id,
+                cfg.chain_id.len(),
+                tendr_core::limits::MAX_CHAIN_ID_BYTES
+            ),
+        });
+    }
+    if cfg.max_peers == 0 {
+        return Err(NetError::Config {
+            field: "max_peers",
+            detail: "0 would refuse every peer; use at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Transport {
+    /// Binds the endpoint, starts accepting and dialing the seeds. Must run inside tokio.
+    pub async fn start(cfg: NetConfig) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
+        Self::start_with(cfg, Limits::default()).await
+    }
+
+    /// [`Transport::start`] with explicit limits (tests use short bans and low rates).
+    pub async fn start_with(cfg: NetConfig, limits: Limits) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
+        check_config(&cfg)?;
+        let (server, client) = tls::configs(Arc::new(transport_config())).map_err(NetError::Tls)?;
+        let bind_err = |source| NetError::Bind {
+            addr: cfg.listen,
+            source,
+        };
+        let socket = udp_socket(cfg.listen).map_err(bind_err)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
+        endpoint.set_default_client_config(client);
+        let local = endpoint.local_addr().map_err(|source| NetError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let local_id = cfg.node_key.address();
+        let now = Instant::now();
+        let seed = now.elapsed().as_nanos() as u64 ^ u64::from_le_bytes(local_id.0[..8].try_into().expect("8 bytes"));
+        let mut book = HashMap::new();
+        for s in &cfg.seeds {
+            book.insert(
+                *s,
+                AddrEntry {
+                    id: None,
+                    seed: true,
+                    fails: 0,
+                    next_try: now,
+                },
+            );
+        }
+        let (tx, rx) = mpsc::channel(limits.incoming_queue.max(1));
+        let (txs_tx, txs_rx) = mpsc::channel(limits.tx_inbox.max(1));
+        let shared = Arc::new(Shared {
+            local_id,
+            hello: HelloBody {
+                chain_id: cfg.chain_id.clone(),
+                genesis_hash: cfg.genesis_hash,
+                public_key: cfg.node_key.public_key(),
+                is_validator: cfg.is_validator,
+                advertise: cfg.advertise.unwrap_or(local),
+            },
+            key: cfg.node_key,
+            max_peers: cfg.max_peers,
+            state: Mutex::new(State {
+                peers: HashMap::new(),
+                seen: SeenSet::new(limits.seen_entries, limits.seen_ttl),
+                tx_from: limit::BoundedMap::new(limits.seen_entries),
+                bans: BanList::new(limits.banned_entries),
+                book,
+                dialing: HashSet::new(),
+                jitter: Jitter::new(seed ^ std::process::id() as u64),
+                dropped_frames: 0,
+                peers_banned: 0,
+            }),
+            limits,
+            endpoint,
+            incoming: tx,
+            tx_inbox: txs_tx,
+            tx_inbox_rx: Mutex::new(Some(txs_rx)),
+            next_conn_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+        });
+        tracing::info!(id = %local_id, addr = %local, "tendr-net listening");
+        let tasks = vec![
+            tokio::spawn(conn::accept_loop(shared.clone())),
+            tokio::spawn(conn::dial_loop(shared.clone())),
+        ];
+        Ok((Transport { shared, tasks }, rx))
+    }
+
+    pub fn handle(&self) -> NetHandle {
+        NetHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.endpoint.local_addr().unwrap_or(self.shared.hello.advertise)
+    }
+
+    pub fn local_id(&self) -> PeerId {
+        self.shared.local_id
+    }
+
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.shared.peers()
+    }
+
+    pub fn stats(&self) -> NetStats {
+        self.shared.stats()
+    }
+
+    /// Closes every connection (peers see a clean close) and the endpoint.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+    }
+
+    fn stop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let peers: Vec<Peer> = self.shared.lock().peers.drain().map(|(_, p)| p).collect();
+        for p in peers {
+            p.conn.close(codes::SHUTDOWN.into(), b"node shutting down");
+        }
+        self.shared
+            .endpoint
+            .close(codes::SHUTDOWN.into(), b"node shutting down");
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        if !self.tasks.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock must not take the transport down with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        let mut v: Vec<PeerInfo> = self.lock().peers.values().map(|p| p.info.clone()).collect();
+        v.sort_by_key(|p| p.id);
+        v
+    }
+
+    fn stats(&self) -> NetStats {
+        let st = self.lock();
+        NetStats {
+            peers: st.peers.len(),
+            seen_entries: st.seen.len(),
+            known_addrs: st.book.len(),
+            queued_bytes: st.peers.values().map(|p| p.queued.load(Ordering::Relaxed)).sum(),
+            dropped_frames: st.dropped_frames,
+            peers_banned: st.peers_banned,
+        }
+    }
+
+    /// Puts a frame into a peer's queue unless the queue is full (then the frame is dropped:
+    /// a slow peer loses messages, it never stalls the sender).
+    fn enqueue(&self, st: &mut State, to: &PeerId, frame: &Bytes, is_tx: bool) {
+        let Some(p) = st.peers.get(to) else { return };
+        let len = frame.len();
+        if p.queued.load(Ordering::Relaxed) + len > self.limits.queue_bytes {
+            st.dropped_frames += 1;
+            return;
+        }
+        let q = if is_tx { &p.txs } else { &p.consensus };
+        if q.try_send(frame.clone()).is_ok() {
+            p.queued.fetch_add(len, Ordering::Relaxed);
+        } else {
+            st.dropped_frames += 1;
+        }
+    }
+
+    fn broadcast(&self, msg: &Message) {
+        let (frame, digest) = wire::message_frame(msg);
+        let is_tx = matches!(msg, Message::Tx(_));
+        let mut st = self.lock();
+        st.seen.insert(digest, Instant::now());
+        // A transaction that came from peer P was also gossiped by P to all of P's peers
+        // (the node re-broadcasts each new transaction once): send it only where P's last
+        // peer exchange shows no link. In a full mesh each transaction crosses each link once.
+        let via = if is_tx { st.tx_from.get(&digest).copied() } else { None };
+        let skip: HashSet<PeerId> = match via.and_then(|p| st.peers.get(&p).map(|q| (p, q))) {
+            Some((p, q)) => q.neighbors.iter().copied().chain([p]).collect(),
+            None => HashSet::new(),
+        };
+        let ids: Vec<PeerId> = st.peers.keys().filter(|id| !skip.contains(id)).copied().collect();
+        for id in ids {
+            self.enqueue(&mut st, &id, &frame, is_tx);
+        }
+    }
+
+    /// Remembers which peer first sent us a transaction, for [`Shared::broadcast`].
+    pub(crate) fn note_tx_from(&self, digest: Hash, from: PeerId) {
+        self.lock().tx_from.insert(digest, from);
+    }
+
+    fn send(&self, to: PeerId, msg: &Message) {
+        let (frame, _) = wire::message_frame(msg);
+        let mut st = self.lock();
+        self.enqueue(&mut st, &to, &frame, matches!(msg, Message::Tx(_)));
+    }
+
+    /// Forwards a verified consensus message to the peers that may not have it: every peer
+    /// except the one it came from, its author, and peers whose last peer exchange shows a
+    /// direct link to its author (in a full mesh nothing is relayed).
+    fn relay(&self, from: PeerId, msg: &Message) {
+        let targets = self.relay_targets(from, msg);
+        if targets.is_empty() {
+            return;
+        }
+        let (frame, _) = wire::message_frame(msg);
+        let mut st = self.lock();
+        for id in targets {
+            self.enqueue(&mut st, &id, &frame, false);
+        }
+    }
+
+    fn relay_targets(&self, from: PeerId, msg: &Message) -> Vec<PeerId> {
+        let author = match msg {
+            Message::Vote(v) => Some(v.validator),
+            Message::Proposal(p) => Some(p.block.header.proposer),
+            Message::Evidence(_) => None,
+            _ => return Vec::new(),
+        };
+        self.lock()
+            .peers
+            .values()
+            .filter(|p| p.info.id != from)
+            .filter(|p| author.is_none_or(|a| p.info.id != a && !p.neighbors.contains(&a)))
+            .map(|p| p.info.id)
+            .collect()
+    }
+
+    /// Disconnects a peer and keeps it out for `limits.ban`.
+    fn ban(&self, id: PeerId, reason: &str, code: u32) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.bans.ban(id, now + self.limits.ban, reason.to_string(), now);
+        if let Some(p) = st.peers.remove(&id) {
+            st.peers_banned += 1;
+            tracing::warn!(peer = %id, addr = %p.info.addr, "disconnected and banned for {}s: {reason}", self.limits.ban.as_secs());
+            let mut r = reason.as_bytes().to_vec();
+            r.truncate(200);
+            p.conn.close(code.into(), &r);
+        }
+    }
+
+    fn pex_entries(&self, st: &State) -> Vec<PexEntry> {
+        st.peers
+            .values()
+            .take(wire::MAX_PEX_ENTRIES)
+            .map(|p| PexEntry {
+                id: p.info.id,
+                addr: p.info.addr,
+                is_validator: p.info.is_validator,
+            })
+            .collect()
+    }
+
+    fn broadcast_pex(&self) {
+        let mut st = self.lock();
+        let frame = wire::peers_frame(&self.pex_entries(&st));
+        let ids: Vec<PeerId> = st.peers.keys().copied().collect();
+        for id in ids {
+            self.enqueue(&mut st, &id, &frame, false);
+        }
+    }
+
+    /// Learns a peer's neighbours and new addresses from its peer exchange.
+    fn on_pex(&self, from: PeerId, entries: Vec<PexEntry>) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let cap = self.limits.known_addrs;
+        for e in &entries {
+            if e.id == self.local_id || e.addr == self.hello.advertise {
+                continue;
+            }
+            if let Some(a) = st.book.get_mut(&e.addr) {
+                a.id.get_or_insert(e.id);
+            } else if st.book.len() < cap {
+                st.book.insert(
+                    e.addr,
+                    AddrEntry {
+                        id: Some(e.id),
+                        seed: false,
+                        fails: 0,
+                        next_try: now,
+                    },
+                );
+            }
+        }
+        if let Some(p) = st.peers.get_mut(&from) {
+            p.neighbors = entries.into_iter().map(|e| e.id).collect();
+        }
+    }
+
+    /// Addresses due for a dial now (marked as being dialed).
+    fn due_dials(&self) -> Vec<SocketAddr> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if st.peers.len() >= self.max_peers {
+            return Vec::new();
+        }
+        let connected: HashSet<SocketAddr> = st.peers.values().map(|p| p.info.addr).collect();
+        let due: Vec<SocketAddr> = st
+            .book
+            .iter()
+            .filter(|(addr, e)| {
+                e.next_try <= now
+                    && !st.dialing.contains(*addr)
+                    && !connected.contains(*addr)
+                    && **addr != self.hello.advertise
+                    && e.id.is_none_or(|id| {
+                        id != self.local_id && !st.peers.contains_key(&id) && st.bans.banned(&id, now).is_none()
+                    })
+            })
+            .map(|(a, _)| *a)
+            .take(8)
+            .collect();
+        for a in &due {
+            st.dialing.insert(*a);
+        }
+        due
+    }
+
+    /// A dial or handshake to `addr` failed: back off exponentially, with jitter.
+    fn dial_failed(&self, addr: SocketAddr) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.dialing.remove(&addr);
+        let (min, max) = (self.limits.backoff_min, self.limits.backoff_max);
+        let Some(e) = st.book.get(&addr).cloned() else { return };
+        let fails = e.fails.saturating_add(1);
+        if !e.seed && fails > 10 {
+            st.book.remove(&addr);
+            return;
+        }
+        let delay = min.saturating_mul(1u32 << fails.min(16)).min(max);
+        let delay = st.jitter.spread(delay);
+        if let Some(e) = st.book.get_mut(&addr) {
+            e.fails = fails;
+            e.next_try = now + delay;
+        }
+    }
+
+    /// Checks before registering: not ourselves, not banned, room for one more peer.
+    fn admit(&self, id: PeerId) -> Result<(), String> {
+        if id == self.local_id {
+            return Err("connection to ourselves (same node key); remove our own address from `seed_nodes`".into());
+        }
+        let st = self.lock();
+        if let Some((left, why)) = st.bans.banned(&id, Instant::now()) {
+            return Err(format!("peer {id} is banned for {}s more: {why}", left.as_secs() + 1));
+        }
+        if !st.peers.contains_key(&id) && st.peers.len() >= self.max_peers {
+            return Err(format!(
+                "peer limit reached ({} peers, max_peers = {}); raise max_peers to accept more",
+                st.peers.len(),
+                self.max_peers
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl NetHandle {
+    /// Disconnects `peer` and keeps it out for a while (the driver calls this when a peer's
+    /// messages are rejected repeatedly).
+    pub fn penalize(&self, peer: PeerId, reason: &str) {
+        self.shared.ban(peer, reason, codes::PENALIZED);
+    }
+
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.shared.peers()
+    }
+
+    /// Whether [`NetHandle::relay`] of this message would send it anywhere.
+    pub fn would_relay(&self, from: PeerId, msg: &Message) -> bool {
+        !self.shared.relay_targets(from, msg).is_empty()
+    }
+
+    /// Forwards a message the engine accepted to peers that may not have it yet.
+    pub fn relay(&self, from: PeerId, msg: &Message) {
+        self.shared.relay(from, msg);
+    }
+
+    pub fn stats(&self) -> NetStats {
+        self.shared.stats()
+    }
+
+    /// The receiver of gossiped transactions (the `Incoming` receiver of [`Transport::start`]
+    /// carries every other message). Taken once, by [`runtime::drive`]; until it is taken,
+    /// or when it is not read, transactions beyond `Limits::tx_inbox` are dropped.
+    pub fn take_tx_inbox(&self) -> Option<mpsc::Receiver<Incoming>> {
+        self.shared.tx_inbox_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Whether `peer` is currently banned.
+    pub fn is_banned(&self, peer: &PeerId) -> bool {
+        self.shared.lock().bans.banned(peer, Instant::now()).is_some()
+    }
+
+    pub fn local_id(&self) -> PeerId {
+        self.shared.local_id
+    }
+}
+
+impl tendr_core::traits::Network for NetHandle {
+    fn broadcast(&mut self, msg: &Message) {
+        self.shared.broadcast(msg);
+    }
+    fn send(&mut self, to: PeerId, msg: &Message) {
+        self.shared.send(to, msg);
+    }
+}

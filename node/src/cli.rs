@@ -1,16 +1,165 @@
-//! The `tendr` command line.
+//! The `tendr` command line: the guide's workflow (`init`, `start`, `join`, `status`,
+//! `add-validator`, `transactions`), plus `tx`, `query`, `testnet` and the simulator.
 
-use clap::{Parser, Subcommand};
+use crate::config::{self, Config, DEFAULT_CONFIG_FILE};
+use crate::error::{CliError, CliResult};
+use crate::genesis::{self, Genesis, LoadedGenesis, DEFAULT_POWER};
+use crate::keys;
+use crate::rpc;
+use crate::runtime::{self, NodeSetup};
+use crate::status::{Status, TxView};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tendr_core::app::ValidatorApproval;
+use tendr_core::crypto::PublicKey;
+use tendr_core::types::Address;
+use tendr_core::TimeoutConfig;
+
+/// How long `add-validator --address` waits for a just-joined node's published key.
+const PUBLISH_WAIT_SECS: u64 = 20;
+
+const AFTER_HELP: &str = "\
+The guide's workflow:
+  1. on the genesis machine:  tendr init --config tendermint_config.json
+                              tendr start --config tendermint_config.json
+     copy genesis.json to every other machine
+  2. on each other machine:   tendr join --config tendermint_config.json --genesis genesis.json
+  3. anywhere:                tendr status
+  4. to make a joined node a validator, the operators of the current validators (together
+     holding more than 2/3 of the voting power) each run, on their own machine:
+                              tendr add-validator --address 0x<address printed by `join`>
+  5. history:                 tendr transactions
+One machine, four nodes:      tendr testnet --validators 4 --out ./testnet";
 
 #[derive(Parser, Debug)]
-#[command(name = "tendr", version, about = "Tendermint BFT consensus: a seeded simulator and real QUIC nodes")]
+#[command(
+    name = "tendr",
+    version,
+    about = "Tendermint BFT consensus: a seeded simulator and real QUIC nodes",
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Where a read command finds the node: its RPC address, or the config that names it.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The node's config file (its `rpc_addr`, or 127.0.0.1:<port + 10000>).
+    #[arg(long, default_value = DEFAULT_CONFIG_FILE)]
+    pub config: PathBuf,
+    /// The node's RPC address, e.g. 127.0.0.1:18001 (overrides --config).
+    #[arg(long)]
+    pub rpc: Option<SocketAddr>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Create genesis.json and this node's key files (the genesis node).
+    ///
+    /// Writes, beside the config file: genesis.json (chain id, genesis time, this node as the
+    /// only genesis validator, consensus parameters, the admission policy), validator_key.json
+    /// and node_key.json (mode 0600). Never overwrites existing files without --force.
+    Init {
+        #[arg(long, default_value = DEFAULT_CONFIG_FILE)]
+        config: PathBuf,
+        /// Chain id (default: tendr-<random>).
+        #[arg(long)]
+        chain_id: Option<String>,
+        /// Replace existing genesis, keys and chain data. The old chain and keys are lost.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run an initialised node (the genesis node, or any node after `join`).
+    Start {
+        #[arg(long, default_value = DEFAULT_CONFIG_FILE)]
+        config: PathBuf,
+    },
+    /// Join an existing network: create keys if missing, connect to the seed nodes, catch up
+    /// and follow the chain. With `is_validator: true` it prints the `add-validator` command
+    /// the current validators must run. Refuses a genesis that differs from the network's.
+    Join {
+        #[arg(long, default_value = DEFAULT_CONFIG_FILE)]
+        config: PathBuf,
+        /// The network's genesis.json, copied from the genesis node.
+        #[arg(long)]
+        genesis: PathBuf,
+    },
+    /// Peers, height and last block time, the validator set, consensus status.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the RPC's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a validator-set change (add a validator, change its power, or --power 0 to
+    /// remove it), signed with THIS node's validator key.
+    ///
+    /// A change takes effect once validators holding more than 2/3 of the current voting
+    /// power have approved the same (address, power): each operator of a current validator
+    /// runs this same command on their own machine. A node that is not a validator cannot
+    /// approve; forged approvals are refused. The joining node publishes its public key when
+    /// it joins; --pub-key gives it directly instead.
+    AddValidator {
+        /// Address of the validator to add (printed by `tendr join`).
+        #[arg(long)]
+        address: Address,
+        /// Voting power to give it (0 removes it).
+        #[arg(long, default_value_t = DEFAULT_POWER)]
+        power: u64,
+        /// The validator's public key (hex), if it has not published it by joining.
+        #[arg(long)]
+        pub_key: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Return once submitted, without waiting for the block that includes it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The transaction history: height, index, hash, payload, result (newest first).
+    Transactions {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Submit a transaction, e.g. `tendr tx 'color=blue'`.
+    Tx {
+        /// `key=value`
+        payload: String,
+        #[command(flatten)]
+        target: Target,
+        /// Wait until it is in a decided block and print its result.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Read a key from the application state.
+    Query {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Configs, keys and a shared genesis for an N-node network on this machine.
+    Testnet {
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        #[arg(long)]
+        out: PathBuf,
+        /// Port of node1; node i uses base + i - 1 (UDP), RPC on port + 10000 (TCP).
+        #[arg(long, default_value_t = 8001)]
+        base_port: u16,
+        /// Seconds between blocks.
+        #[arg(long, default_value_t = 1.0)]
+        target_block_time: f64,
+        #[arg(long)]
+        force: bool,
+    },
     /// Deterministic simulation: run, explore and replay seeded Byzantine scenarios.
     Sim(tendr_sim::cli::SimArgs),
 }
@@ -18,7 +167,605 @@ pub enum Command {
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Sim(args) => tendr_sim::cli::run(args),
+    let result = match cli.command {
+        Command::Sim(args) => return tendr_sim::cli::run(args),
+        Command::Init {
+            config,
+            chain_id,
+            force,
+        } => init(&config, chain_id, force),
+        Command::Start { config } => start(&config),
+        Command::Join { config, genesis } => join(&config, &genesis),
+        Command::Status { target, json } => status(&target, json),
+        Command::AddValidator {
+            address,
+            power,
+            pub_key,
+            target,
+            no_wait,
+        } => add_validator(address, power, pub_key, &target, no_wait),
+        Command::Transactions { limit, target, json } => transactions(limit, &target, json),
+        Command::Tx { payload, target, wait } => submit(&payload, &target, wait),
+        Command::Query { key, target } => query(&key, &target),
+        Command::Testnet {
+            validators,
+            out,
+            base_port,
+            target_block_time,
+            force,
+        } => testnet(validators, &out, base_port, target_block_time, force),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.code
+        }
     }
+}
+
+fn random_chain_id() -> CliResult<String> {
+    let k = keys::generate()?;
+    Ok(format!("tendr-{}", &hex::encode(k.address().0)[..8]))
+}
+
+fn genesis_timeouts(cfg: &Config) -> TimeoutConfig {
+    let mut t = TimeoutConfig::default();
+    if let Some(ms) = cfg.target_block_time_ms {
+        t.commit_ms = ms;
+    }
+    t
+}
+
+/// Refuses when any of `paths` exists (unless `force`), before anything is written.
+fn refuse_existing(paths: &[PathBuf], force: bool) -> CliResult<()> {
+    if force {
+        return Ok(());
+    }
+    let existing: Vec<String> = paths
+        .iter()
+        .filter(|p| p.exists())
+        .map(|p| format!("`{}`", p.display()))
+        .collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::input(format!(
+        "already initialised: {} exist; refusing to overwrite (keys and chain data would be lost). \
+         Run `tendr start` to run this node, use a fresh folder, or pass --force to start over",
+        existing.join(", ")
+    )))
+}
+
+fn write_new(path: &Path, text: &str) -> CliResult<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| CliError::failure(format!("cannot write `{}`: {e}", path.display())))
+}
+
+fn init(config_path: &Path, chain_id: Option<String>, force: bool) -> CliResult<()> {
+    let cfg = config::load(config_path)?;
+    if !cfg.file.is_validator {
+        return Err(CliError::input(format!(
+            "config `{}`: field `is_validator`: the genesis node must be a validator (set it to true), \
+             or run `tendr join` to add an observer to an existing network",
+            config_path.display()
+        )));
+    }
+    let (gpath, vkey, nkey, data) = (
+        cfg.genesis_path(),
+        cfg.validator_key_path(),
+        cfg.node_key_path(),
+        cfg.data_dir(),
+    );
+    refuse_existing(&[gpath.clone(), vkey.clone(), nkey.clone(), data.clone()], force)?;
+    let chain_id = match chain_id {
+        Some(c) => c,
+        None => random_chain_id()?,
+    };
+    let validator = keys::generate()?;
+    let node = keys::generate()?;
+    let g = Genesis::new(
+        &chain_id,
+        genesis::now_ms(),
+        &[(cfg.file.node_id.clone(), validator.public_key(), DEFAULT_POWER)],
+        genesis_timeouts(&cfg),
+    );
+    let loaded = g.clone().check(&gpath)?;
+    std::fs::create_dir_all(&cfg.home)
+        .map_err(|e| CliError::failure(format!("cannot create `{}`: {e}", cfg.home.display())))?;
+    if force && data.exists() {
+        std::fs::remove_dir_all(&data)
+            .map_err(|e| CliError::failure(format!("cannot remove `{}`: {e}", data.display())))?;
+    }
+    keys::write(&vkey, &validator, force)?;
+    keys::write(&nkey, &node, force)?;
+    write_new(&gpath, &g.to_pretty())?;
+    println!("Initialised node `{}` for chain `{chain_id}`.", cfg.file.node_id);
+    println!("  wrote {}  (genesis hash {})", gpath.display(), loaded.hash.to_hex());
+    println!(
+        "  wrote {}  (validator {}, mode 0600)",
+        vkey.display(),
+        validator.address()
+    );
+    println!("  wrote {}  (node id {}, mode 0600)", nkey.display(), node.address());
+    println!("Next steps:");
+    println!(
+        "  1. start this node:      tendr start --config {}",
+        config_path.display()
+    );
+    println!("  2. copy {} to every other machine", gpath.display());
+    println!("  3. on each of them:      tendr join --config tendermint_config.json --genesis genesis.json");
+    println!(
+        "     (their seed_nodes must list this machine's address and port {})",
+        cfg.listen.port()
+    );
+    println!("  4. check:                tendr status");
+    Ok(())
+}
+
+fn load_setup(cfg: Config, genesis: LoadedGenesis) -> CliResult<NodeSetup> {
+    let node_key = keys::read(&cfg.node_key_path(), "node key")?;
+    // An observer may keep a validator key (it votes once added); a validator must have one.
+    let validator_key = if cfg.file.is_validator || cfg.validator_key_path().exists() {
+        Some(keys::read(&cfg.validator_key_path(), "validator key")?)
+    } else {
+        None
+    };
+    Ok(NodeSetup {
+        cfg,
+        genesis,
+        validator_key,
+        node_key,
+    })
+}
+
+fn start(config_path: &Path) -> CliResult<()> {
+    let cfg = config::load(config_path)?;
+    let gpath = cfg.genesis_path();
+    if !gpath.exists() {
+        return Err(CliError::input(format!(
+            "genesis `{}` is missing: run `tendr init --config {}` on the genesis node, or \
+             `tendr join --config {} --genesis genesis.json` with the network's genesis",
+            gpath.display(),
+            config_path.display(),
+            config_path.display()
+        )));
+    }
+    let g = genesis::load(&gpath)?;
+    let setup = load_setup(cfg, g)?;
+    run_node(setup)
+}
+
+fn join(config_path: &Path, genesis_path: &Path) -> CliResult<()> {
+    let cfg = config::load(config_path)?;
+    let given = genesis::load(genesis_path)?;
+    let local = cfg.genesis_path();
+    if local.exists() {
+        let have = genesis::load(&local)?;
+        if have.hash != given.hash {
+            return Err(CliError::input(format!(
+                "genesis `{}` (chain `{}`, hash {}) differs from this node's `{}` (chain `{}`, hash {}): \
+                 this node already belongs to another network. Use a fresh folder to join this one",
+                genesis_path.display(),
+                given.genesis.chain_id,
+                given.hash.to_hex(),
+                local.display(),
+                have.genesis.chain_id,
+                have.hash.to_hex()
+            )));
+        }
+    }
+    init_tracing(&cfg.file.log_level);
+    // The network's answer first (it works across machines), then the seeds' RPC when it is
+    // reachable (same machine, or an RPC opened to the LAN).
+    tokio_runtime()?.block_on(crate::netwire::probe_seeds(&cfg, &given))?;
+    crate::netwire::check_network_genesis(&cfg, &given)?;
+    // Check existing keys before writing anything.
+    for (p, what) in [
+        (cfg.node_key_path(), "node key"),
+        (cfg.validator_key_path(), "validator key"),
+    ] {
+        if p.exists() {
+            keys::read(&p, what)?;
+        }
+    }
+    std::fs::create_dir_all(&cfg.home)
+        .map_err(|e| CliError::failure(format!("cannot create `{}`: {e}", cfg.home.display())))?;
+    if !cfg.node_key_path().exists() {
+        keys::write(&cfg.node_key_path(), &keys::generate()?, false)?;
+        println!("wrote {} (mode 0600)", cfg.node_key_path().display());
+    }
+    if cfg.file.is_validator && !cfg.validator_key_path().exists() {
+        keys::write(&cfg.validator_key_path(), &keys::generate()?, false)?;
+        println!("wrote {} (mode 0600)", cfg.validator_key_path().display());
+    }
+    if !local.exists() {
+        write_new(&local, &given.genesis.to_pretty())?;
+        println!("wrote {} (genesis hash {})", local.display(), given.hash.to_hex());
+    }
+    let setup = load_setup(cfg, given)?;
+    if let Some(k) = &setup.validator_key {
+        if setup.genesis.validators.index_of(&k.address()).is_none() && setup.cfg.file.is_validator {
+            println!("This node's validator address: {}", k.address());
+            println!("It follows the chain as an observer until the validators approve it. On validators");
+            println!("holding more than 2/3 of the voting power, each operator runs:");
+            println!(
+                "  tendr add-validator --address {} --power {DEFAULT_POWER}",
+                k.address()
+            );
+        }
+    }
+    run_node(setup)
+}
+
+/// Logs to stderr at `level` (RUST_LOG overrides), plus the refusal watcher.
+fn init_tracing(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let level = level.to_ascii_lowercase();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("warn,tendr_node={level},tendr_net={level},tendr={level}"))
+    });
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(crate::logcapture::RefusalLayer)
+        .try_init();
+}
+
+fn tokio_runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("tokio runtime: {e}")))
+}
+
+fn run_node(setup: NodeSetup) -> CliResult<()> {
+    init_tracing(&setup.cfg.file.log_level);
+    tokio_runtime()?.block_on(runtime::run(setup))
+}
+
+// ---- RPC clients ----
+
+fn rpc_addr(t: &Target) -> CliResult<SocketAddr> {
+    if let Some(a) = t.rpc {
+        return Ok(a);
+    }
+    Ok(config::load(&t.config)?.rpc_addr)
+}
+
+fn fail(e: String) -> CliError {
+    CliError::failure(e)
+}
+
+fn status(t: &Target, json: bool) -> CliResult<()> {
+    let addr = rpc_addr(t)?;
+    if json {
+        let v: serde_json::Value = rpc::get_json(addr, "/status").map_err(fail)?;
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(());
+    }
+    let s: Status = rpc::get_json(addr, "/status").map_err(fail)?;
+    print!("{}", render_status(&s));
+    Ok(())
+}
+
+pub fn render_status(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "node       {} (peer id {})", s.node_id, s.peer_id);
+    let _ = writeln!(
+        o,
+        "chain      {} (genesis {})",
+        s.chain_id,
+        &s.genesis_hash[..16.min(s.genesis_hash.len())]
+    );
+    let role = match (&s.validator_address, s.in_validator_set) {
+        (Some(a), true) => format!("validator {a}"),
+        (Some(a), false) => format!("observer (validator key {a} is not in the validator set)"),
+        (None, _) => "observer".into(),
+    };
+    let _ = writeln!(o, "role       {role}");
+    let _ = writeln!(
+        o,
+        "height     {} (last block {})",
+        s.latest_height,
+        s.latest_block_time.as_deref().unwrap_or("none yet")
+    );
+    let c = &s.consensus;
+    let catching = match c.catching_up_to {
+        Some(h) => format!(", catching up to {h}"),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        o,
+        "consensus  height {} round {} step {}{catching}",
+        c.height, c.round, c.step
+    );
+    let _ = writeln!(o, "mempool    {} transactions", s.mempool_size);
+    let _ = writeln!(o, "validators {} (total power {})", s.validators.len(), s.total_power);
+    for v in &s.validators {
+        let _ = writeln!(o, "  {}  power {}", v.address, v.power);
+    }
+    let _ = writeln!(o, "peers      {}", s.peers.len());
+    for p in &s.peers {
+        let dir = if p.outbound { "out" } else { "in" };
+        let _ = writeln!(o, "  {}  {}  {} ({dir})", p.id, p.addr, p.role);
+    }
+    for w in &s.warnings {
+        let _ = writeln!(o, "warning    {w}");
+    }
+    o
+}
+
+fn transactions(limit: usize, t: &Target, json: bool) -> CliResult<()> {
+    let addr = rpc_addr(t)?;
+    let txs: Vec<TxView> = rpc::get_json(addr, &format!("/transactions?limit={limit}")).map_err(fail)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&txs).expect("json"));
+        return Ok(());
+    }
+    if txs.is_empty() {
+        println!("no transactions yet");
+    }
+    for tx in txs {
+        let payload: String = if tx.payload.len() > 60 {
+            format!("{}...", &tx.payload.chars().take(57).collect::<String>())
+        } else {
+            tx.payload.clone()
+        };
+        let result = if tx.code == 0 {
+            "ok".to_string()
+        } else {
+            format!("error {}", tx.code)
+        };
+        let log = if tx.log.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", tx.log)
+        };
+        println!(
+            "{:>6} {:>3}  {}  {payload}  {result}{log}",
+            tx.height,
+            tx.index,
+            &tx.hash[..16]
+        );
+    }
+    Ok(())
+}
+
+fn post_tx(addr: SocketAddr, tx: &[u8]) -> CliResult<String> {
+    let v: serde_json::Value = rpc::post_json(addr, "/tx", tx).map_err(|e| {
+        if e.starts_with("cannot reach") {
+            CliError::failure(e)
+        } else {
+            CliError::input(format!("transaction refused: {e}"))
+        }
+    })?;
+    Ok(v["hash"].as_str().unwrap_or_default().to_string())
+}
+
+/// Polls until the transaction is in a decided block, for at most `secs` seconds.
+fn wait_for_tx(addr: SocketAddr, hash: &str, secs: u64) -> CliResult<TxView> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(tx) = rpc::get_json::<TxView>(addr, &format!("/tx?hash={hash}")) {
+            return Ok(tx);
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::failure(format!(
+                "transaction {hash} not in a block after {secs} s: check `tendr status` (are blocks being produced?)"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn submit(payload: &str, t: &Target, wait: bool) -> CliResult<()> {
+    let addr = rpc_addr(t)?;
+    let hash = post_tx(addr, payload.as_bytes())?;
+    println!("submitted {hash}");
+    if wait {
+        let tx = wait_for_tx(addr, &hash, 60)?;
+        println!(
+            "committed at height {} index {}: code {} {}",
+            tx.height, tx.index, tx.code, tx.log
+        );
+    }
+    Ok(())
+}
+
+fn query(key: &str, t: &Target) -> CliResult<()> {
+    let addr = rpc_addr(t)?;
+    let enc: String = key
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let v: serde_json::Value = rpc::get_json(addr, &format!("/query?key={enc}")).map_err(fail)?;
+    match v["value"].as_str() {
+        Some(val) => println!("{val}"),
+        None => {
+            return Err(CliError::input(format!(
+                "key `{key}` is not set (state at height {})",
+                v["height"]
+            )))
+        }
+    }
+    Ok(())
+}
+
+fn find_pub_key(addr: SocketAddr, target: &Address, given: Option<String>, s: &Status) -> CliResult<PublicKey> {
+    if let Some(h) = given {
+        let pk = PublicKey::from_hex(h.trim_start_matches("0x")).map_err(|e| {
+            CliError::input(format!(
+                "--pub-key `{h}`: not a public key ({e}); expected 66 hex digits"
+            ))
+        })?;
+        if pk.address() != *target {
+            return Err(CliError::input(format!(
+                "--pub-key belongs to address {}, not {target}",
+                pk.address()
+            )));
+        }
+        return Ok(pk);
+    }
+    if let Some(v) = s.validators.iter().find(|v| v.address == target.to_string()) {
+        if let Ok(pk) = PublicKey::from_hex(&v.pub_key) {
+            return Ok(pk);
+        }
+    }
+    // A node that just joined publishes its key with its first transaction; give it a moment.
+    let key = runtime::request_key(target);
+    let deadline = Instant::now() + Duration::from_secs(PUBLISH_WAIT_SECS);
+    let mut told = false;
+    loop {
+        let v: serde_json::Value = rpc::get_json(addr, &format!("/query?key={key}")).map_err(fail)?;
+        if let Some(pk) = v["value"].as_str().and_then(|val| runtime::parse_request(target, val)) {
+            return Ok(pk);
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::input(format!(
+                "no public key known for {target}: the node must have joined (`tendr join` with \
+                 `is_validator: true` publishes it once connected; see its `tendr status`), \
+                 or pass --pub-key with the `pub_key` from its validator_key.json"
+            )));
+        }
+        if !told {
+            eprintln!("waiting up to {PUBLISH_WAIT_SECS} s for {target} to publish its public key ...");
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn add_validator(target: Address, power: u64, pub_key: Option<String>, t: &Target, no_wait: bool) -> CliResult<()> {
+    let cfg = config::load(&t.config)?;
+    let addr = t.rpc.unwrap_or(cfg.rpc_addr);
+    let key = keys::read(&cfg.validator_key_path(), "validator key")?;
+    let s: Status = rpc::get_json(addr, "/status").map_err(fail)?;
+    if !s.validators.iter().any(|v| v.address == key.address().to_string()) {
+        return Err(CliError::input(format!(
+            "this node's validator key {} is not in the current validator set, so it cannot approve \
+             validator-set changes; run this command on a current validator (see `tendr status`)",
+            key.address()
+        )));
+    }
+    let pk = find_pub_key(addr, &target, pub_key, &s)?;
+    let approval = ValidatorApproval::new(&s.chain_id, pk, power, &key);
+    let hash = post_tx(addr, &approval.to_tx())?;
+    println!(
+        "approval by {} for {target} with power {power} submitted ({hash})",
+        key.address()
+    );
+    if no_wait {
+        return Ok(());
+    }
+    let tx = wait_for_tx(addr, &hash, 60)?;
+    if tx.code != 0 {
+        return Err(CliError::input(format!(
+            "approval rejected at height {}: {}",
+            tx.height, tx.log
+        )));
+    }
+    println!("height {}: {}", tx.height, tx.log);
+    if tx.log.starts_with("approval recorded") {
+        println!(
+            "more approvals are needed: operators of other validators run the same command: \
+             tendr add-validator --address {target} --power {power}"
+        );
+    } else {
+        println!("the change applies from height {}", tx.height + 2);
+    }
+    Ok(())
+}
+
+fn testnet(n: usize, out: &Path, base_port: u16, block_time: f64, force: bool) -> CliResult<()> {
+    if n == 0 || n > 100 {
+        return Err(CliError::input(format!("--validators {n}: expected 1-100")));
+    }
+    if base_port as usize + n > 55_535 {
+        return Err(CliError::input(format!(
+            "--base-port {base_port}: ports up to {} would not leave room for RPC ports (+10000)",
+            base_port as usize + n
+        )));
+    }
+    if !block_time.is_finite() || !(0.0..=3600.0).contains(&block_time) {
+        return Err(CliError::input(format!(
+            "--target-block-time {block_time}: expected 0-3600 seconds"
+        )));
+    }
+    let dirs: Vec<PathBuf> = (1..=n).map(|i| out.join(format!("node{i}"))).collect();
+    refuse_existing(&dirs, force)?;
+    let vkeys: Vec<_> = (0..n).map(|_| keys::generate()).collect::<CliResult<_>>()?;
+    let chain_id = random_chain_id()?;
+    let members: Vec<_> = vkeys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("node{}", i + 1), k.public_key(), DEFAULT_POWER))
+        .collect();
+    let timeouts = TimeoutConfig {
+        commit_ms: (block_time * 1000.0).round() as u64,
+        ..Default::default()
+    };
+    let g = Genesis::new(&chain_id, genesis::now_ms(), &members, timeouts);
+    for (i, dir) in dirs.iter().enumerate() {
+        if force && dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| CliError::failure(format!("`{}`: {e}", dir.display())))?;
+        }
+        std::fs::create_dir_all(dir).map_err(|e| CliError::failure(format!("`{}`: {e}", dir.display())))?;
+        let port = base_port + i as u16;
+        let seeds: Vec<_> = (0..n)
+            .filter(|j| *j != i)
+            .map(|j| serde_json::json!({"host": "127.0.0.1", "port": base_port + j as u16}))
+            .collect();
+        let cfg = serde_json::json!({
+            "node_id": format!("node{}", i + 1),
+            "host": "127.0.0.1",
+            "port": port,
+            "validators": [],
+            "seed_nodes": seeds,
+            "is_validator": true,
+            "target_block_time": block_time,
+            "log_level": "info",
+        });
+        write_new(
+            &dir.join(DEFAULT_CONFIG_FILE),
+            &(serde_json::to_string_pretty(&cfg).expect("json") + "\n"),
+        )?;
+        write_new(&dir.join("genesis.json"), &g.to_pretty())?;
+        keys::write(&dir.join("validator_key.json"), &vkeys[i], force)?;
+        keys::write(&dir.join("node_key.json"), &keys::generate()?, force)?;
+    }
+    println!(
+        "Wrote a {n}-validator network `{chain_id}` (genesis hash {}) under {}:",
+        g.hash().to_hex(),
+        out.display()
+    );
+    for (i, dir) in dirs.iter().enumerate() {
+        let port = base_port + i as u16;
+        println!(
+            "  {}: UDP {port}, RPC 127.0.0.1:{}   tendr start --config {}",
+            dir.display(),
+            port + 10_000,
+            dir.join(DEFAULT_CONFIG_FILE).display()
+        );
+    }
+    println!(
+        "Start each in its own terminal, then: tendr status --config {}",
+        dirs[0].join(DEFAULT_CONFIG_FILE).display()
+    );
+    Ok(())
 }

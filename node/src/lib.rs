@@ -1,2 +1,19 @@
-//! `tendr-node`: the `tendr` command line and the real node behind it.
+//! `tendr-node`: the `tendr` command line and the real node behind it: config, genesis, key
+//! files, the durable redb store, the HTTP/JSON RPC with Prometheus metrics, and the runtime
+//! that drives `tendr_core::traits::Node` with a wall clock.
+//!
+//! What it does not do: consensus (that is `tendr-core`), or the QUIC transport (`tendr-net`).
+#![forbid(unsafe_code)]
+
 pub mod cli;
+pub mod config;
+pub mod error;
+pub mod genesis;
+pub mod keys;
+pub mod logcapture;
+pub mod metrics;
+pub mod netwire;
+pub mod rpc;
+pub mod runtime;
+pub mod status;
+pub mod store;

@@ -1,0 +1,253 @@
+//! Running a core [`Node`] on tokio against the QUIC transport.
+//!
+//! How to drive it: build a [`SystemClock`] with [`SystemClock::new`] (it returns the timer
+//! receiver), build the `Node` with that clock and a [`NetHandle`], then spawn [`drive`] with
+//! the transport's incoming receiver, the timer receiver and a command receiver. `drive` calls
+//! `Node::start` itself and owns the node until [`Command::Shutdown`] (or until every command
+//! sender is dropped).
+
+use crate::{Incoming, NetHandle, PeerInfo};
+use std::any::Any;
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tendr_core::engine::{Engine, EngineError, Timeout};
+use tendr_core::mempool::Mempool;
+use tendr_core::traits::{Application, Clock, Node, NodeError, NodeEvent, Storage};
+use tendr_core::{Hash, Message, PeerId, TimeMs};
+use tokio::sync::{mpsc, oneshot};
+
+/// Timers waiting to fire at once; the engine asks for a handful per round.
+const TIMER_QUEUE: usize = 1024;
+/// Rejected messages from one peer within [`STRIKE_WINDOW`] before it is penalized.
+pub const STRIKES_BEFORE_PENALTY: u32 = 20;
+pub const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+/// Peers whose strikes are tracked at once.
+const MAX_STRIKE_ENTRIES: usize = 4096;
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> TimeMs {
+    TimeMs(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    )
+}
+
+/// Wall-clock time and tokio timers. Each `schedule` arms a timer task that sends the
+/// [`Timeout`] into the driver's channel when it is due (stale timeouts are no-ops in the
+/// engine, so they are never cancelled).
+#[derive(Debug, Clone)]
+pub struct SystemClock {
+    timers: mpsc::Sender<Timeout>,
+}
+
+impl SystemClock {
+    /// A clock and the receiver of its timeouts (give it to [`drive`]).
+    pub fn new() -> (SystemClock, mpsc::Receiver<Timeout>) {
+        let (tx, rx) = mpsc::channel(TIMER_QUEUE);
+        (SystemClock { timers: tx }, rx)
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> TimeMs {
+        unix_ms()
+    }
+
+    fn schedule(&mut self, at: TimeMs, timeout: Timeout) {
+        let delay = Duration::from_millis(at.0.saturating_sub(unix_ms().0));
+        // A timeout that is already due goes straight into the channel: arming a timer for
+        // zero would cost a tick of the timer wheel (1 ms) per height at target_block_time 0.
+        if delay.is_zero() && self.timers.try_send(timeout).is_ok() {
+            return;
+        }
+        let tx = self.timers.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(timeout).await;
+                });
+            }
+            Err(_) => tracing::error!(?timeout, "timer scheduled outside a tokio runtime; it will not fire"),
+        }
+    }
+}
+
+/// A read-only look at the node inside the driver task.
+pub trait NodeView {
+    fn engine(&self) -> &Engine;
+    fn mempool(&self) -> &Mempool;
+    /// The application, for downcasting to its concrete type (e.g. `KvApp`).
+    fn app(&self) -> &dyn Any;
+    fn peers(&self) -> Vec<PeerInfo>;
+}
+
+struct View<'a, S, A>(&'a Node<SystemClock, NetHandle, S, A>);
+
+impl<S: Storage, A: Application + 'static> NodeView for View<'_, S, A> {
+    fn engine(&self) -> &Engine {
+        self.0.engine()
+    }
+    fn mempool(&self) -> &Mempool {
+        self.0.mempool()
+    }
+    fn app(&self) -> &dyn Any {
+        &self.0.app
+    }
+    fn peers(&self) -> Vec<PeerInfo> {
+        self.0.net.peers()
+    }
+}
+
+/// A question for the node, answered inside the driver task.
+pub type QueryFn = Box<dyn FnOnce(&dyn NodeView) + Send>;
+
+/// What the outside world asks of the driver.
+pub enum Command {
+    /// A client transaction; the reply is its hash or why it was refused.
+    SubmitTx(Vec<u8>, oneshot::Sender<Result<Hash, String>>),
+    /// Runs the closure on the node (status, mempool size, application queries).
+    Query(QueryFn),
+    Shutdown,
+}
+
+/// Counts rejected messages per peer; too many within the window means a penalty.
+#[derive(Default)]
+struct Strikes {
+    count: HashMap<PeerId, (u32, Instant)>,
+    /// Peers penalized recently, whose already-queued messages are skipped.
+    penalized: HashMap<PeerId, Instant>,
+}
+
+impl Strikes {
+    fn penalized(&mut self, peer: &PeerId) -> bool {
+        match self.penalized.get(peer) {
+            Some(t) if t.elapsed() < STRIKE_WINDOW => true,
+            Some(_) => {
+                self.penalized.remove(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Records one strike; true when the peer has now earned a penalty.
+    fn strike(&mut self, peer: PeerId) -> bool {
+        let now = Instant::now();
+        if self.count.len() >= MAX_STRIKE_ENTRIES && !self.count.contains_key(&peer) {
+            self.count.retain(|_, (_, t)| now.duration_since(*t) < STRIKE_WINDOW);
+            if self.count.len() >= MAX_STRIKE_ENTRIES {
+                return false;
+            }
+        }
+        let e = self.count.entry(peer).or_insert((0, now));
+        if now.duration_since(e.1) >= STRIKE_WINDOW {
+            *e = (0, now);
+        }
+        e.0 += 1;
+        if e.0 >= STRIKES_BEFORE_PENALTY {
+            self.count.remove(&peer);
+            if self.penalized.len() >= MAX_STRIKE_ENTRIES {
+                self.penalized.retain(|_, t| t.elapsed() < STRIKE_WINDOW);
+            }
+            if self.penalized.len() < MAX_STRIKE_ENTRIES {
+                self.penalized.insert(peer, now);
+            }
+            return true;
+        }
+        false
+    }
+}
+
+/// Whether a rejection is the sender's fault (an honest relay of a Byzantine proposer's
+/// second proposal, or our own full buffer, is not).
+fn counts_against_sender(e: &NodeError) -> bool {
+    match e {
+        NodeError::Decode(_) => true,
+        NodeError::Rejected(e) => !matches!(e, EngineError::BufferFull | EngineError::ConflictingProposal { .. }),
+        _ => false,
+    }
+}
+
+fn on_incoming<S: Storage, A: Application>(
+    node: &mut Node<SystemClock, NetHandle, S, A>,
+    inc: Incoming,
+    strikes: &mut Strikes,
+) {
+    let Incoming { from, msg } = inc;
+    if strikes.penalized(&from) {
+        return; // still queued from before the ban; not worth verifying
+    }
+    let started = Instant::now();
+    let kind = msg.kind();
+    let relayable = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Evidence(_));
+    let copy = (relayable && node.net.would_relay(from, &msg)).then(|| msg.clone());
+    match node.on_message(from, msg) {
+        Ok(()) => {
+            if let Some(m) = copy {
+                node.net.relay(from, &m);
+            }
+        }
+        Err(e) if counts_against_sender(&e) => {
+            tracing::debug!(peer = %from, "rejected message: {e}");
+            if strikes.strike(from) {
+                let reason = format!("{STRIKES_BEFORE_PENALTY} rejected messages within {STRIKE_WINDOW:?}; last: {e}");
+                node.net.penalize(from, &reason);
+            }
+        }
+        Err(NodeError::TxRejected(_)) => {}
+        Err(e) => tracing::error!(peer = %from, "handling a message failed: {e}"),
+    }
+    let took = started.elapsed();
+    if took > SLOW_MESSAGE {
+        tracing::debug!(peer = %from, kind, ms = took.as_millis() as u64, "slow message");
+    }
+}
+
+/// Handling a message for longer than this is logged (debug).
+const SLOW_MESSAGE: Duration = Duration::from_millis(20);
+
+/// Owns the node in one task: selects over commands, timers and incoming messages (in that
+/// priority), calls the node, hands every [`NodeEvent`] to `on_event`, and penalizes peers
+/// whose messages are rejected repeatedly.
+pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>(
+    mut node: Node<SystemClock, NetHandle, S, A>,
+    mut incoming: mpsc::Receiver<Incoming>,
+    mut timers: mpsc::Receiver<Timeout>,
+    mut commands: mpsc::Receiver<Command>,
+    mut on_event: impl FnMut(&NodeEvent) + Send + 'static,
+) {
+    if let Err(e) = node.start() {
+        tracing::error!("starting the node failed: {e}");
+    }
+    let mut strikes = Strikes::default();
+    let mut txs = node.net.take_tx_inbox().unwrap_or_else(|| mpsc::channel(1).1);
+    loop {
+        for e in node.drain_events() {
+            on_event(&e);
+        }
+        // Consensus first: timers and consensus messages, then clients, then gossiped txs.
+        tokio::select! {
+            biased;
+            Some(t) = timers.recv() => {
+                if let Err(e) = node.on_timeout(t) {
+                    tracing::error!(?t, "timeout handling failed: {e}");
+                }
+            }
+            Some(inc) = incoming.recv() => on_incoming(&mut node, inc, &mut strikes),
+            c = commands.recv() => match c {
+                None | Some(Command::Shutdown) => break,
+                Some(Command::SubmitTx(tx, reply)) => {
+                    let _ = reply.send(node.submit_tx(tx).map_err(|e| e.to_string()));
+                }
+                Some(Command::Query(f)) => f(&View(&node)),
+            },
+            Some(inc) = txs.recv() => on_incoming(&mut node, inc, &mut strikes),
+        }
+    }
+    for e in node.drain_events() {
+        on_event(&e);
+    }
+}

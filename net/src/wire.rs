@@ -1,0 +1,297 @@
+//! The wire format: length-prefixed frames, the hello that binds a node key to a TLS session,
+//! and the one fallible frame decoder.
+//!
+//! A frame on a stream is `u32` big-endian length, then that many bytes: one tag byte and the
+//! body. The length is checked against [`MAX_FRAME_BYTES`] before anything is allocated.
+//! Tag [`TAG_MESSAGE`] carries a consensus [`Message`] in its canonical encoding (decoded by
+//! `tendr_core::codec::decode_message`), [`TAG_PEERS`] a peer-exchange list, [`TAG_HELLO`] the
+//! handshake (protocol version first, so a mismatch is reported as such).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use tendr_core::codec::{decode_bounded, decode_message, encode, encode_message};
+use tendr_core::crypto::{sha256, verify};
+use tendr_core::limits::{MAX_CHAIN_ID_BYTES, MAX_MESSAGE_BYTES};
+use tendr_core::{Hash, Message, PeerId, PrivateKey, PublicKey, Signature};
+
+/// Version of this wire format; peers speaking another one are refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest frame body (tag included).
+pub const MAX_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + 1;
+/// Largest hello and peer-exchange bodies.
+pub const MAX_CONTROL_BYTES: usize = 64 * 1024;
+/// Most addresses in one peer-exchange frame.
+pub const MAX_PEX_ENTRIES: usize = 64;
+
+pub const TAG_MESSAGE: u8 = 0;
+pub const TAG_PEERS: u8 = 1;
+pub const TAG_HELLO: u8 = 2;
+
+const HELLO_DOMAIN: &[u8] = b"tendr/net/hello/v1";
+const EXPORTER_LABEL: &[u8] = b"EXPORTER-tendr-net-v1";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")]
+    TooLarge(usize),
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown frame tag {0}")]
+    UnknownTag(u8),
+    #[error("undecodable {what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    #[error("protocol version {got}, this node speaks version {PROTOCOL_VERSION}; upgrade the older node")]
+    Version { got: u32 },
+}
+
+/// One decoded frame. (Messages dominate the traffic; boxing them would cost an allocation
+/// per message to save stack space in a short-lived value.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A consensus message and the SHA-256 of its canonical encoding (the relay digest).
+    Message(Message, Hash),
+    Peers(Vec<PexEntry>),
+    Hello(Hello),
+}
+
+/// One entry of peer exchange: a peer we are connected to, as it advertises itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PexEntry {
+    pub id: PeerId,
+    pub addr: SocketAddr,
+    pub is_validator: bool,
+}
+
+/// What a node says about itself when a connection opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloBody {
+    pub chain_id: String,
+    pub genesis_hash: Hash,
+    pub public_key: PublicKey,
+    pub is_validator: bool,
+    pub advertise: SocketAddr,
+}
+
+/// The hello: its body and a node-key signature binding it to this TLS session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub body: HelloBody,
+    pub signature: Signature,
+}
+
+/// Which end of the connection signs; a hello cannot be reflected back to its sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Dialer,
+    Listener,
+}
+
+/// The session's keying-material exporter value (RFC 5705 / RFC 8446 7.5): equal on both ends
+/// of one TLS session, different for every other session.
+pub fn exporter(conn: &quinn::Connection) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    conn.export_keying_material(&mut out, EXPORTER_LABEL, b"")
+        .map_err(|_| "TLS keying-material exporter unavailable".to_string())?;
+    Ok(out)
+}
+
+fn hello_sign_bytes(side: Side, exporter: &[u8; 32], body: &HelloBody) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(HELLO_DOMAIN);
+    out.push(0);
+    out.push(match side {
+        Side::Dialer => b'd',
+        Side::Listener => b'l',
+    });
+    out.extend_from_slice(exporter);
+    out.extend_from_slice(&encode(body));
+    out
+}
+
+impl Hello {
+    pub fn sign(key: &PrivateKey, side: Side, exporter: &[u8; 32], body: HelloBody) -> Hello {
+        let signature = key.sign(&hello_sign_bytes(side, exporter, &body));
+        Hello { body, signature }
+    }
+
+    /// Checks the signature of a hello sent by the `side` end of the session with `exporter`.
+    pub fn verify(&self, side: Side, exporter: &[u8; 32]) -> Result<PeerId, String> {
+        let id = self.body.public_key.address();
+        let vk = self
+            .body
+            .public_key
+            .verifying_key()
+            .map_err(|e| format!("claimed identity {id}: {e}"))?;
+        verify(&vk, &hello_sign_bytes(side, exporter, &self.body), &self.signature).map_err(|e| {
+            format!(
+                "claimed identity {id}: its signature over this TLS session does not verify ({e}); \
+                 the peer does not hold that node key"
+            )
+        })?;
+        Ok(id)
+    }
+}
+
+/// Encodes a frame body with its length prefix, ready to write.
+fn frame(tag: u8, body: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + body.len());
+    b.put_u32((body.len() + 1) as u32);
+    b.put_u8(tag);
+    b.put_slice(body);
+    b.freeze()
+}
+
+/// A message frame and its relay digest.
+pub fn message_frame(msg: &Message) -> (Bytes, Hash) {
+    let body = encode_message(msg);
+    let digest = sha256(&body);
+    (frame(TAG_MESSAGE, &body), digest)
+}
+
+pub fn peers_frame(entries: &[PexEntry]) -> Bytes {
+    let n = entries.len().min(MAX_PEX_ENTRIES);
+    frame(TAG_PEERS, &encode(&entries[..n]))
+}
+
+pub fn hello_frame(h: &Hello) -> Bytes {
+    let mut body = PROTOCOL_VERSION.to_be_bytes().to_vec();
+    body.extend_from_slice(&encode(h));
+    frame(TAG_HELLO, &body)
+}
+
+/// A frame with an arbitrary protocol version (tests of the version check).
+pub fn hello_frame_with_version(h: &Hello, version: u32) -> Bytes {
+    let mut body = version.to_be_bytes().to_vec();
+    body.extend_from_slice(&encode(h));
+    frame(TAG_HELLO, &body)
+}
+
+/// Checks a frame length read from the wire, before any allocation.
+pub fn check_len(len: u32) -> Result<usize, WireError> {
+    let len = len as usize;
+    match len {
+        0 => Err(WireError::Empty),
+        l if l > MAX_FRAME_BYTES => Err(WireError::TooLarge(l)),
+        l => Ok(l),
+    }
+}
+
+/// The one decoder for frame bodies (tag and payload) from peers. Never panics.
+pub fn decode_frame(bytes: &[u8]) -> Result<Frame, WireError> {
+    let (&tag, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    match tag {
+        TAG_MESSAGE => {
+            let msg = decode_message(body).map_err(|e| WireError::Malformed {
+                what: "message",
+                detail: e.to_string(),
+            })?;
+            Ok(Frame::Message(msg, sha256(body)))
+        }
+        TAG_PEERS => {
+            let entries: Vec<PexEntry> = decode_bounded(body, MAX_CONTROL_BYTES).map_err(|e| WireError::Malformed {
+                what: "peer list",
+                detail: e.to_string(),
+            })?;
+            if entries.len() > MAX_PEX_ENTRIES {
+                return Err(WireError::Malformed {
+                    what: "peer list",
+                    detail: format!("{} entries, at most {MAX_PEX_ENTRIES}", entries.len()),
+                });
+            }
+            Ok(Frame::Peers(entries))
+        }
+        TAG_HELLO => {
+            let (v, rest) = body.split_at_checked(4).ok_or(WireError::Malformed {
+                what: "hello",
+                detail: "shorter than its version field".into(),
+            })?;
+            let got = u32::from_be_bytes(v.try_into().expect("4 bytes"));
+            if got != PROTOCOL_VERSION {
+                return Err(WireError::Version { got });
+            }
+            let h: Hello = decode_bounded(rest, MAX_CONTROL_BYTES).map_err(|e| WireError::Malformed {
+                what: "hello",
+                detail: e.to_string(),
+            })?;
+            if h.body.chain_id.len() > MAX_CHAIN_ID_BYTES {
+                return Err(WireError::Malformed {
+                    what: "hello",
+                    detail: format!("chain id of {} bytes", h.body.chain_id.len()),
+                });
+            }
+            Ok(Frame::Hello(h))
+        }
+        t => Err(WireError::UnknownTag(t)),
+    }
+}
+
+/// Reads one frame from a stream. `Ok(None)` when the stream finished cleanly between frames.
+pub async fn read_frame(s: &mut quinn::RecvStream) -> Result<Option<Vec<u8>>, ReadError> {
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(ReadError::Stream(e.to_string())),
+    }
+    let n = check_len(u32::from_be_bytes(len)).map_err(ReadError::Wire)?;
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf)
+        .await
+        .map_err(|e| ReadError::Stream(e.to_string()))?;
+    Ok(Some(buf))
+}
+
+/// Why reading a frame failed: the peer's fault ([`ReadError::Wire`]) or the stream's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Wire(WireError),
+    #[error("stream: {0}")]
+    Stream(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_roundtrip_and_bad_input_is_an_error() {
+        let msg = Message::Tx(b"hello".to_vec());
+        let (f, d) = message_frame(&msg);
+        let len = check_len(u32::from_be_bytes(f[..4].try_into().unwrap())).unwrap();
+        assert_eq!(decode_frame(&f[4..4 + len]).unwrap(), Frame::Message(msg, d));
+        assert_eq!(check_len(u32::MAX), Err(WireError::TooLarge(u32::MAX as usize)));
+        assert_eq!(check_len(0), Err(WireError::Empty));
+        assert_eq!(decode_frame(&[9, 1, 2]), Err(WireError::UnknownTag(9)));
+        assert!(decode_frame(&[TAG_MESSAGE, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode_frame(&[TAG_HELLO, 0, 0]).is_err());
+        for n in 0..64u8 {
+            let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37).wrapping_add(n)).collect();
+            let _ = decode_frame(&junk);
+        }
+    }
+
+    #[test]
+    fn hello_binds_key_side_and_session() {
+        let k = PrivateKey::from_seed(b"n");
+        let body = HelloBody {
+            chain_id: "c".into(),
+            genesis_hash: Hash([1; 32]),
+            public_key: k.public_key(),
+            is_validator: true,
+            advertise: "127.0.0.1:1".parse().unwrap(),
+        };
+        let h = Hello::sign(&k, Side::Dialer, &[7; 32], body);
+        assert_eq!(h.verify(Side::Dialer, &[7; 32]), Ok(k.address()));
+        assert!(h.verify(Side::Listener, &[7; 32]).is_err());
+        assert!(h.verify(Side::Dialer, &[8; 32]).is_err());
+        let f = hello_frame_with_version(&h, 2);
+        assert_eq!(decode_frame(&f[4..]), Err(WireError::Version { got: 2 }));
+        assert_eq!(decode_frame(&hello_frame(&h)[4..]), Ok(Frame::Hello(h)));
+    }
+}

@@ -1,0 +1,112 @@
+//! Peers that send garbage, oversized frames, or floods of future-height votes are cut off
+//! and banned while the validators keep deciding; memory stays bounded.
+
+use crate::cluster::*;
+use crate::rogue::{closed_reason, Rogue};
+use std::time::Duration;
+use tendr_core::codec::encode_message;
+use tendr_core::{Height, Message, Round, Signature, Vote, VoteType};
+
+async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) {
+    let mut s = conn.open_uni().await.unwrap();
+    let _ = s.write_all(bytes).await;
+}
+
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut f = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+    f.push(tendr_net::wire::TAG_MESSAGE);
+    f.extend_from_slice(body);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() {
+    init_tracing();
+    let (nodes, keys, g) = cluster(4).await;
+    let gh = genesis_hash(&g);
+    wait_for("first 5 heights", 30, || nodes.iter().all(|n| n.height() >= 5)).await;
+    let rss_before = rss_kib();
+    let target = nodes[0].addr;
+
+    // Garbage: a well-framed body that does not decode.
+    let r = Rogue::new("garbage", CHAIN, gh);
+    let (conn, res) = r.connect(target).await;
+    res.unwrap();
+    send_raw(&conn, &framed(&[0xff; 40])).await;
+    let why = tokio::time::timeout(Duration::from_secs(5), closed_reason(&conn))
+        .await
+        .unwrap();
+    assert!(why.contains("undecodable message"), "{why}");
+    let e = r.connect(target).await.1.unwrap_err();
+    assert!(e.contains("banned"), "a cut-off peer is kept out: {e}");
+
+    // Oversized: a length prefix far above the limit; nothing is allocated for it.
+    let r = Rogue::new("oversized", CHAIN, gh);
+    let (conn, res) = r.connect(target).await;
+    res.unwrap();
+    send_raw(&conn, &u32::MAX.to_be_bytes()).await;
+    let why = tokio::time::timeout(Duration::from_secs(5), closed_reason(&conn))
+        .await
+        .unwrap();
+    assert!(why.contains("exceeds the limit"), "{why}");
+
+    // Flood: far-future-height votes with bad signatures, as fast as QUIC takes them. The
+    // rogue never reads what the node sends it either (a slow peer).
+    let r = Rogue::new("flooder", CHAIN, gh);
+    let (conn, res) = r.connect(target).await;
+    res.unwrap();
+    let flood = tokio::spawn({
+        let conn = conn.clone();
+        let validator = keys[1].address();
+        async move {
+            let Ok(mut s) = conn.open_uni().await else { return 0u64 };
+            let mut sent = 0u64;
+            for i in 0..200_000u64 {
+                let v = Vote {
+                    vote_type: VoteType::Prevote,
+                    height: Height(1_000_000 + i),
+                    round: Round(0),
+                    block_id: None,
+                    validator,
+                    signature: Signature([7; 64]),
+                };
+                if s.write_all(&framed(&encode_message(&Message::Vote(v)))).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        }
+    });
+    let why = tokio::time::timeout(Duration::from_secs(20), closed_reason(&conn))
+        .await
+        .unwrap();
+    let sent = flood.await.unwrap();
+    assert!(
+        why.contains("rejected messages") || why.contains("flood"),
+        "flooder cut off for: {why}"
+    );
+    eprintln!("flooder cut off after {sent} votes: {why}");
+
+    let h = nodes.iter().map(|n| n.height()).max().unwrap();
+    wait_for("the validators to keep deciding", 30, || {
+        nodes.iter().all(|n| n.height() >= h + 10)
+    })
+    .await;
+    let stats = nodes[0].net.stats();
+    let rss_after = rss_kib();
+    eprintln!(
+        "memory: RSS {} KiB before the attacks, {} KiB after; node 0: {stats:?}",
+        rss_before, rss_after
+    );
+    assert!(stats.peers_banned >= 3, "{stats:?}");
+    assert!(stats.seen_entries <= test_limits().seen_entries);
+    assert!(
+        rss_after.saturating_sub(rss_before) < 256 * 1024,
+        "RSS grew by {} KiB",
+        rss_after - rss_before
+    );
+    for n in nodes {
+        n.stop().await;
+    }
+}

@@ -1,0 +1,285 @@
+//! A cluster of real nodes on loopback, each with its own QUIC endpoint, inside one test
+//! process; an in-memory `Storage` that outlives its node (restarts); a raw QUIC client for
+//! misbehaving peers.
+
+#![allow(dead_code)] // helpers shared by the test modules; not every one uses all of them
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tendr_core::app::KvApp;
+use tendr_core::chain::ChainState;
+use tendr_core::crypto::sha256;
+use tendr_core::engine::WalEntry;
+use tendr_core::traits::*;
+use tendr_core::*;
+use tendr_net::runtime::{drive, Command, NodeView, SystemClock};
+use tendr_net::{Limits, NetConfig, NetHandle, Transport};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub const CHAIN: &str = "net-test";
+
+#[derive(Default)]
+pub struct StoreInner {
+    pub wal: Vec<WalEntry>,
+    pub blocks: BTreeMap<u64, (Block, Commit)>,
+}
+
+/// Storage shared across restarts of one node.
+#[derive(Clone, Default)]
+pub struct MemStore(pub Arc<Mutex<StoreInner>>);
+
+impl Storage for MemStore {
+    fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
+        self.0.lock().unwrap().wal.push(e.clone());
+        Ok(())
+    }
+    fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .wal
+            .iter()
+            .filter(|e| e.height() == h)
+            .cloned()
+            .collect())
+    }
+    fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
+        let mut s = self.0.lock().unwrap();
+        s.blocks.insert(b.height().0, (b.clone(), c.clone()));
+        let h = b.height();
+        s.wal.retain(|e| e.height() > h);
+        Ok(())
+    }
+    fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
+        Ok(self.0.lock().unwrap().blocks.get(&h.0).cloned())
+    }
+    fn last_height(&self) -> Result<Height, StorageError> {
+        Ok(Height(
+            self.0.lock().unwrap().blocks.keys().next_back().copied().unwrap_or(0),
+        ))
+    }
+}
+
+impl MemStore {
+    pub fn height(&self) -> u64 {
+        self.0.lock().unwrap().blocks.keys().next_back().copied().unwrap_or(0)
+    }
+    pub fn block_id(&self, h: u64) -> Option<BlockId> {
+        self.0.lock().unwrap().blocks.get(&h).map(|(b, _)| b.id())
+    }
+    pub fn commit(&self, h: u64) -> Option<Commit> {
+        self.0.lock().unwrap().blocks.get(&h).map(|(_, c)| c.clone())
+    }
+}
+
+pub fn keys(n: usize) -> Vec<PrivateKey> {
+    (0..n)
+        .map(|i| PrivateKey::from_seed(format!("net-validator-{i}").as_bytes()))
+        .collect()
+}
+
+pub fn genesis(chain: &str, keys: &[PrivateKey]) -> ChainState {
+    let vs = ValidatorSet::new(keys.iter().map(|k| (k.public_key(), VotingPower(1))).collect()).unwrap();
+    ChainState::genesis(chain, vs, KvApp::new(chain).initial_app_hash(), TimeMs(0))
+}
+
+pub fn genesis_hash(g: &ChainState) -> Hash {
+    sha256(&codec::encode(&(g.chain_id.as_str(), g.validators.hash(), g.app_hash)))
+}
+
+pub fn timeouts(commit_ms: u64) -> TimeoutConfig {
+    TimeoutConfig {
+        propose_ms: 400,
+        propose_delta_ms: 100,
+        prevote_ms: 200,
+        prevote_delta_ms: 100,
+        precommit_ms: 200,
+        precommit_delta_ms: 100,
+        commit_ms,
+        rebroadcast_ms: 300,
+        sync_retry_ms: 100,
+    }
+}
+
+pub fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+pub struct Spec {
+    pub node_key: PrivateKey,
+    /// Validator key given to the engine (`None`: observer).
+    pub validator_key: Option<PrivateKey>,
+    pub genesis: ChainState,
+    pub genesis_hash: Hash,
+    pub listen: SocketAddr,
+    pub seeds: Vec<SocketAddr>,
+    pub commit_ms: u64,
+    /// Engine timeouts; default: [`timeouts`] with `commit_ms`.
+    pub timeouts: Option<TimeoutConfig>,
+    pub limits: Limits,
+    pub store: MemStore,
+    pub max_peers: usize,
+}
+
+impl Spec {
+    pub fn validator(key: &PrivateKey, genesis: &ChainState, seeds: Vec<SocketAddr>) -> Spec {
+        Spec {
+            node_key: key.clone(),
+            validator_key: Some(key.clone()),
+            genesis_hash: genesis_hash(genesis),
+            genesis: genesis.clone(),
+            listen: loopback(),
+            seeds,
+            commit_ms: 10,
+            timeouts: None,
+            limits: test_limits(),
+            store: MemStore::default(),
+            max_peers: 32,
+        }
+    }
+}
+
+pub fn test_limits() -> Limits {
+    Limits {
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(2),
+        pex_interval: Duration::from_millis(500),
+        dial_interval: Duration::from_millis(100),
+        ..Limits::default()
+    }
+}
+
+pub type OnEvent = Box<dyn FnMut(&NodeEvent) + Send>;
+
+pub struct TestNode {
+    pub id: PeerId,
+    pub addr: SocketAddr,
+    pub store: MemStore,
+    pub transport: Option<Transport>,
+    pub net: NetHandle,
+    pub cmd: mpsc::Sender<Command>,
+    pub driver: JoinHandle<()>,
+}
+
+pub async fn start(spec: Spec, on_event: Option<OnEvent>) -> TestNode {
+    let cfg = NetConfig {
+        listen: spec.listen,
+        node_key: spec.node_key.clone(),
+        chain_id: spec.genesis.chain_id.clone(),
+        genesis_hash: spec.genesis_hash,
+        seeds: spec.seeds,
+        max_peers: spec.max_peers,
+        is_validator: spec.validator_key.is_some(),
+        advertise: None,
+    };
+    let (transport, incoming) = Transport::start_with(cfg, spec.limits).await.expect("transport starts");
+    let net = transport.handle();
+    let (clock, timers) = SystemClock::new();
+    let t = spec.timeouts.unwrap_or_else(|| timeouts(spec.commit_ms));
+    let ecfg = EngineConfig::new(&spec.genesis.chain_id, t);
+    let node = Node::new(
+        ecfg,
+        spec.validator_key,
+        spec.genesis.clone(),
+        clock,
+        net.clone(),
+        spec.store.clone(),
+        KvApp::new(&spec.genesis.chain_id),
+        Box::new(CachingVerifier::new()),
+    )
+    .expect("node builds from its store");
+    let (cmd, commands) = mpsc::channel(1024);
+    let mut on_event = on_event.unwrap_or_else(|| Box::new(|_| {}));
+    let driver = tokio::spawn(drive(node, incoming, timers, commands, move |e| on_event(e)));
+    TestNode {
+        id: spec.node_key.address(),
+        addr: transport.local_addr(),
+        store: spec.store,
+        transport: Some(transport),
+        net,
+        cmd,
+        driver,
+    }
+}
+
+impl TestNode {
+    pub fn height(&self) -> u64 {
+        self.store.height()
+    }
+
+    /// Stops driver and transport; returns the store and address for a restart.
+    pub async fn stop(mut self) -> (MemStore, SocketAddr) {
+        let _ = self.cmd.send(Command::Shutdown).await;
+        let _ = self.driver.await;
+        if let Some(t) = self.transport.take() {
+            t.shutdown().await;
+        }
+        (self.store, self.addr)
+    }
+
+    pub async fn submit(&self, tx: Vec<u8>) -> Result<Hash, String> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::SubmitTx(tx, reply))
+            .await
+            .map_err(|e| e.to_string())?;
+        rx.await.map_err(|e| e.to_string())?
+    }
+
+    /// Runs `f` on the node inside its driver task.
+    pub async fn query<T: Send + 'static>(&self, f: impl FnOnce(&dyn NodeView) -> T + Send + 'static) -> T {
+        let (tx, rx) = oneshot::channel();
+        let q = Box::new(move |v: &dyn NodeView| {
+            let _ = tx.send(f(v));
+        });
+        self.cmd.send(Command::Query(q)).await.expect("driver alive");
+        rx.await.expect("driver answers")
+    }
+}
+
+/// Waits until `f` holds, polling; panics with `what` after `secs`.
+pub async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts `n` validators; node `i > 0` has node 0 as its only seed (peer exchange does the rest).
+pub async fn cluster(n: usize) -> (Vec<TestNode>, Vec<PrivateKey>, ChainState) {
+    let keys = keys(n);
+    let g = genesis(CHAIN, &keys);
+    let first = start(Spec::validator(&keys[0], &g, vec![]), None).await;
+    let seed = first.addr;
+    let mut nodes = vec![first];
+    for k in &keys[1..] {
+        nodes.push(start(Spec::validator(k, &g, vec![seed]), None).await);
+    }
+    (nodes, keys, g)
+}
+
+/// Resident set size of this process, in KiB (Linux).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TENDR_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}

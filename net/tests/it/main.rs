@@ -1,0 +1,7 @@
+//! Integration tests of tendr-net over real QUIC on loopback (one binary, modules inside).
+
+mod attacks;
+mod cluster;
+mod consensus;
+mod refusals;
+mod rogue;

@@ -1,0 +1,84 @@
+//! Peers that cannot prove their identity, claim another node's, run another chain or genesis,
+//! or speak another protocol version are refused, with the reason.
+
+use crate::cluster::*;
+use crate::rogue::Rogue;
+use std::time::Duration;
+use tendr_net::{NetConfig, Transport};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_genesis_chain_identity_or_version_is_refused_with_the_reason() {
+    init_tracing();
+    let keys = keys(1);
+    let g = genesis(CHAIN, &keys);
+    let gh = genesis_hash(&g);
+    let node = start(Spec::validator(&keys[0], &g, vec![]), None).await;
+
+    let other = Rogue::new("rogue-genesis", CHAIN, tendr_core::Hash([9; 32]));
+    let (_, res) = other.connect(node.addr).await;
+    let e = res.unwrap_err();
+    assert!(e.contains("genesis hash"), "{e}");
+
+    let other = Rogue::new("rogue-chain", "another-chain", gh);
+    let e = other.connect(node.addr).await.1.unwrap_err();
+    assert!(e.contains("runs chain `another-chain`"), "{e}");
+
+    let mut impostor = Rogue::new("impostor", CHAIN, gh);
+    impostor.claimed = keys[0].public_key();
+    let e = impostor.connect(node.addr).await.1.unwrap_err();
+    assert!(e.contains("does not hold that node key"), "{e}");
+
+    let mut old = Rogue::new("old-version", CHAIN, gh);
+    old.version = 7;
+    let e = old.connect(node.addr).await.1.unwrap_err();
+    assert!(e.contains("protocol version 7"), "{e}");
+
+    assert!(node.net.peers().is_empty(), "no refused peer was registered");
+    let honest = Rogue::new("honest", CHAIN, gh);
+    let (_conn, res) = honest.connect(node.addr).await;
+    res.unwrap();
+    wait_for("the honest peer to be registered", 5, || node.net.peers().len() == 1).await;
+
+    // A whole node with another genesis dials the validator and is never admitted.
+    let cfg = NetConfig {
+        listen: loopback(),
+        node_key: tendr_core::PrivateKey::from_seed(b"other-genesis-node"),
+        chain_id: CHAIN.into(),
+        genesis_hash: tendr_core::Hash([1; 32]),
+        seeds: vec![node.addr],
+        max_peers: 8,
+        is_validator: true,
+        advertise: None,
+    };
+    let (t, _rx) = Transport::start_with(cfg, test_limits()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(t.peers().is_empty());
+    assert!(node.net.peers().iter().all(|p| p.id != t.local_id()));
+    t.shutdown().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_beyond_max_peers_are_refused() {
+    init_tracing();
+    let keys = keys(1);
+    let g = genesis(CHAIN, &keys);
+    let gh = genesis_hash(&g);
+    let mut spec = Spec::validator(&keys[0], &g, vec![]);
+    spec.max_peers = 2;
+    let node = start(spec, None).await;
+    let (r1, r2, r3) = (
+        Rogue::new("p1", CHAIN, gh),
+        Rogue::new("p2", CHAIN, gh),
+        Rogue::new("p3", CHAIN, gh),
+    );
+    let (_c1, a) = r1.connect(node.addr).await;
+    let (_c2, b) = r2.connect(node.addr).await;
+    a.unwrap();
+    b.unwrap();
+    wait_for("two peers registered", 5, || node.net.peers().len() == 2).await;
+    let e = r3.connect(node.addr).await.1.unwrap_err();
+    assert!(e.contains("max_peers = 2"), "{e}");
+    assert_eq!(node.net.peers().len(), 2);
+    node.stop().await;
+}

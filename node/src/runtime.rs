@@ -1,0 +1,590 @@
+//! The real node's runtime: the core `Node` with the wall clock, the QUIC transport of
+//! `tendr-net`, the redb [`Store`] and the built-in [`KvApp`], driven by
+//! `tendr_net::runtime::drive` (which also relays gossip and penalises misbehaving peers).
+//!
+//! Around the driver: the RPC thread asks it questions with `Command::Query` closures;
+//! `on_event` writes the transaction history and metrics and logs decided blocks; a one-second
+//! housekeeping task logs round changes, reports whether our key is in the validator set and
+//! publishes our validator public key (see [`VALIDATOR_REQUEST_PREFIX`]).
+
+use crate::config::Config;
+use crate::error::{CliError, CliResult};
+use crate::genesis::{now_ms, LoadedGenesis, DEFAULT_POWER};
+use crate::metrics::Metrics;
+use crate::rpc::RpcServer;
+use crate::status::{ConsensusView, PeerView, Status, ValidatorView};
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tendr_core::app::{parse_tx, KvApp, KvTx, ValidatorApproval};
+use tendr_core::crypto::{verify, PrivateKey, PublicKey};
+use tendr_core::engine::EngineConfig;
+use tendr_core::traits::{Application, CachingVerifier, Node, NodeEvent, Storage};
+use tendr_core::types::{Address, Height};
+use tendr_core::TimeoutConfig;
+use tendr_net::runtime::{drive, Command, NodeView, SystemClock};
+use tendr_net::{NetConfig, NetHandle, Transport};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+/// Key under which a node that wants to validate publishes its validator public key, so that
+/// `tendr add-validator --address 0x...` can find the key behind an address. The value is
+/// `<public key hex>@<unix ms>`; readers check that the key hashes to the address.
+pub const VALIDATOR_REQUEST_PREFIX: &str = "tendr.validator_request.";
+/// A block time further ahead of our clock than this is reported as clock skew.
+const CLOCK_SKEW_WARN_MS: u64 = 5_000;
+const ANNOUNCE_RETRY_MS: u64 = 15_000;
+const DEFAULT_MAX_PEERS: usize = 50;
+/// Longest an RPC request waits for the node to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node with seeds may have no peer before it says so.
+const NO_PEERS_WARN_SECS: u64 = 10;
+
+/// Facts about this node that do not change while it runs.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub peer_id: Address,
+    pub validator: Option<Address>,
+    pub wants_to_validate: bool,
+    pub listen: String,
+    pub rpc: String,
+    pub genesis_hash: String,
+    pub seeds: usize,
+}
+
+/// State shared between the driver, the housekeeping task and the RPC thread.
+pub struct Shared {
+    pub info: NodeInfo,
+    pub metrics: Mutex<Metrics>,
+    pub warnings: Mutex<BTreeMap<&'static str, String>>,
+    pub store: Store,
+    pub genesis: LoadedGenesis,
+    pub commands: mpsc::Sender<Command>,
+}
+
+impl Shared {
+    fn warn(&self, key: &'static str, msg: Option<String>) {
+        let mut w = self.warnings.lock().expect("warnings");
+        match msg {
+            Some(m) => w.insert(key, m),
+            None => w.remove(key),
+        };
+    }
+
+    /// Runs `f` on the node inside the driver task (from a thread that is not a tokio worker).
+    /// `None` when the node is shutting down or does not answer within [`ASK_TIMEOUT`].
+    pub fn ask_blocking<T: Send + 'static>(&self, f: impl FnOnce(&dyn NodeView) -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let q = Box::new(move |v: &dyn NodeView| {
+            let _ = tx.send(f(v));
+        });
+        self.commands.blocking_send(Command::Query(q)).ok()?;
+        rx.recv_timeout(ASK_TIMEOUT).ok()
+    }
+
+    /// [`Shared::ask_blocking`] from async code.
+    pub async fn ask<T: Send + 'static>(&self, f: impl FnOnce(&dyn NodeView) -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let q = Box::new(move |v: &dyn NodeView| {
+            let _ = tx.send(f(v));
+        });
+        self.commands.send(Command::Query(q)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Checks a transaction (approvals against the current validator set), then submits it.
+    pub fn submit_blocking(&self, tx: Vec<u8>) -> Result<String, String> {
+        if tx.starts_with(b"val:") {
+            let t = tx.clone();
+            self.ask_blocking(move |v| precheck_tx(v, &t))
+                .ok_or("the node is busy or shutting down; try again")??;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .blocking_send(Command::SubmitTx(tx, reply))
+            .map_err(|_| "the node is shutting down")?;
+        match rx.blocking_recv() {
+            Ok(r) => r.map(|h| h.to_hex()),
+            Err(_) => Err("the node is shutting down".into()),
+        }
+    }
+}
+
+/// The application's value of `key`, with the height it was read at.
+pub fn app_get(v: &dyn NodeView, key: &str) -> (u64, Option<String>) {
+    match v.app().downcast_ref::<KvApp>() {
+        Some(app) => (app.last_height(), app.get(key).map(String::from)),
+        None => (0, None),
+    }
+}
+
+pub type RealNode = Node<SystemClock, NetHandle, Store, KvApp>;
+
+/// Everything a node needs to run, from the config, genesis and key files.
+pub struct NodeSetup {
+    pub cfg: Config,
+    pub genesis: LoadedGenesis,
+    pub validator_key: Option<PrivateKey>,
+    pub node_key: PrivateKey,
+}
+
+impl NodeSetup {
+    /// Timeouts: the genesis' consensus parameters, overridden by the config.
+    pub fn timeouts(&self) -> TimeoutConfig {
+        let mut t = self.genesis.genesis.consensus_params.timeouts.clone();
+        if let Some(ms) = self.cfg.target_block_time_ms {
+            t.commit_ms = ms;
+        }
+        if let Some(o) = &self.cfg.file.timeouts {
+            t.propose_ms = o.propose_ms.unwrap_or(t.propose_ms);
+            t.prevote_ms = o.prevote_ms.unwrap_or(t.prevote_ms);
+            t.precommit_ms = o.precommit_ms.unwrap_or(t.precommit_ms);
+            if let Some(d) = o.delta_ms {
+                (t.propose_delta_ms, t.prevote_delta_ms, t.precommit_delta_ms) = (d, d, d);
+            }
+            t.rebroadcast_ms = o.rebroadcast_ms.unwrap_or(t.rebroadcast_ms);
+            t.sync_retry_ms = o.sync_retry_ms.unwrap_or(t.sync_retry_ms);
+        }
+        t
+    }
+
+    fn info(&self) -> NodeInfo {
+        NodeInfo {
+            node_id: self.cfg.file.node_id.clone(),
+            peer_id: self.node_key.address(),
+            validator: self.validator_key.as_ref().map(|k| k.address()),
+            wants_to_validate: self.cfg.file.is_validator,
+            listen: self.cfg.listen.to_string(),
+            rpc: self.cfg.rpc_addr.to_string(),
+            genesis_hash: self.genesis.hash.to_hex(),
+            seeds: self.cfg.seeds.len(),
+        }
+    }
+}
+
+fn storage_err(e: impl std::fmt::Display) -> CliError {
+    CliError::failure(format!("store: {e}"))
+}
+
+/// Writes the transaction history of decided blocks that have none yet (after a crash
+/// between deciding a block and recording its results), by re-executing the stored chain.
+pub fn backfill_results(store: &Store, genesis: &LoadedGenesis) -> CliResult<()> {
+    let last = store.last_height().map_err(storage_err)?.0;
+    let done = store.results_height().map_err(storage_err)?;
+    if done >= last {
+        return Ok(());
+    }
+    let mut chain = genesis.chain_state();
+    let mut app = KvApp::new(&genesis.genesis.chain_id);
+    for h in 1..=last {
+        let (block, commit) = store
+            .decided(Height(h))
+            .map_err(storage_err)?
+            .ok_or_else(|| storage_err(format!("block {h} missing")))?;
+        let res = app.execute_block(&block, &chain.validators);
+        if h > done {
+            store.save_results(&block, &res.tx_results).map_err(storage_err)?;
+        }
+        chain.advance(&block, &commit, res.app_hash, &res.validator_updates);
+    }
+    Ok(())
+}
+
+/// Opens the store: bound to this genesis, with the transaction history complete.
+pub fn open_store(setup: &NodeSetup) -> CliResult<Store> {
+    let store = Store::open(&setup.cfg.db_path())
+        .map_err(|e| CliError::failure(format!("{e} (is another `tendr` process using this folder?)")))?;
+    store
+        .check_genesis(&setup.genesis.hash.to_hex())
+        .map_err(|e| CliError::input(e.0))?;
+    backfill_results(&store, &setup.genesis)?;
+    Ok(store)
+}
+
+/// Checks a validator approval against the current set before it enters the mempool, so a
+/// forged or unauthorised request is refused at once with a clear reason.
+fn precheck_tx(v: &dyn NodeView, tx: &[u8]) -> Result<(), String> {
+    if let Ok(KvTx::Approve(a)) = parse_tx(tx) {
+        let vs = v.engine().validators();
+        let who = a.approver.address();
+        let Some(idx) = vs.index_of(&who) else {
+            return Err(format!(
+                "validator-set change refused: approver {who} is not in the current validator set; \
+                 only current validators (together holding more than 2/3 of the power) can approve"
+            ));
+        };
+        let bytes = ValidatorApproval::sign_bytes(&v.engine().chain().chain_id, &a.target, a.power);
+        if verify(vs.key(idx), &bytes, &a.signature).is_err() {
+            return Err(format!(
+                "validator-set change refused: the approval's signature does not verify for {who} \
+                 (forged, or signed for another chain)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn request_key(addr: &Address) -> String {
+    format!("{VALIDATOR_REQUEST_PREFIX}{addr}")
+}
+
+/// Parses a published validator request value (`<pubkey hex>@<ms>`) for `addr`.
+pub fn parse_request(addr: &Address, value: &str) -> Option<PublicKey> {
+    let hex_part = value.split('@').next()?;
+    let pk = PublicKey::from_hex(hex_part).ok()?;
+    (pk.address() == *addr).then_some(pk)
+}
+
+/// The status as the RPC reports it, read inside the driver task.
+pub fn build_status(v: &dyn NodeView, info: &NodeInfo, warnings: Vec<String>) -> Status {
+    let e = v.engine();
+    let chain = e.chain();
+    let vs = e.validators();
+    Status {
+        node_id: info.node_id.clone(),
+        chain_id: chain.chain_id.clone(),
+        genesis_hash: info.genesis_hash.clone(),
+        peer_id: info.peer_id.to_string(),
+        validator_address: info.validator.map(|a| a.to_string()),
+        wants_to_validate: info.wants_to_validate,
+        in_validator_set: e.is_validator(),
+        listen: info.listen.clone(),
+        rpc: info.rpc.clone(),
+        latest_height: chain.height.0 - 1,
+        latest_block_time: chain.last_block.map(|(_, t)| crate::genesis::format_time(t.0)),
+        latest_block_id: chain.last_block.map(|(id, _)| id.to_hex()),
+        consensus: ConsensusView {
+            height: chain.height.0,
+            round: e.round().0,
+            step: format!("{:?}", e.step()),
+            catching_up: e.catching_up_to().is_some(),
+            catching_up_to: e.catching_up_to().map(|h| h.0),
+        },
+        validators: vs
+            .validators()
+            .iter()
+            .map(|v| ValidatorView {
+                address: v.address.to_string(),
+                pub_key: hex::encode(v.pub_key.0),
+                power: v.power.0,
+            })
+            .collect(),
+        total_power: vs.total_power().0,
+        peers: v
+            .peers()
+            .into_iter()
+            .map(|p| PeerView {
+                id: p.id.to_string(),
+                addr: p.addr.to_string(),
+                role: if p.is_validator { "validator" } else { "observer" }.into(),
+                outbound: p.outbound,
+            })
+            .collect(),
+        mempool_size: v.mempool().len(),
+        warnings,
+    }
+}
+
+impl Shared {
+    /// The current status (from a plain thread, e.g. the RPC's).
+    pub fn status_blocking(self: &Arc<Self>) -> Option<Status> {
+        let me = self.clone();
+        self.ask_blocking(move |v| {
+            let mut w: Vec<String> = me.warnings.lock().expect("warnings").values().cloned().collect();
+            if let Some(r) = crate::logcapture::genesis_refusals().last() {
+                w.push(format!("a peer was refused for running another chain or genesis: {r}"));
+            }
+            build_status(v, &me.info, w)
+        })
+    }
+}
+
+fn on_event(shared: &Shared, ev: &NodeEvent) {
+    match ev {
+        NodeEvent::Decided { block, commit, results } => {
+            if let Err(e) = shared.store.save_results(block, results) {
+                // The blocks themselves are stored; the history is rebuilt on the next start.
+                error!(height = block.height().0, "cannot record the transaction history: {e}");
+            }
+            let now = now_ms();
+            shared.metrics.lock().expect("metrics").on_decided(now, block.txs.len());
+            info!(
+                height = block.height().0,
+                round = commit.round.0,
+                txs = block.txs.len(),
+                proposer = %block.header.proposer,
+                id = %block.id(),
+                "committed block"
+            );
+            if block.header.time.0 > now + CLOCK_SKEW_WARN_MS {
+                let msg = format!(
+                    "block {} has a time {} ms ahead of this machine's clock: clocks are out of sync \
+                     (run NTP/chrony on every machine)",
+                    block.height().0,
+                    block.header.time.0 - now
+                );
+                warn!(height = block.height().0, "{msg}");
+                shared.warn("clock", Some(msg));
+            }
+        }
+        NodeEvent::Evidence(ev) => {
+            warn!(culprit = %ev.culprit(), height = ev.height().0, "evidence: a validator signed two conflicting votes");
+        }
+        NodeEvent::Rejected { from, kind, error } => {
+            shared.metrics.lock().expect("metrics").rejected_messages_total += 1;
+            debug!(peer = %from, kind, %error, "message rejected");
+        }
+    }
+}
+
+/// One look at the node per second: metrics, round-change logs, validator membership, and
+/// publishing our validator key while we are not a validator.
+async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (mut last_round, mut in_set_before, mut last_announce) = ((0u64, 0u32), None, 0u64);
+    let mut alone_secs = 0u64;
+    loop {
+        tick.tick().await;
+        let addr = key.as_ref().map(|k| k.address());
+        let req = addr.map(|a| request_key(&a));
+        let Some((st, published)) = shared
+            .ask(move |v| {
+                let published = req.map(|k| app_get(v, &k).1);
+                (build_status(v, &NodeInfo::empty(), Vec::new()), published)
+            })
+            .await
+        else {
+            return;
+        };
+        {
+            let mut m = shared.metrics.lock().expect("metrics");
+            m.height = st.latest_height;
+            m.round = st.consensus.round;
+            m.peers = st.peers.len();
+            m.mempool_txs = st.mempool_size;
+            m.is_validator = st.in_validator_set;
+        }
+        let round = (st.consensus.height, st.consensus.round);
+        if round.0 == last_round.0 && round.1 > last_round.1 {
+            info!(
+                height = round.0,
+                round = round.1,
+                peers = st.peers.len(),
+                "round {} at height {}: earlier rounds timed out (if this repeats: check peers, validator keys, clocks)",
+                round.1,
+                round.0
+            );
+        }
+        last_round = round;
+        debug!(
+            height = round.0,
+            round = round.1,
+            step = %st.consensus.step,
+            peers = st.peers.len(),
+            catching_up = st.consensus.catching_up,
+            "consensus"
+        );
+        alone_secs = if st.peers.is_empty() { alone_secs + 1 } else { 0 };
+        if shared.info.seeds > 0 && alone_secs == NO_PEERS_WARN_SECS {
+            let msg = format!(
+                "no peer connected after {NO_PEERS_WARN_SECS} s: check the seed addresses in the config, that the \
+                 seeds' UDP ports are open in their firewalls, and that every node uses the same genesis.json \
+                 (look for `peer refused` lines in the log)"
+            );
+            warn!("{msg}");
+            shared.warn("peers", Some(msg));
+        } else if alone_secs == 0 {
+            shared.warn("peers", None);
+        }
+        let (Some(key), true) = (&key, shared.info.wants_to_validate) else {
+            continue;
+        };
+        if in_set_before != Some(st.in_validator_set) {
+            in_set_before = Some(st.in_validator_set);
+            if st.in_validator_set {
+                info!(address = %key.address(), "this node is a validator");
+                shared.warn("validator", None);
+            } else {
+                let msg = format!(
+                    "validator key {a} is not in the validator set: this node follows the chain as an observer \
+                     until the validators approve it; on validators holding more than 2/3 of the power run: \
+                     tendr add-validator --address {a} --power {DEFAULT_POWER}",
+                    a = key.address()
+                );
+                warn!(address = %key.address(), "{msg}");
+                shared.warn("validator", Some(msg));
+            }
+        }
+        let is_published = published
+            .flatten()
+            .and_then(|v| parse_request(&key.address(), &v))
+            .is_some();
+        let now = now_ms();
+        if st.in_validator_set
+            || is_published
+            || st.consensus.catching_up
+            || st.peers.is_empty()
+            || now < last_announce + ANNOUNCE_RETRY_MS
+        {
+            continue;
+        }
+        last_announce = now;
+        let tx = format!(
+            "{}={}@{now}",
+            request_key(&key.address()),
+            hex::encode(key.public_key().0)
+        );
+        let (reply, rx) = oneshot::channel();
+        if shared
+            .commands
+            .send(Command::SubmitTx(tx.into_bytes(), reply))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match rx.await {
+            Ok(Ok(_)) => {
+                info!(address = %key.address(), "published this node's validator public key for `tendr add-validator`")
+            }
+            Ok(Err(e)) => debug!("validator key not published: {e}"),
+            Err(_) => return,
+        }
+    }
+}
+
+impl NodeInfo {
+    fn empty() -> Self {
+        NodeInfo {
+            node_id: String::new(),
+            peer_id: Address::default(),
+            validator: None,
+            wants_to_validate: false,
+            listen: String::new(),
+            rpc: String::new(),
+            genesis_hash: String::new(),
+            seeds: 0,
+        }
+    }
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub async fn run(setup: NodeSetup) -> CliResult<()> {
+    let store = open_store(&setup)?;
+    let g = &setup.genesis;
+    let chain_id = g.genesis.chain_id.clone();
+    let (transport, incoming) = Transport::start(NetConfig {
+        listen: setup.cfg.listen,
+        node_key: setup.node_key.clone(),
+        chain_id: chain_id.clone(),
+        genesis_hash: g.hash,
+        seeds: setup.cfg.seeds.clone(),
+        max_peers: setup.cfg.file.max_peers.unwrap_or(DEFAULT_MAX_PEERS),
+        is_validator: setup.cfg.file.is_validator,
+        advertise: setup.cfg.advertise,
+    })
+    .await
+    .map_err(|e| CliError::input(format!("config `{}`: {e}", setup.cfg.path.display())))?;
+    let (clock, timers) = SystemClock::new();
+    let node: RealNode = Node::new(
+        EngineConfig::new(&chain_id, setup.timeouts()),
+        setup.validator_key.clone(),
+        g.chain_state(),
+        clock,
+        transport.handle(),
+        store.clone(),
+        KvApp::new(&chain_id),
+        Box::new(CachingVerifier::new()),
+    )
+    .map_err(|e| CliError::failure(format!("cannot start from the stored chain: {e}")))?;
+    let start_height = node.engine().height().0;
+    let (cmd_tx, commands) = mpsc::channel(256);
+    let shared = Arc::new(Shared {
+        info: setup.info(),
+        metrics: Mutex::new(Metrics::default()),
+        warnings: Mutex::new(BTreeMap::new()),
+        store,
+        genesis: g.clone(),
+        commands: cmd_tx.clone(),
+    });
+    let rpc = RpcServer::start(setup.cfg.rpc_addr, shared.clone()).map_err(CliError::input)?;
+    info!(
+        node_id = %setup.cfg.file.node_id,
+        chain_id = %chain_id,
+        genesis_hash = %g.hash.to_hex(),
+        peer_id = %setup.node_key.address(),
+        validator = ?setup.validator_key.as_ref().map(|k| k.address().to_string()),
+        listen = %transport.local_addr(),
+        rpc = %rpc.addr,
+        height = start_height,
+        seeds = setup.cfg.seeds.len(),
+        "node started"
+    );
+    for a in &setup.cfg.file.validators {
+        if let Ok(addr) = a.parse::<Address>() {
+            if g.validators.index_of(&addr).is_none() {
+                warn!(address = %addr, "the config lists {addr} under `validators`; validators come from genesis.json and `add-validator`");
+            }
+        }
+    }
+    let ev_shared = shared.clone();
+    let driver = tokio::spawn(drive(node, incoming, timers, commands, move |ev| {
+        on_event(&ev_shared, ev)
+    }));
+    let hk = tokio::spawn(housekeeping(shared.clone(), setup.validator_key.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::failure(format!("signal handler: {e}")))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("shutting down");
+    hk.abort();
+    let _ = cmd_tx.send(Command::Shutdown).await;
+    let _ = driver.await;
+    drop(rpc);
+    transport.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_timeouts_override_the_genesis() {
+        let path = std::path::Path::new("/x/tendermint_config.json");
+        let text = r#"{"node_id": "n", "port": 8001, "target_block_time": 0.25,
+                       "timeouts": {"propose_ms": 700, "delta_ms": 50}}"#;
+        let file = crate::config::parse_json("config", path, text).unwrap();
+        let cfg = crate::config::resolve(path, file).unwrap();
+        let k = PrivateKey::from_seed(b"t");
+        let g = crate::genesis::Genesis::new("c", 1, &[("n".into(), k.public_key(), 10)], TimeoutConfig::default())
+            .check(path)
+            .unwrap();
+        let setup = NodeSetup {
+            cfg,
+            genesis: g,
+            validator_key: Some(k.clone()),
+            node_key: k,
+        };
+        let t = setup.timeouts();
+        assert_eq!(
+            (t.commit_ms, t.propose_ms, t.propose_delta_ms, t.prevote_delta_ms),
+            (250, 700, 50, 50)
+        );
+        assert_eq!(t.prevote_ms, TimeoutConfig::default().prevote_ms);
+    }
+
+    #[test]
+    fn validator_request_binds_key_to_address() {
+        let k = PrivateKey::from_seed(b"r");
+        let other = PrivateKey::from_seed(b"o");
+        let v = format!("{}@1", hex::encode(k.public_key().0));
+        assert_eq!(parse_request(&k.address(), &v), Some(k.public_key()));
+        assert_eq!(parse_request(&other.address(), &v), None);
+        assert_eq!(parse_request(&k.address(), "zz"), None);
+    }
+}

@@ -1,0 +1,125 @@
+//! What the RPC reports and the CLI prints: the node's status, peers and validators.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub id: String,
+    pub addr: String,
+    /// "validator" or "observer", as the peer declared itself.
+    pub role: String,
+    pub outbound: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValidatorView {
+    pub address: String,
+    pub pub_key: String,
+    pub power: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConsensusView {
+    /// The height being decided.
+    pub height: u64,
+    pub round: u32,
+    pub step: String,
+    pub catching_up: bool,
+    pub catching_up_to: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: String,
+    pub chain_id: String,
+    pub genesis_hash: String,
+    /// Network identity (address of the node key).
+    pub peer_id: String,
+    /// Address of the validator key, if this node has one.
+    pub validator_address: Option<String>,
+    /// `is_validator` from the config: whether this node wants to validate.
+    pub wants_to_validate: bool,
+    /// Whether the validator key is in the current validator set (this node votes).
+    pub in_validator_set: bool,
+    pub listen: String,
+    pub rpc: String,
+    pub latest_height: u64,
+    pub latest_block_time: Option<String>,
+    pub latest_block_id: Option<String>,
+    pub consensus: ConsensusView,
+    pub validators: Vec<ValidatorView>,
+    pub total_power: u64,
+    pub peers: Vec<PeerView>,
+    pub mempool_size: usize,
+    /// Problems the node detected (key not in the validator set, clock skew, ...).
+    pub warnings: Vec<String>,
+}
+
+/// A decided block as the RPC shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BlockView {
+    pub height: u64,
+    pub id: String,
+    pub time: String,
+    pub time_ms: u64,
+    pub proposer: String,
+    pub prev_block_id: Option<String>,
+    pub app_hash: String,
+    pub validators_hash: String,
+    pub txs: Vec<String>,
+    pub commit: CommitView,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommitView {
+    pub height: u64,
+    pub round: u32,
+    pub block_id: String,
+    pub signers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TxView {
+    pub height: u64,
+    pub index: u32,
+    pub hash: String,
+    pub payload: String,
+    pub code: u32,
+    pub log: String,
+}
+
+pub fn block_view(block: &tendr_core::types::Block, commit: &tendr_core::types::Commit) -> BlockView {
+    let h = &block.header;
+    BlockView {
+        height: h.height.0,
+        id: block.id().to_hex(),
+        time: crate::genesis::format_time(h.time.0),
+        time_ms: h.time.0,
+        proposer: h.proposer.to_string(),
+        prev_block_id: h.prev_block_id.map(|b| b.to_hex()),
+        app_hash: h.app_hash.to_hex(),
+        validators_hash: h.validators_hash.to_hex(),
+        txs: block
+            .txs
+            .iter()
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .collect(),
+        commit: CommitView {
+            height: commit.height.0,
+            round: commit.round.0,
+            block_id: commit.block_id.to_hex(),
+            signers: commit.signatures.iter().map(|s| s.validator.to_string()).collect(),
+        },
+    }
+}
+
+pub fn tx_view(r: &crate::store::TxRecord) -> TxView {
+    TxView {
+        height: r.height,
+        index: r.index,
+        hash: r.hash.clone(),
+        payload: String::from_utf8_lossy(&r.tx).into_owned(),
+        code: r.result.code,
+        log: r.result.log.clone(),
+    }
+}
