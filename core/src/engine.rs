@@ -122,6 +122,9 @@ pub struct Timeout {
 
 /// What the engine persists in the consensus log before it sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Entries and inputs are short-lived values moved once; boxing the proposal would only add
+// an allocation per message.
+#[allow(clippy::large_enum_variant)]
 pub enum WalEntry {
     Proposal(Proposal),
     Vote(Vote),
@@ -137,6 +140,7 @@ impl WalEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Input {
     /// Begin (or, after recovery, resume) the current height.
     Start,
@@ -375,8 +379,18 @@ impl Engine {
     pub fn summary(&self) -> String {
         let r = self.hs.sm.round;
         let k = &self.hs.keeper;
-        let blocks: Vec<String> = self.hs.blocks.iter().map(|(id, (_, v))| format!("{id}:{v:?}")).collect();
-        let props: Vec<String> = self.hs.proposals.iter().map(|(r, p)| format!("r{}={}", r.0, p.id)).collect();
+        let blocks: Vec<String> = self
+            .hs
+            .blocks
+            .iter()
+            .map(|(id, (_, v))| format!("{id}:{v:?}"))
+            .collect();
+        let props: Vec<String> = self
+            .hs
+            .proposals
+            .iter()
+            .map(|(r, p)| format!("r{}={}", r.0, p.id))
+            .collect();
         format!(
             "h={} r={} step={:?} started={} executing={} locked={:?} valid={:?} prevotes(any={} nil={}) precommits(any={}) blocks=[{}] proposals=[{}] future={}",
             self.chain.height,
@@ -684,7 +698,9 @@ impl Engine {
     /// every honest node can check line 28's guard even if it missed some of them (for
     /// example, the halves of a Byzantine split vote).
     fn send_polka(&self, round: Round, out: &mut Vec<Output>) {
-        let Some(p) = self.hs.own_proposals.get(&round) else { return };
+        let Some(p) = self.hs.own_proposals.get(&round) else {
+            return;
+        };
         let Some(vr) = p.pol_round else { return };
         if let Some(t) = self.hs.keeper.tally(vr, VoteType::Prevote) {
             let id = self.hs.proposals.get(&round).map(|e| e.id);
@@ -898,7 +914,10 @@ impl Engine {
         }
         for t in [VoteType::Prevote, VoteType::Precommit] {
             if let Some(v) = self.hs.own_votes.get(&(round, t)) {
-                out.push(Output::Send { to, msg: Message::Vote(v.clone()) });
+                out.push(Output::Send {
+                    to,
+                    msg: Message::Vote(v.clone()),
+                });
             }
         }
     }

@@ -181,6 +181,8 @@ pub struct Node<C, N, S, A> {
 impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
     /// Builds the node from genesis and what `storage` holds: decided blocks are re-executed
     /// in `app` (which must be fresh), then the engine resumes from the consensus log.
+    // The four worlds' parts plus identity and config: a builder would hide nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: EngineConfig,
         key: Option<PrivateKey>,

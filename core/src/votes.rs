@@ -111,7 +111,10 @@ impl VoteKeeper {
             if existing.iter().any(|v| v.block_id == vote.block_id) {
                 return AddVote::Duplicate;
             }
-            let ev = Evidence::DuplicateVote { a: existing[0].clone(), b: vote.clone() };
+            let ev = Evidence::DuplicateVote {
+                a: existing[0].clone(),
+                b: vote.clone(),
+            };
             if existing.len() < MAX_VALUES_PER_VALIDATOR {
                 *tally.by_value.entry(vote.block_id).or_insert(0) += w;
                 existing.push(vote);

@@ -57,6 +57,7 @@ pub struct Target {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Create genesis.json and this node's key files (the genesis node).
     ///

@@ -26,7 +26,12 @@ type Sends = Vec<(Payload, Vec<usize>)>;
 
 impl Adversary {
     pub fn new(rng: Rng) -> Self {
-        Adversary { rng, proposals: BTreeMap::new(), history: VecDeque::new(), oversized: None }
+        Adversary {
+            rng,
+            proposals: BTreeMap::new(),
+            history: VecDeque::new(),
+            oversized: None,
+        }
     }
 
     pub fn saw_proposal(&mut self, p: &Proposal) {
@@ -54,41 +59,44 @@ impl Adversary {
         }
         // Only what it signed itself is rewritten; votes it relays pass unchanged.
         if matches!(&msg, Message::Vote(v) if v.validator != key.address()) && b != Behaviour::Silent {
-            return vec![(Payload::Msg(msg), dests)];
+            return vec![(Payload::msg(msg), dests)];
         }
         match b {
             Behaviour::Silent => vec![],
-            Behaviour::Twin | Behaviour::Amnesia => vec![(Payload::Msg(msg), dests)],
+            Behaviour::Twin | Behaviour::Amnesia => vec![(Payload::msg(msg), dests)],
             Behaviour::AlwaysNil => match msg {
-                Message::Vote(v) => vec![(Payload::Msg(Message::Vote(resign(key, chain, &v, None))), dests)],
-                m => vec![(Payload::Msg(m), dests)],
+                Message::Vote(v) => vec![(Payload::msg(Message::Vote(resign(key, chain, &v, None))), dests)],
+                m => vec![(Payload::msg(m), dests)],
             },
-            Behaviour::BadSignatures => vec![(Payload::Msg(corrupt(msg)), dests)],
+            Behaviour::BadSignatures => vec![(Payload::msg(corrupt(msg)), dests)],
             Behaviour::SplitVote | Behaviour::Equivocate => self.split(b, key, msg, dests, halves, chain),
             Behaviour::Garbage => {
-                let mut out = vec![(Payload::Msg(msg.clone()), dests.clone())];
+                let mut out = vec![(Payload::msg(msg.clone()), dests.clone())];
                 if !dests.is_empty() && self.rng.chance(1, 3) {
                     out.push((self.garbage(&msg), dests));
                 }
                 out
             }
             Behaviour::FutureSpam => {
-                let mut out = vec![(Payload::Msg(msg.clone()), dests.clone())];
+                let mut out = vec![(Payload::msg(msg.clone()), dests.clone())];
                 if let Message::Vote(v) = &msg {
                     for (dh, dr) in [(2u64, 0u32), (1000, 0), (0, 100_000), (1, 3)] {
                         let mut f = v.clone();
                         f.height = Height(v.height.0 + dh);
                         f.round = Round(v.round.0.saturating_add(dr));
-                        out.push((Payload::Msg(Message::Vote(resign(key, chain, &f, f.block_id))), dests.clone()));
+                        out.push((
+                            Payload::msg(Message::Vote(resign(key, chain, &f, f.block_id))),
+                            dests.clone(),
+                        ));
                     }
                 }
                 out
             }
             Behaviour::Replay => {
-                let mut out = vec![(Payload::Msg(msg.clone()), dests.clone())];
+                let mut out = vec![(Payload::msg(msg.clone()), dests.clone())];
                 if !self.history.is_empty() && self.rng.chance(1, 2) {
                     let i = self.rng.below(self.history.len() as u64) as usize;
-                    out.push((Payload::Msg(self.history[i].clone()), dests));
+                    out.push((Payload::msg(self.history[i].clone()), dests));
                 }
                 if self.history.len() >= HISTORY {
                     self.history.pop_front();
@@ -103,11 +111,23 @@ impl Adversary {
     /// proposals of the round are known (an equivocating proposer), the Byzantine nodes vote
     /// for the first to half 0 and the second to half 1 — prevotes and, at once, precommits —
     /// which is the attack that forks the chain when they hold more than a third of the power.
-    fn split(&mut self, b: Behaviour, key: &PrivateKey, msg: Message, dests: Vec<usize>, halves: &[u8], chain: &str) -> Sends {
+    fn split(
+        &mut self,
+        b: Behaviour,
+        key: &PrivateKey,
+        msg: Message,
+        dests: Vec<usize>,
+        halves: &[u8],
+        chain: &str,
+    ) -> Sends {
         let (a, z): (Vec<usize>, Vec<usize>) = dests.into_iter().partition(|&j| halves[j] == 0);
         match &msg {
             Message::Vote(v) => {
-                let known = self.proposals.get(&(v.height.0, v.round.0)).cloned().unwrap_or_default();
+                let known = self
+                    .proposals
+                    .get(&(v.height.0, v.round.0))
+                    .cloned()
+                    .unwrap_or_default();
                 if known.len() >= 2 {
                     let mut out = vec![];
                     let types: &[VoteType] = match v.vote_type {
@@ -115,9 +135,18 @@ impl Adversary {
                         VoteType::Precommit => &[VoteType::Precommit],
                     };
                     for &t in types {
-                        let base = Vote { vote_type: t, ..v.clone() };
-                        out.push((Payload::Msg(Message::Vote(resign(key, chain, &base, Some(known[0])))), a.clone()));
-                        out.push((Payload::Msg(Message::Vote(resign(key, chain, &base, Some(known[1])))), z.clone()));
+                        let base = Vote {
+                            vote_type: t,
+                            ..v.clone()
+                        };
+                        out.push((
+                            Payload::msg(Message::Vote(resign(key, chain, &base, Some(known[0])))),
+                            a.clone(),
+                        ));
+                        out.push((
+                            Payload::msg(Message::Vote(resign(key, chain, &base, Some(known[1])))),
+                            z.clone(),
+                        ));
                     }
                     return out;
                 }
@@ -128,18 +157,22 @@ impl Adversary {
                     (None, None) => Some(Hash(self.rng.bytes(32).try_into().expect("32 bytes"))),
                 };
                 let other = Message::Vote(resign(key, chain, v, value));
-                vec![(Payload::Msg(msg), a), (Payload::Msg(other), z)]
+                vec![(Payload::msg(msg), a), (Payload::msg(other), z)]
             }
             Message::Proposal(p) if b == Behaviour::Equivocate => {
                 let mut block = p.block.clone();
                 block.header.time = TimeMs(block.header.time.0 + 1);
                 let id = block.id();
                 let sig = key.sign(&proposal_sign_bytes(chain, p.height, p.round, p.pol_round, id));
-                let alt = Proposal { block, signature: sig, ..p.clone() };
+                let alt = Proposal {
+                    block,
+                    signature: sig,
+                    ..p.clone()
+                };
                 self.saw_proposal(&alt);
-                vec![(Payload::Msg(msg), a), (Payload::Msg(Message::Proposal(alt)), z)]
+                vec![(Payload::msg(msg), a), (Payload::msg(Message::Proposal(alt)), z)]
             }
-            _ => vec![(Payload::Msg(msg), [a, z].concat())],
+            _ => vec![(Payload::msg(msg), [a, z].concat())],
         }
     }
 
@@ -155,14 +188,22 @@ impl Adversary {
                 b.truncate(keep);
                 Payload::Bytes(Rc::new(b))
             }
-            _ => Payload::Bytes(self.oversized.get_or_insert_with(|| Rc::new(vec![7u8; MAX_MESSAGE_BYTES + 1])).clone()),
+            _ => Payload::Bytes(
+                self.oversized
+                    .get_or_insert_with(|| Rc::new(vec![7u8; MAX_MESSAGE_BYTES + 1]))
+                    .clone(),
+            ),
         }
     }
 }
 
 fn resign(key: &PrivateKey, chain: &str, v: &Vote, value: Option<BlockId>) -> Vote {
     let sig = key.sign(&vote_sign_bytes(chain, v.vote_type, v.height, v.round, value));
-    Vote { block_id: value, signature: sig, ..v.clone() }
+    Vote {
+        block_id: value,
+        signature: sig,
+        ..v.clone()
+    }
 }
 
 fn corrupt(msg: Message) -> Message {

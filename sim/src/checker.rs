@@ -87,7 +87,11 @@ pub struct Checker {
 fn kind_of(m: &Message) -> Option<(u64, u32, u8)> {
     match m {
         Message::Proposal(p) => Some((p.height.0, p.round.0, 0)),
-        Message::Vote(v) => Some((v.height.0, v.round.0, if v.vote_type == VoteType::Prevote { 1 } else { 2 })),
+        Message::Vote(v) => Some((
+            v.height.0,
+            v.round.0,
+            if v.vote_type == VoteType::Prevote { 1 } else { 2 },
+        )),
         _ => None,
     }
 }
@@ -118,7 +122,11 @@ impl Checker {
 
     pub fn violate(&mut self, invariant: Invariant, at_ms: u64, detail: String) {
         if self.violations.len() < MAX_VIOLATIONS {
-            self.violations.push(Violation { invariant, at_ms, detail });
+            self.violations.push(Violation {
+                invariant,
+                at_ms,
+                detail,
+            });
         }
     }
 
@@ -133,7 +141,11 @@ impl Checker {
     pub fn on_persist(&mut self, slot: usize, entry: &WalEntry) {
         let key = match entry {
             WalEntry::Proposal(p) => (p.height.0, p.round.0, 0),
-            WalEntry::Vote(v) => (v.height.0, v.round.0, if v.vote_type == VoteType::Prevote { 1 } else { 2 }),
+            WalEntry::Vote(v) => (
+                v.height.0,
+                v.round.0,
+                if v.vote_type == VoteType::Prevote { 1 } else { 2 },
+            ),
         };
         self.persisted[slot].insert(key);
     }
@@ -147,7 +159,11 @@ impl Checker {
         };
         if let (true, Some(k)) = (own, kind_of(msg)) {
             if !self.persisted[slot].contains(&k) {
-                self.violate(Invariant::PersistBeforeSend, now, format!("node {slot} sent {} {k:?} before persisting it", msg.kind()));
+                self.violate(
+                    Invariant::PersistBeforeSend,
+                    now,
+                    format!("node {slot} sent {} {k:?} before persisting it", msg.kind()),
+                );
             }
         }
     }
@@ -174,7 +190,10 @@ impl Checker {
                 self.votes.insert(key, v.clone());
             }
             Some(prev) if prev.block_id != v.block_id => {
-                let ev = Evidence::DuplicateVote { a: prev.clone(), b: v.clone() };
+                let ev = Evidence::DuplicateVote {
+                    a: prev.clone(),
+                    b: v.clone(),
+                };
                 if !self.signed_by_validator(&ev) {
                     return; // a forgery (someone else's signature), not a double sign
                 }
@@ -182,7 +201,10 @@ impl Checker {
                     self.violate(
                         Invariant::HonestDoubleSign,
                         now,
-                        format!("honest {} signed two {:?} at height {} round {}", v.validator, v.vote_type, v.height, v.round),
+                        format!(
+                            "honest {} signed two {:?} at height {} round {}",
+                            v.validator, v.vote_type, v.height, v.round
+                        ),
                     );
                 }
                 self.on_evidence(&ev);
@@ -193,7 +215,9 @@ impl Checker {
 
     fn signed_by_validator(&self, ev: &Evidence) -> bool {
         let Evidence::DuplicateVote { a, b } = ev;
-        let Some(vk) = self.keys.get(&a.validator).and_then(|k| k.verifying_key().ok()) else { return false };
+        let Some(vk) = self.keys.get(&a.validator).and_then(|k| k.verifying_key().ok()) else {
+            return false;
+        };
         [a, b].iter().all(|v| {
             let bytes = tendr_core::crypto::vote_sign_bytes(&self.chain_id, v.vote_type, v.height, v.round, v.block_id);
             tendr_core::crypto::verify(&vk, &bytes, &v.signature).is_ok()
@@ -213,7 +237,14 @@ impl Checker {
     }
 
     /// An honest node decided. `validators`: the set of that height, when known.
-    pub fn on_decided(&mut self, slot: usize, block: &Block, commit: &Commit, validators: Option<&ValidatorSet>, now: u64) {
+    pub fn on_decided(
+        &mut self,
+        slot: usize,
+        block: &Block,
+        commit: &Commit,
+        validators: Option<&ValidatorSet>,
+        now: u64,
+    ) {
         let h = block.height().0;
         let id = block.id();
         match self.decided.get(&h) {
@@ -224,35 +255,63 @@ impl Checker {
             }
             Some(prev) if *prev != id => {
                 self.fork_heights.insert(h);
-                self.violate(Invariant::Agreement, now, format!("node {slot} decided {id} at height {h}, another honest node decided {prev}"));
+                self.violate(
+                    Invariant::Agreement,
+                    now,
+                    format!("node {slot} decided {id} at height {h}, another honest node decided {prev}"),
+                );
                 self.check_accountability(now);
             }
             Some(_) => {}
         }
         if !self.proposed.get(&h).is_some_and(|s| s.contains(&id)) {
-            self.violate(Invariant::Validity, now, format!("node {slot} decided {id} at height {h}, which nobody proposed"));
+            self.violate(
+                Invariant::Validity,
+                now,
+                format!("node {slot} decided {id} at height {h}, which nobody proposed"),
+            );
         }
         if !self.app.validate_block(block) {
-            self.violate(Invariant::Validity, now, format!("node {slot} decided an invalid block at height {h}"));
+            self.violate(
+                Invariant::Validity,
+                now,
+                format!("node {slot} decided an invalid block at height {h}"),
+            );
         }
         if commit.block_id != id || commit.height != block.height() {
-            self.violate(Invariant::CommitIntegrity, now, format!("node {slot}: commit at height {h} is for another block"));
+            self.violate(
+                Invariant::CommitIntegrity,
+                now,
+                format!("node {slot}: commit at height {h} is for another block"),
+            );
         } else if let Some(vs) = validators {
             if let Err(e) = verify_commit(&self.chain_id, vs, commit, &mut self.verifier) {
-                self.violate(Invariant::CommitIntegrity, now, format!("node {slot}: commit at height {h}: {e}"));
+                self.violate(
+                    Invariant::CommitIntegrity,
+                    now,
+                    format!("node {slot}: commit at height {h}: {e}"),
+                );
             }
         }
     }
 
     /// Convicted power must exceed 1/3 whenever agreement broke.
     fn check_accountability(&mut self, now: u64) {
-        let convicted: u64 = self.evidence.keys().map(|a| self.power.get(a).copied().unwrap_or(0)).sum();
+        let convicted: u64 = self
+            .evidence
+            .keys()
+            .map(|a| self.power.get(a).copied().unwrap_or(0))
+            .sum();
         if 3 * convicted <= self.total_power {
             let names: Vec<String> = self.evidence.keys().map(|a| a.to_string()).collect();
             self.violate(
                 Invariant::Accountability,
                 now,
-                format!("agreement broke but evidence convicts only {convicted} of {} power ({})", self.total_power, names.join(", ")),
+                format!(
+                    "agreement broke but evidence convicts only {convicted} of {} power ({})",
+                    self.total_power,
+                    names.join(", ")
+                ),
             );
         }
     }
@@ -267,7 +326,10 @@ impl Checker {
 
     /// Culprits with their power.
     pub fn convicted(&self) -> Vec<(Address, u64)> {
-        self.evidence.keys().map(|a| (*a, self.power.get(a).copied().unwrap_or(0))).collect()
+        self.evidence
+            .keys()
+            .map(|a| (*a, self.power.get(a).copied().unwrap_or(0)))
+            .collect()
     }
 
     /// Forget votes of heights every honest node is long past (memory stays flat).

@@ -127,13 +127,21 @@ impl std::str::FromStr for VerifyMode {
 }
 
 fn ratio(s: &str) -> Result<Ratio, String> {
-    let (a, b) = s.split_once('/').ok_or_else(|| format!("`{s}`: expected NUM/DEN, e.g. 1/10"))?;
-    let p = |x: &str| x.trim().parse::<u32>().map_err(|_| format!("`{s}`: expected NUM/DEN with whole numbers"));
+    let (a, b) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected NUM/DEN, e.g. 1/10"))?;
+    let p = |x: &str| {
+        x.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("`{s}`: expected NUM/DEN with whole numbers"))
+    };
     Ok(Ratio(p(a)?, p(b)?))
 }
 
 fn node_at(s: &str) -> Result<(u32, u64), String> {
-    let (n, t) = s.split_once('@').ok_or_else(|| format!("`{s}`: expected NODE@MS, e.g. 2@1500"))?;
+    let (n, t) = s
+        .split_once('@')
+        .ok_or_else(|| format!("`{s}`: expected NODE@MS, e.g. 2@1500"))?;
     let n = n.parse().map_err(|_| format!("`{s}`: node must be a number"))?;
     let t = t.parse().map_err(|_| format!("`{s}`: time must be milliseconds"))?;
     Ok((n, t))
@@ -142,7 +150,9 @@ fn node_at(s: &str) -> Result<(u32, u64), String> {
 /// Loads a config or scenario file (TOML); errors name the file, line and field.
 pub fn load_config(path: &std::path::Path) -> Result<SimConfig, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    crate::scenario::parse(&text).map(|s| s.config).map_err(|e| format!("{}: {e}", path.display()))
+    crate::scenario::parse(&text)
+        .map(|s| s.config)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Builds the configuration from the flags.
@@ -160,33 +170,60 @@ pub fn build_config(a: &RunArgs) -> Result<SimConfig, String> {
         c.powers = a.powers.clone();
     }
     if let Some(b) = a.byzantine {
-        let behaviours = if a.behaviour.is_empty() { vec![Behaviour::Silent] } else { a.behaviour.clone() };
+        let behaviours = if a.behaviour.is_empty() {
+            vec![Behaviour::Silent]
+        } else {
+            a.behaviour.clone()
+        };
         c.byzantine = (0..b)
-            .map(|i| Byzantine { node: c.validators - 1 - i, behaviour: behaviours[i as usize % behaviours.len()] })
+            .map(|i| Byzantine {
+                node: c.validators - 1 - i,
+                behaviour: behaviours[i as usize % behaviours.len()],
+            })
             .collect();
     }
     if let Some(l) = &a.latency_ms {
         let (lo, hi) = l.split_once('-').unwrap_or((l, l));
-        let p = |x: &str| x.parse::<u64>().map_err(|_| format!("--latency-ms `{l}`: expected MIN-MAX milliseconds"));
-        c.network.latency = Latency::Uniform { min_ms: p(lo)?, max_ms: p(hi)? };
+        let p = |x: &str| {
+            x.parse::<u64>()
+                .map_err(|_| format!("--latency-ms `{l}`: expected MIN-MAX milliseconds"))
+        };
+        c.network.latency = Latency::Uniform {
+            min_ms: p(lo)?,
+            max_ms: p(hi)?,
+        };
     }
     if let Some(l) = &a.loss {
         c.network.loss = ratio(l)?;
     }
     if let Some(t) = a.partition_at_ms {
         let n = c.validators;
-        c.faults.push(Fault { at_ms: t, kind: FaultKind::Partition { groups: vec![(0..n / 2).collect(), (n / 2..n).collect()] } });
+        c.faults.push(Fault {
+            at_ms: t,
+            kind: FaultKind::Partition {
+                groups: vec![(0..n / 2).collect(), (n / 2..n).collect()],
+            },
+        });
     }
     if let Some(t) = a.heal_at_ms {
-        c.faults.push(Fault { at_ms: t, kind: FaultKind::Heal });
+        c.faults.push(Fault {
+            at_ms: t,
+            kind: FaultKind::Heal,
+        });
     }
     for s in &a.crash {
         let (node, at_ms) = node_at(s)?;
-        c.faults.push(Fault { at_ms, kind: FaultKind::Crash { node } });
+        c.faults.push(Fault {
+            at_ms,
+            kind: FaultKind::Crash { node },
+        });
     }
     for s in &a.restart {
         let (node, at_ms) = node_at(s)?;
-        c.faults.push(Fault { at_ms, kind: FaultKind::Restart { node } });
+        c.faults.push(Fault {
+            at_ms,
+            kind: FaultKind::Restart { node },
+        });
     }
     c.faults.sort_by_key(|f| f.at_ms);
     if let Some(h) = a.heights {
@@ -211,16 +248,29 @@ pub fn build_config(a: &RunArgs) -> Result<SimConfig, String> {
 pub fn print_report(r: &Report, wall_ms: u128) {
     println!("seed            {}", r.seed);
     println!("validators      {} (byzantine: {})", r.validators, fmt_byz(r));
-    println!("heights         {} decided by every honest node (highest {})", r.heights, r.max_height);
+    println!(
+        "heights         {} decided by every honest node (highest {})",
+        r.heights, r.max_height
+    );
     println!("rounds/height   {:.2}", r.mean_rounds);
     println!(
         "messages        {} sent, {} delivered, {} dropped, {} rejected",
         r.stats.sent, r.stats.delivered, r.stats.dropped, r.stats.rejected
     );
-    let ratio = if wall_ms > 0 { r.virtual_ms as f64 / wall_ms as f64 } else { f64::INFINITY };
-    println!("time            {} ms virtual, {wall_ms} ms wall ({ratio:.0}x)", r.virtual_ms);
+    let ratio = if wall_ms > 0 {
+        r.virtual_ms as f64 / wall_ms as f64
+    } else {
+        f64::INFINITY
+    };
+    println!(
+        "time            {} ms virtual, {wall_ms} ms wall ({ratio:.0}x)",
+        r.virtual_ms
+    );
     if r.violations.is_empty() {
-        println!("invariants      all held ({})", Invariant::ALL.map(|i| i.name()).join(", "));
+        println!(
+            "invariants      all held ({})",
+            Invariant::ALL.map(|i| i.name()).join(", ")
+        );
     } else {
         println!("invariants      BROKEN");
         for v in &r.violations {
@@ -238,7 +288,11 @@ fn fmt_byz(r: &Report) -> String {
     if r.byzantine.is_empty() {
         return "none".into();
     }
-    r.byzantine.iter().map(|(n, b)| format!("{n}:{b}")).collect::<Vec<_>>().join(", ")
+    r.byzantine
+        .iter()
+        .map(|(n, b)| format!("{n}:{b}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn run(args: SimArgs) -> i32 {
@@ -304,7 +358,11 @@ fn cmd_explore(a: &ExploreArgs) -> Result<i32, String> {
     let failing: Vec<&Report> = reports.iter().filter(|r| !r.ok()).collect();
     println!("\n{:<24} {:>8} {:>12}", "invariant", "broken", "first seed");
     for inv in Invariant::ALL {
-        let seeds: Vec<u64> = failing.iter().filter(|r| r.broken().contains(&inv)).map(|r| r.seed).collect();
+        let seeds: Vec<u64> = failing
+            .iter()
+            .filter(|r| r.broken().contains(&inv))
+            .map(|r| r.seed)
+            .collect();
         let first = seeds.first().map(|s| s.to_string()).unwrap_or("-".into());
         println!("{:<24} {:>8} {:>12}", inv.name(), seeds.len(), first);
     }
@@ -319,7 +377,12 @@ fn cmd_explore(a: &ExploreArgs) -> Result<i32, String> {
     );
     for r in &failing {
         let names: Vec<&str> = r.broken().iter().map(|i| i.name()).collect();
-        println!("FAIL seed {} ({}): {}", r.seed, names.join(", "), opts.replay_command(r.seed));
+        println!(
+            "FAIL seed {} ({}): {}",
+            r.seed,
+            names.join(", "),
+            opts.replay_command(r.seed)
+        );
     }
     if let (Some(first), false) = (failing.first(), a.no_shrink) {
         let inv = *first.broken().iter().next().expect("a failing report has a violation");
@@ -334,7 +397,11 @@ fn cmd_explore(a: &ExploreArgs) -> Result<i32, String> {
             small.byzantine.len(),
             small.heights,
             inv.name(),
-            if opts.planted.is_some() { " (with --features tendr-sim/planted-bugs)" } else { "" }
+            if opts.planted.is_some() {
+                " (with --features tendr-sim/planted-bugs)"
+            } else {
+                ""
+            }
         );
         let _ = rep;
     }

@@ -23,12 +23,24 @@ impl Default for Ratio {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Latency {
-    Fixed { ms: u64 },
-    Uniform { min_ms: u64, max_ms: u64 },
+    Fixed {
+        ms: u64,
+    },
+    Uniform {
+        min_ms: u64,
+        max_ms: u64,
+    },
     /// Mean plus a symmetric jitter drawn as the average of four uniforms (close to normal).
-    Normal { mean_ms: u64, jitter_ms: u64 },
+    Normal {
+        mean_ms: u64,
+        jitter_ms: u64,
+    },
     /// Usually `base_ms` (+ up to 20% jitter); with probability `tail`, up to `tail_ms` more.
-    LongTail { base_ms: u64, tail_ms: u64, tail: Ratio },
+    LongTail {
+        base_ms: u64,
+        tail_ms: u64,
+        tail: Ratio,
+    },
 }
 
 impl Default for Latency {
@@ -117,7 +129,10 @@ impl Behaviour {
         Behaviour::Twin,
     ];
     pub fn name(&self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 }
 
@@ -142,20 +157,41 @@ pub struct Byzantine {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FaultKind {
     /// Only nodes in the same group hear each other (nodes in no group are isolated).
-    Partition { groups: Vec<Vec<u32>> },
+    Partition {
+        groups: Vec<Vec<u32>>,
+    },
     /// Messages from `from` to `to` are dropped; the other direction works.
-    OneWay { from: Vec<u32>, to: Vec<u32> },
-    Isolate { node: u32 },
+    OneWay {
+        from: Vec<u32>,
+        to: Vec<u32>,
+    },
+    Isolate {
+        node: u32,
+    },
     /// Removes every partition.
     Heal,
-    Crash { node: u32 },
-    Restart { node: u32 },
+    Crash {
+        node: u32,
+    },
+    Restart {
+        node: u32,
+    },
     /// The node's clock reads `skew_ms` off and runs `drift_ppm` parts per million fast/slow.
-    Clock { node: u32, skew_ms: i64, drift_ppm: i64 },
+    Clock {
+        node: u32,
+        skew_ms: i64,
+        drift_ppm: i64,
+    },
     /// Every message to and timer of the node is delayed by `delay_ms` (0 ends it).
-    Slow { node: u32, delay_ms: u64 },
+    Slow {
+        node: u32,
+        delay_ms: u64,
+    },
     /// Validators holding more than 2/3 of the power approve setting `node`'s power (0 removes).
-    SetPower { node: u32, power: u64 },
+    SetPower {
+        node: u32,
+        power: u64,
+    },
 }
 
 /// A fault at a virtual time. (Unknown fields are caught by `FaultKind`; serde cannot deny
@@ -313,14 +349,22 @@ impl SimConfig {
             return Err(format!("`validators` = {}: must be 1-1000", self.validators));
         }
         if !self.powers.is_empty() && self.powers.len() != self.validators as usize {
-            return Err(format!("`powers` has {} entries for {} validators", self.powers.len(), self.validators));
+            return Err(format!(
+                "`powers` has {} entries for {} validators",
+                self.powers.len(),
+                self.validators
+            ));
         }
         if self.powers.contains(&0) {
             return Err("`powers`: every validator needs power >= 1 (use `spares` for non-validators)".into());
         }
         for b in &self.byzantine {
             if b.node >= self.validators {
-                return Err(format!("`byzantine`: node {} is not a validator (0-{})", b.node, self.validators - 1));
+                return Err(format!(
+                    "`byzantine`: node {} is not a validator (0-{})",
+                    b.node,
+                    self.validators - 1
+                ));
             }
             if self.verify == VerifyMode::Trusted && b.behaviour == Behaviour::BadSignatures {
                 return Err("`verify = trusted` cannot be combined with the bad-signatures behaviour".into());
@@ -353,7 +397,10 @@ impl SimConfig {
         }
         for r in [self.network.loss, self.network.duplicate, self.network.reorder] {
             if r.1 == 0 || r.0 > r.1 {
-                return Err(format!("probability [{}, {}] is not a ratio num/den with 0 <= num <= den, den > 0", r.0, r.1));
+                return Err(format!(
+                    "probability [{}, {}] is not a ratio num/den with 0 <= num <= den, den > 0",
+                    r.0, r.1
+                ));
             }
         }
         Ok(())
@@ -384,9 +431,19 @@ impl SimConfig {
             }
         }
         c.network.latency = match rng.below(3) {
-            0 => Latency::Uniform { min_ms: 2, max_ms: rng.range(5, 60) },
-            1 => Latency::Normal { mean_ms: rng.range(10, 50), jitter_ms: rng.range(1, 20) },
-            _ => Latency::LongTail { base_ms: rng.range(5, 30), tail_ms: rng.range(100, 800), tail: Ratio(1, 20) },
+            0 => Latency::Uniform {
+                min_ms: 2,
+                max_ms: rng.range(5, 60),
+            },
+            1 => Latency::Normal {
+                mean_ms: rng.range(10, 50),
+                jitter_ms: rng.range(1, 20),
+            },
+            _ => Latency::LongTail {
+                base_ms: rng.range(5, 30),
+                tail_ms: rng.range(100, 800),
+                tail: Ratio(1, 20),
+            },
         };
         c.network.loss = Ratio(rng.range(0, 10) as u32, 100);
         c.network.duplicate = Ratio(rng.range(0, 5) as u32, 100);
@@ -397,13 +454,23 @@ impl SimConfig {
             let kind = match rng.below(5) {
                 0 => {
                     let cut = rng.range(1, n as u64 - 1) as u32;
-                    FaultKind::Partition { groups: vec![(0..cut).collect(), (cut..n).collect()] }
+                    FaultKind::Partition {
+                        groups: vec![(0..cut).collect(), (cut..n).collect()],
+                    }
                 }
-                1 => FaultKind::Isolate { node: rng.below(n as u64) as u32 },
-                2 => FaultKind::OneWay { from: vec![rng.below(n as u64) as u32], to: (0..n).collect() },
+                1 => FaultKind::Isolate {
+                    node: rng.below(n as u64) as u32,
+                },
+                2 => FaultKind::OneWay {
+                    from: vec![rng.below(n as u64) as u32],
+                    to: (0..n).collect(),
+                },
                 3 => {
                     let node = rng.below(n as u64) as u32;
-                    c.faults.push(Fault { at_ms: t, kind: FaultKind::Crash { node } });
+                    c.faults.push(Fault {
+                        at_ms: t,
+                        kind: FaultKind::Crash { node },
+                    });
                     t += rng.range(100, 3000);
                     FaultKind::Restart { node }
                 }
@@ -417,7 +484,10 @@ impl SimConfig {
         }
         if !c.faults.is_empty() {
             t += rng.range(500, 4000);
-            c.faults.push(Fault { at_ms: t, kind: FaultKind::Heal });
+            c.faults.push(Fault {
+                at_ms: t,
+                kind: FaultKind::Heal,
+            });
         }
         c
     }
@@ -430,8 +500,9 @@ mod tests {
     #[test]
     fn seed_describes_its_run() {
         assert_eq!(SimConfig::from_seed(5, None), SimConfig::from_seed(5, None));
-        let distinct: std::collections::BTreeSet<String> =
-            (0..20).map(|s| format!("{:?}", SimConfig::from_seed(s, None))).collect();
+        let distinct: std::collections::BTreeSet<String> = (0..20)
+            .map(|s| format!("{:?}", SimConfig::from_seed(s, None)))
+            .collect();
         assert!(distinct.len() > 15);
         for s in 0..200 {
             let c = SimConfig::from_seed(s, None);

@@ -42,7 +42,10 @@ impl ExploreOpts {
             cmd += &format!(" --heights {h}");
         }
         if let Some(p) = &self.planted {
-            cmd = format!("cargo run --release --features tendr-sim/planted-bugs -- {} --planted {p}", &cmd["tendr ".len()..]);
+            cmd = format!(
+                "cargo run --release --features tendr-sim/planted-bugs -- {} --planted {p}",
+                &cmd["tendr ".len()..]
+            );
         }
         cmd
     }
@@ -158,7 +161,11 @@ pub fn shrink(cfg: &SimConfig, invariant: Invariant, budget: usize) -> (SimConfi
                 candidates.push(c);
             }
         }
-        let first = best_report.violations.iter().find(|v| v.invariant == invariant).map(|v| v.at_ms);
+        let first = best_report
+            .violations
+            .iter()
+            .find(|v| v.invariant == invariant)
+            .map(|v| v.at_ms);
         if let Some(t) = first {
             if t + 1_000 < best.max_time_ms && invariant != Invariant::Liveness {
                 let mut c = best.clone();

@@ -28,7 +28,10 @@ fn vote_code(t: VoteType) -> u8 {
 
 impl Trace {
     pub fn new() -> Self {
-        Trace { hasher: Sha256::new(), writer: None }
+        Trace {
+            hasher: Sha256::new(),
+            writer: None,
+        }
     }
     pub fn set_writer(&mut self, w: Box<dyn Write>) {
         self.writer = Some(std::io::BufWriter::new(w));
@@ -53,32 +56,39 @@ impl Trace {
         h.update((from as u32).to_be_bytes());
         h.update((to as u32).to_be_bytes());
         let (kind, height, round, value) = match p {
-            Payload::Msg(Message::Vote(v)) => {
-                h.update([vote_code(v.vote_type)]);
-                h.update(v.height.0.to_be_bytes());
-                h.update(v.round.0.to_be_bytes());
-                h.update(v.validator.0);
-                h.update(v.block_id.map(|b| b.0).unwrap_or([0; 32]));
-                (v.vote_type_name(), v.height.0, v.round.0, v.block_id.map(|b| b.to_hex()))
-            }
-            Payload::Msg(Message::Proposal(pr)) => {
-                h.update([3u8]);
-                h.update(pr.height.0.to_be_bytes());
-                h.update(pr.round.0.to_be_bytes());
-                h.update(pr.block.header.txs_hash.0);
-                h.update(pr.block.header.time.0.to_be_bytes());
-                ("proposal", pr.height.0, pr.round.0, None)
-            }
-            Payload::Msg(m) => {
-                h.update(m.kind().as_bytes());
-                h.update(m.height().map(|x| x.0).unwrap_or(0).to_be_bytes());
-                (m.kind(), m.height().map(|x| x.0).unwrap_or(0), 0, None)
-            }
             Payload::Bytes(b) => {
                 h.update([9u8]);
                 h.update((b.len() as u64).to_be_bytes());
                 ("bytes", 0, 0, None)
             }
+            Payload::Msg(m) => match m.as_ref() {
+                Message::Vote(v) => {
+                    h.update([vote_code(v.vote_type)]);
+                    h.update(v.height.0.to_be_bytes());
+                    h.update(v.round.0.to_be_bytes());
+                    h.update(v.validator.0);
+                    h.update(v.block_id.map(|b| b.0).unwrap_or([0; 32]));
+                    (
+                        v.vote_type_name(),
+                        v.height.0,
+                        v.round.0,
+                        v.block_id.map(|b| b.to_hex()),
+                    )
+                }
+                Message::Proposal(pr) => {
+                    h.update([3u8]);
+                    h.update(pr.height.0.to_be_bytes());
+                    h.update(pr.round.0.to_be_bytes());
+                    h.update(pr.block.header.txs_hash.0);
+                    h.update(pr.block.header.time.0.to_be_bytes());
+                    ("proposal", pr.height.0, pr.round.0, None)
+                }
+                m => {
+                    h.update(m.kind().as_bytes());
+                    h.update(m.height().map(|x| x.0).unwrap_or(0).to_be_bytes());
+                    (m.kind(), m.height().map(|x| x.0).unwrap_or(0), 0, None)
+                }
+            },
         };
         if self.writer.is_some() {
             self.line(serde_json::json!({"t": t, "ev": "deliver", "from": from, "to": to, "kind": kind, "h": height, "r": round, "value": value}));

@@ -98,7 +98,14 @@ impl Storage for SimStore {
         Ok(())
     }
     fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
-        Ok(self.inner.borrow().wal.iter().filter(|e| e.height() == h).cloned().collect())
+        Ok(self
+            .inner
+            .borrow()
+            .wal
+            .iter()
+            .filter(|e| e.height() == h)
+            .cloned()
+            .collect())
     }
     fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
         let mut s = self.inner.borrow_mut();
@@ -111,14 +118,22 @@ impl Storage for SimStore {
         Ok(self.inner.borrow().blocks.get(&h.0).cloned())
     }
     fn last_height(&self) -> Result<Height, StorageError> {
-        Ok(Height(self.inner.borrow().blocks.keys().next_back().copied().unwrap_or(0)))
+        Ok(Height(
+            self.inner.borrow().blocks.keys().next_back().copied().unwrap_or(0),
+        ))
     }
 }
 
 /// One verification cache for the whole run (`VerifyMode::Cached`).
 pub struct SharedVerifier(pub Arc<Mutex<CachingVerifier>>);
 impl SignatureVerifier for SharedVerifier {
-    fn verify(&mut self, pk: &PublicKey, key: &k256::ecdsa::VerifyingKey, msg: &[u8], sig: &Signature) -> Result<(), CryptoError> {
+    fn verify(
+        &mut self,
+        pk: &PublicKey,
+        key: &k256::ecdsa::VerifyingKey,
+        msg: &[u8],
+        sig: &Signature,
+    ) -> Result<(), CryptoError> {
         self.0.lock().expect("single-threaded run").verify(pk, key, msg, sig)
     }
 }
@@ -126,7 +141,13 @@ impl SignatureVerifier for SharedVerifier {
 /// `VerifyMode::Trusted`: accepts every signature. Simulator only, clearly labelled.
 pub struct TrustedVerifier;
 impl SignatureVerifier for TrustedVerifier {
-    fn verify(&mut self, _: &PublicKey, _: &k256::ecdsa::VerifyingKey, _: &[u8], _: &Signature) -> Result<(), CryptoError> {
+    fn verify(
+        &mut self,
+        _: &PublicKey,
+        _: &k256::ecdsa::VerifyingKey,
+        _: &[u8],
+        _: &Signature,
+    ) -> Result<(), CryptoError> {
         Ok(())
     }
 }
@@ -152,8 +173,15 @@ pub(crate) struct Slot {
 
 #[derive(Debug, Clone)]
 pub enum Payload {
-    Msg(Message),
+    /// Shared by every destination of one send.
+    Msg(Rc<Message>),
     Bytes(Rc<Vec<u8>>),
+}
+
+impl Payload {
+    pub fn msg(m: Message) -> Payload {
+        Payload::Msg(Rc::new(m))
+    }
 }
 
 #[derive(Debug)]
@@ -245,12 +273,20 @@ impl World {
         cfg.validate()?;
         let n_keys = (cfg.validators + cfg.spares) as usize;
         let keys: Vec<PrivateKey> = (0..n_keys).map(validator_key).collect();
-        let members: Vec<(PublicKey, VotingPower)> =
-            (0..cfg.validators).map(|i| (keys[i as usize].public_key(), VotingPower(cfg.power(i)))).collect();
+        let members: Vec<(PublicKey, VotingPower)> = (0..cfg.validators)
+            .map(|i| (keys[i as usize].public_key(), VotingPower(cfg.power(i))))
+            .collect();
         let vs = ValidatorSet::new(members).map_err(|e| e.to_string())?;
         let genesis = ChainState::genesis(CHAIN_ID, vs, KvApp::new(CHAIN_ID).initial_app_hash(), TimeMs(0));
-        let checker_members: Vec<(PublicKey, u64, bool)> =
-            (0..n_keys).map(|i| (keys[i].public_key(), cfg.power(i as u32), cfg.behaviour(i as u32).is_none())).collect();
+        let checker_members: Vec<(PublicKey, u64, bool)> = (0..n_keys)
+            .map(|i| {
+                (
+                    keys[i].public_key(),
+                    cfg.power(i as u32),
+                    cfg.behaviour(i as u32).is_none(),
+                )
+            })
+            .collect();
         let now = Rc::new(Cell::new(0));
         let seed = cfg.seed;
         let mut w = World {
@@ -296,7 +332,10 @@ impl World {
 
     fn add_slot(&mut self, key: usize, byz: Option<Behaviour>, side: Option<u8>) {
         let out = Rc::new(RefCell::new(Outbox::default()));
-        let store = SimStore { inner: Rc::new(RefCell::new(StoreInner::default())), out: out.clone() };
+        let store = SimStore {
+            inner: Rc::new(RefCell::new(StoreInner::default())),
+            out: out.clone(),
+        };
         self.slots.push(Slot {
             key,
             node: None,
@@ -328,13 +367,21 @@ impl World {
         let mut ecfg = EngineConfig::new(CHAIN_ID, self.cfg.timeouts.clone());
         #[cfg(feature = "planted-bugs")]
         if s.byz.is_none() {
-            ecfg.planted = self.cfg.planted.as_deref().map(|p| p.parse().expect("validated planted bug"));
+            ecfg.planted = self
+                .cfg
+                .planted
+                .as_deref()
+                .map(|p| p.parse().expect("validated planted bug"));
         }
         Node::new(
             ecfg,
             Some(self.keys[s.key].clone()),
             self.genesis.clone(),
-            SimClock { now: self.now.clone(), local: s.local.clone(), out: s.out.clone() },
+            SimClock {
+                now: self.now.clone(),
+                local: s.local.clone(),
+                out: s.out.clone(),
+            },
             SimNet { out: s.out.clone() },
             s.store.clone(),
             KvApp::new(CHAIN_ID),
@@ -354,10 +401,14 @@ impl World {
 
     /// Each running node's engine state, one line per slot.
     pub fn summaries(&self) -> Vec<String> {
-        self.slots.iter().enumerate().map(|(i, s)| match &s.node {
-            Some(n) => format!("{i}: {}", n.engine().summary()),
-            None => format!("{i}: down"),
-        }).collect()
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match &s.node {
+                Some(n) => format!("{i}: {}", n.engine().summary()),
+                None => format!("{i}: down"),
+            })
+            .collect()
     }
 
     /// Runs until virtual time `t` (for tests and debugging).
@@ -371,7 +422,9 @@ impl World {
             if at > t {
                 break;
             }
-            let Some(((at, _), ev)) = self.queue.pop_first() else { break };
+            let Some(((at, _), ev)) = self.queue.pop_first() else {
+                break;
+            };
             self.now.set(at);
             self.stats.events += 1;
             self.step(ev);
@@ -384,7 +437,9 @@ impl World {
             self.start_slot(i);
         }
         while !self.stop {
-            let Some(((t, _), ev)) = self.queue.pop_first() else { break };
+            let Some(((t, _), ev)) = self.queue.pop_first() else {
+                break;
+            };
             if t > self.cfg.max_time_ms {
                 break;
             }
@@ -410,13 +465,13 @@ impl World {
                 }
                 self.stats.delivered += 1;
                 let from_peer = self.keys[self.slots[from].key].address();
-                if let Payload::Msg(Message::Proposal(p)) = &payload {
-                    if self.slots[to].byz.is_some() {
+                if let (Payload::Msg(m), true) = (&payload, self.slots[to].byz.is_some()) {
+                    if let Message::Proposal(p) = m.as_ref() {
                         self.adversary.saw_proposal(p);
                     }
                 }
                 let r = match payload {
-                    Payload::Msg(m) => self.call(to, |n| n.on_message(from_peer, m)),
+                    Payload::Msg(m) => self.call(to, |n| n.on_message(from_peer, Rc::unwrap_or_clone(m))),
                     Payload::Bytes(b) => self.call(to, |n| n.on_bytes(from_peer, &b)),
                 };
                 if r.is_err() {
@@ -436,7 +491,9 @@ impl World {
 
     /// Calls a node and carries its outbox out onto the simulated network.
     fn call(&mut self, slot: usize, f: impl FnOnce(&mut SimNode) -> Result<(), NodeError>) -> Result<(), NodeError> {
-        let Some(node) = self.slots[slot].node.as_mut() else { return Ok(()) };
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
         let r = f(node);
         if let Err(e @ (NodeError::Storage(_) | NodeError::CorruptStore(..))) = &r {
             panic!("simulated storage cannot fail, yet: {e}");
@@ -477,7 +534,7 @@ impl World {
             .filter(|&j| to.is_none_or(|p| self.keys[self.slots[j].key].address() == p))
             .collect();
         let sends = match self.slots[slot].byz {
-            None => vec![(Payload::Msg(msg), dests)],
+            None => vec![(Payload::msg(msg), dests)],
             Some(b) => {
                 let key = self.keys[self.slots[slot].key].clone();
                 let halves = self.halves();
@@ -525,7 +582,7 @@ impl World {
             lat += self.net_rng.range(0, 5 * lat);
         }
         let mut at = self.now() + lat + self.slots[to].slow_ms;
-        if net.bandwidth_bytes_per_ms > 0 {
+        if let Some(per_ms) = std::num::NonZeroU64::new(net.bandwidth_bytes_per_ms) {
             let size = match &payload {
                 Payload::Msg(m) => tendr_core::codec::encode_message(m).len() as u64,
                 Payload::Bytes(b) => b.len() as u64,
@@ -533,12 +590,19 @@ impl World {
             let now = self.now();
             let free = self.link_free_at.entry((from, to)).or_insert(0);
             let start = (*free).max(now);
-            *free = start + size / net.bandwidth_bytes_per_ms;
+            *free = start + size / per_ms;
             at = at.max(*free + lat);
         }
         if self.net_rng.chance(net.duplicate.0, net.duplicate.1) {
             let again = at + net.latency.sample(&mut self.net_rng);
-            self.push(again, Ev::Deliver { to, from, payload: payload.clone() });
+            self.push(
+                again,
+                Ev::Deliver {
+                    to,
+                    from,
+                    payload: payload.clone(),
+                },
+            );
         }
         self.push(at, Ev::Deliver { to, from, payload });
     }
@@ -546,7 +610,9 @@ impl World {
     /// Reads what the node decided and reports it to the checker.
     fn observe(&mut self, slot: usize) {
         let now = self.now();
-        let Some(node) = self.slots[slot].node.as_mut() else { return };
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return;
+        };
         let events = node.drain_events();
         let engine_height = node.engine().height().0;
         let last_vs = node.engine().chain().last_validators.clone();
@@ -588,7 +654,9 @@ impl World {
 
     /// An amnesiac forgets its lock and votes whenever its round moves within a height.
     fn amnesia(&mut self, slot: usize) {
-        let Some(node) = self.slots[slot].node.as_ref() else { return };
+        let Some(node) = self.slots[slot].node.as_ref() else {
+            return;
+        };
         let hr = (node.engine().height().0, node.engine().round().0);
         let prev = self.slots[slot].amnesia_at;
         self.slots[slot].amnesia_at = hr;
@@ -600,7 +668,9 @@ impl World {
     }
 
     fn honest_running(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().filter(|s| s.byz.is_none() && s.node.is_some() && (s.key as u32) < self.cfg.validators)
+        self.slots
+            .iter()
+            .filter(|s| s.byz.is_none() && s.node.is_some() && (s.key as u32) < self.cfg.validators)
     }
 
     fn check_done(&mut self) {
@@ -621,7 +691,9 @@ impl World {
         let f = self.cfg.faults[i].clone();
         self.trace.fault(self.now(), &f);
         let slots_of = |w: &World, node: u32| -> Vec<usize> {
-            (0..w.slots.len()).filter(|&s| w.slots[s].key == node as usize).collect()
+            (0..w.slots.len())
+                .filter(|&s| w.slots[s].key == node as usize)
+                .collect()
         };
         let all: Vec<usize> = (0..(self.cfg.validators + self.cfg.spares) as usize).collect();
         match f.kind {
@@ -666,7 +738,11 @@ impl World {
                     }
                 }
             }
-            FaultKind::Clock { node, skew_ms, drift_ppm } => {
+            FaultKind::Clock {
+                node,
+                skew_ms,
+                drift_ppm,
+            } => {
                 for s in slots_of(self, node) {
                     self.slots[s].local.set(LocalTime { skew_ms, drift_ppm });
                 }
@@ -696,7 +772,9 @@ impl World {
 
     fn submit_workload_tx(&mut self) {
         let w = self.cfg.workload.clone();
-        let honest: Vec<usize> = (0..self.slots.len()).filter(|&s| self.slots[s].byz.is_none() && self.slots[s].node.is_some()).collect();
+        let honest: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| self.slots[s].byz.is_none() && self.slots[s].node.is_some())
+            .collect();
         if !honest.is_empty() {
             let s = *self.tx_rng.pick(&honest);
             self.tx_count += 1;
@@ -707,7 +785,11 @@ impl World {
             let _ = self.call(s, |n| n.submit_tx(tx).map(|_| ()));
         }
         let gap = (1000 / w.txs_per_sec.max(1) as u64).max(1);
-        let per_tick = if w.txs_per_sec > 1000 { w.txs_per_sec as u64 / 1000 } else { 1 };
+        let per_tick = if w.txs_per_sec > 1000 {
+            w.txs_per_sec as u64 / 1000
+        } else {
+            1
+        };
         for _ in 1..per_tick {
             self.tx_count += 1;
             let s = *self.tx_rng.pick(&honest);
@@ -737,7 +819,10 @@ impl World {
                 self.checker.violate(
                     Invariant::Liveness,
                     now,
-                    format!("no decision within {bound} ms after the last fault at {faults_end} ms: {}", late.join(", ")),
+                    format!(
+                        "no decision within {bound} ms after the last fault at {faults_end} ms: {}",
+                        late.join(", ")
+                    ),
                 );
             }
         }
@@ -751,7 +836,12 @@ impl World {
         Report {
             seed: self.cfg.seed,
             validators: self.cfg.validators,
-            byzantine: self.cfg.byzantine.iter().map(|b| (b.node, b.behaviour.name())).collect(),
+            byzantine: self
+                .cfg
+                .byzantine
+                .iter()
+                .map(|b| (b.node, b.behaviour.name()))
+                .collect(),
             within_assumption: self.cfg.within_assumption(),
             heights,
             max_height,
@@ -759,7 +849,12 @@ impl World {
             virtual_ms: now,
             stats: self.stats,
             violations: self.checker.violations.clone(),
-            convicted: self.checker.convicted().into_iter().map(|(a, p)| (a.to_string(), p)).collect(),
+            convicted: self
+                .checker
+                .convicted()
+                .into_iter()
+                .map(|(a, p)| (a.to_string(), p))
+                .collect(),
             fork_heights: self.checker.fork_heights.iter().copied().collect(),
             trace_hash: self.trace.hash_hex(),
             decisions: self.decisions,

@@ -12,8 +12,14 @@ fn more_than_a_third_equivocating_forks_and_is_convicted() {
         let mut c = SimConfig::new(4);
         c.seed = seed;
         c.byzantine = vec![
-            Byzantine { node: 2, behaviour: Behaviour::Equivocate },
-            Byzantine { node: 3, behaviour: Behaviour::Equivocate },
+            Byzantine {
+                node: 2,
+                behaviour: Behaviour::Equivocate,
+            },
+            Byzantine {
+                node: 3,
+                behaviour: Behaviour::Equivocate,
+            },
         ];
         c.heights = 10;
         c.max_time_ms = 60_000;
@@ -27,7 +33,11 @@ fn more_than_a_third_equivocating_forks_and_is_convicted() {
     let r = found.expect("2 of 4 equivocating validators fork the chain within 20 seeds");
     let broken = r.broken();
     assert!(broken.contains(&Invariant::Agreement));
-    assert!(!broken.contains(&Invariant::Accountability), "culprits must be convicted: {:?}", r.violations);
+    assert!(
+        !broken.contains(&Invariant::Accountability),
+        "culprits must be convicted: {:?}",
+        r.violations
+    );
     let convicted: u64 = r.convicted.iter().map(|(_, p)| p).sum();
     assert!(3 * convicted > 4, "convicted power {convicted} of 4");
     let culprits: Vec<&str> = r.convicted.iter().map(|(a, _)| a.as_str()).collect();
@@ -42,7 +52,10 @@ fn within_the_assumption_the_same_attack_does_not_fork() {
     for seed in 0..5 {
         let mut c = SimConfig::new(4);
         c.seed = seed;
-        c.byzantine = vec![Byzantine { node: 3, behaviour: Behaviour::Equivocate }];
+        c.byzantine = vec![Byzantine {
+            node: 3,
+            behaviour: Behaviour::Equivocate,
+        }];
         c.heights = 10;
         let r = run(c).unwrap();
         assert!(r.ok(), "seed {seed}: {:?}", r.violations);

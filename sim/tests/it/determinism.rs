@@ -33,14 +33,27 @@ fn same_seed_same_trace_hash_across_processes() {
     let exe = std::env::current_exe().unwrap();
     let other = |seed: u64| -> String {
         let out = std::process::Command::new(&exe)
-            .args(["--ignored", "--exact", "determinism::print_hash", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "determinism::print_hash",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("TENDR_HASH_SEED", seed.to_string())
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.lines().find_map(|l| l.split("HASH=").nth(1)).unwrap_or_else(|| panic!("no hash in: {text}")).to_string()
+        text.lines()
+            .find_map(|l| l.split("HASH=").nth(1))
+            .unwrap_or_else(|| panic!("no hash in: {text}"))
+            .to_string()
     };
     for seed in [5, 17] {
-        assert_eq!(other(seed), hash(seed), "seed {seed}: another process computed another trace");
+        assert_eq!(
+            other(seed),
+            hash(seed),
+            "seed {seed}: another process computed another trace"
+        );
     }
 }

@@ -5,11 +5,21 @@ use tendr_sim::explore::{first_failure, ExploreOpts};
 use tendr_sim::{run, Invariant};
 
 fn catches(bug: &str, expected: &[Invariant]) {
-    let opts = ExploreOpts { seeds: 1000, start_seed: 0, jobs: 2, planted: Some(bug.into()), ..Default::default() };
+    let opts = ExploreOpts {
+        seeds: 1000,
+        start_seed: 0,
+        jobs: 2,
+        planted: Some(bug.into()),
+        ..Default::default()
+    };
     let r = first_failure(&opts).unwrap_or_else(|| panic!("planted bug {bug} not caught in 1000 seeds"));
     let cmd = opts.replay_command(r.seed);
     println!("{bug}: seed {} breaks {:?}; replay: {cmd}", r.seed, r.broken());
-    assert!(expected.iter().any(|i| r.broken().contains(i)), "{bug} broke {:?}, expected one of {expected:?}", r.broken());
+    assert!(
+        expected.iter().any(|i| r.broken().contains(i)),
+        "{bug} broke {:?}, expected one of {expected:?}",
+        r.broken()
+    );
     assert!(cmd.contains(&format!("--seed {}", r.seed)) && cmd.contains(bug));
     let again = run(opts.config(r.seed)).unwrap();
     assert_eq!(again.trace_hash, r.trace_hash, "the replay is the same run");
@@ -22,7 +32,10 @@ fn ignoring_the_lock_breaks_agreement() {
 
 #[test]
 fn deciding_on_prevotes_breaks_commit_integrity() {
-    catches("decide-on-prevotes", &[Invariant::CommitIntegrity, Invariant::Agreement]);
+    catches(
+        "decide-on-prevotes",
+        &[Invariant::CommitIntegrity, Invariant::Agreement],
+    );
 }
 
 #[test]

@@ -5,7 +5,13 @@
 use tendr_sim::explore::{explore, ExploreOpts};
 
 fn sweep(validators: u32, seeds: u64, start_seed: u64) {
-    let opts = ExploreOpts { seeds, start_seed, jobs: 2, validators: Some(validators), ..Default::default() };
+    let opts = ExploreOpts {
+        seeds,
+        start_seed,
+        jobs: 2,
+        validators: Some(validators),
+        ..Default::default()
+    };
     let reports = explore(&opts, &|_, _| {});
     assert_eq!(reports.len() as u64, seeds);
     let failing: Vec<String> = reports
