@@ -49,7 +49,20 @@ impl Trace {
         }
     }
 
-    pub fn deliver(&mut self, t: u64, from: usize, to: usize, p: &Payload) {
+    /// The first line of a JSON trace: one entry per node slot (its validator key index and
+    /// Byzantine behaviour, if any). Not part of the hash.
+    pub fn start(&mut self, nodes: &[(usize, Option<String>)]) {
+        if self.writer.is_some() {
+            let nodes: Vec<serde_json::Value> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (k, b))| serde_json::json!({"node": i, "validator": k, "byzantine": b}))
+                .collect();
+            self.line(serde_json::json!({"t": 0, "ev": "start", "nodes": nodes}));
+        }
+    }
+
+    pub fn deliver(&mut self, t: u64, sent: u64, from: usize, to: usize, p: &Payload) {
         let h = &mut self.hasher;
         h.update([1u8]);
         h.update(t.to_be_bytes());
@@ -91,7 +104,7 @@ impl Trace {
             },
         };
         if self.writer.is_some() {
-            self.line(serde_json::json!({"t": t, "ev": "deliver", "from": from, "to": to, "kind": kind, "h": height, "r": round, "value": value}));
+            self.line(serde_json::json!({"t": t, "sent": sent, "ev": "deliver", "from": from, "to": to, "kind": kind, "h": height, "r": round, "value": value}));
         }
     }
 

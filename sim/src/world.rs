@@ -186,8 +186,17 @@ impl Payload {
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { to: usize, from: usize, payload: Payload },
-    Timer { slot: usize, inc: u32, t: Timeout },
+    Deliver {
+        to: usize,
+        from: usize,
+        sent: u64,
+        payload: Payload,
+    },
+    Timer {
+        slot: usize,
+        inc: u32,
+        t: Timeout,
+    },
     Fault(usize),
     Tx,
 }
@@ -433,6 +442,8 @@ impl World {
 
     /// Runs to the end and reports.
     pub fn run(mut self) -> Report {
+        let nodes: Vec<(usize, Option<String>)> = self.slots.iter().map(|s| (s.key, s.byz.map(|b| b.name()))).collect();
+        self.trace.start(&nodes);
         for i in 0..self.slots.len() {
             self.start_slot(i);
         }
@@ -458,8 +469,13 @@ impl World {
 
     fn step(&mut self, ev: Ev) {
         match ev {
-            Ev::Deliver { to, from, payload } => {
-                self.trace.deliver(self.now(), from, to, &payload);
+            Ev::Deliver {
+                to,
+                from,
+                sent,
+                payload,
+            } => {
+                self.trace.deliver(self.now(), sent, from, to, &payload);
                 if self.slots[to].node.is_none() {
                     return;
                 }
@@ -600,11 +616,21 @@ impl World {
                 Ev::Deliver {
                     to,
                     from,
+                    sent: self.now(),
                     payload: payload.clone(),
                 },
             );
         }
-        self.push(at, Ev::Deliver { to, from, payload });
+        let sent = self.now();
+        self.push(
+            at,
+            Ev::Deliver {
+                to,
+                from,
+                sent,
+                payload,
+            },
+        );
     }
 
     /// Reads what the node decided and reports it to the checker.
