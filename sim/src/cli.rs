@@ -24,12 +24,26 @@ pub enum SimCommand {
     Explore(ExploreArgs),
     /// Re-run one seed, optionally writing its trace as JSON lines.
     Replay(ReplayArgs),
+    /// Run every scenario of a directory over its seeds; compare with the expected outcomes.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Directory of scenario files.
+    #[arg(default_value = "scenarios")]
+    pub dir: std::path::PathBuf,
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
 }
 
 /// How to build the run's configuration (flags override the file or the seed's draw).
 #[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {
-    /// A scenario or config file (TOML).
+    /// A scenario file (TOML), e.g. scenarios/split-vote.toml.
+    #[arg(value_name = "SCENARIO")]
+    pub scenario: Option<std::path::PathBuf>,
+    /// A scenario or config file (TOML); same as the positional SCENARIO.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
     /// Draw validators, adversaries, network and faults from the seed.
@@ -149,20 +163,23 @@ fn node_at(s: &str) -> Result<(u32, u64), String> {
 
 /// Loads a config or scenario file (TOML); errors name the file, line and field.
 pub fn load_config(path: &std::path::Path) -> Result<SimConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    crate::scenario::parse(&text)
-        .map(|s| s.config)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    crate::scenario::load(path).map(|s| s.config)
 }
 
 /// Builds the configuration from the flags.
 pub fn build_config(a: &RunArgs) -> Result<SimConfig, String> {
-    let mut c = match (&a.config, a.random) {
+    let file = a.scenario.as_ref().or(a.config.as_ref());
+    let mut c = match (file, a.random) {
         (Some(p), _) => load_config(p)?,
         (None, true) => SimConfig::from_seed(a.seed.unwrap_or(1), a.validators),
         (None, false) => SimConfig::new(a.validators.unwrap_or(4)),
     };
-    c.seed = a.seed.unwrap_or(if a.config.is_some() { c.seed } else { 1 });
+    let default_seed = if file.is_some() {
+        c.seeds.first().copied().unwrap_or(c.seed)
+    } else {
+        1
+    };
+    c.seed = a.seed.unwrap_or(default_seed);
     if let Some(n) = a.validators {
         c.validators = n;
     }
@@ -300,6 +317,7 @@ pub fn run(args: SimArgs) -> i32 {
         SimCommand::Run(a) => cmd_run(&a, None),
         SimCommand::Replay(a) => cmd_run(&a.run, a.trace.as_deref()),
         SimCommand::Explore(a) => cmd_explore(&a),
+        SimCommand::Check(a) => cmd_check(&a),
     };
     match result {
         Ok(code) => code,
@@ -312,6 +330,7 @@ pub fn run(args: SimArgs) -> i32 {
 
 fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>) -> Result<i32, String> {
     let cfg = build_config(a)?;
+    let cfg_copy = cfg.clone();
     let t0 = Instant::now();
     let report = match trace {
         Some(p) => {
@@ -321,6 +340,7 @@ fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>) -> Result<i32, String> 
         None => crate::world::run(cfg)?,
     };
     let wall = t0.elapsed().as_millis();
+    let verdict = crate::scenario::judge(&cfg_copy, &report);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     } else {
@@ -328,8 +348,83 @@ fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>) -> Result<i32, String> 
         if let Some(p) = trace {
             println!("trace           {}", p.display());
         }
+        if cfg_copy.expect.is_some() {
+            println!("expected        {}", verdict.expected);
+            println!(
+                "outcome         {} ({})",
+                verdict.seen,
+                if verdict.ok { "as expected" } else { "NOT as expected" }
+            );
+        }
     }
-    Ok(if report.ok() { 0 } else { 1 })
+    let ok = if cfg_copy.expect.is_some() {
+        verdict.ok
+    } else {
+        report.ok()
+    };
+    Ok(if ok { 0 } else { 1 })
+}
+
+fn cmd_check(a: &CheckArgs) -> Result<i32, String> {
+    let files = crate::scenario::list(&a.dir)?;
+    if files.is_empty() {
+        return Err(format!("{}: no scenario files (*.toml)", a.dir.display()));
+    }
+    let scenarios = files
+        .iter()
+        .map(|p| crate::scenario::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: usize = scenarios
+        .iter()
+        .map(|s| {
+            if s.config.seeds.is_empty() {
+                3
+            } else {
+                s.config.seeds.len()
+            }
+        })
+        .sum();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs  [{elapsed}]").map_err(|e| e.to_string())?,
+    );
+    let t0 = Instant::now();
+    let rows = crate::scenario::check(&scenarios, a.jobs, &|| bar.inc(1));
+    bar.finish_and_clear();
+    println!(
+        "{:<34} {:>5}  {:<28} {:<44} {:>7} {:>6} {:>9}",
+        "scenario", "seeds", "expected", "seen", "heights", "rounds", "recover"
+    );
+    for r in &rows {
+        let rec = r.recovery_ms.map(|m| format!("{m} ms")).unwrap_or("-".into());
+        let mark = if r.ok() { "" } else { "  <-- differs" };
+        println!(
+            "{:<34} {:>5}  {:<28} {:<44} {:>7} {:>6.2} {:>9}{mark}",
+            r.scenario,
+            r.seeds.len(),
+            r.expected,
+            r.seen,
+            r.heights,
+            r.mean_rounds,
+            rec
+        );
+        for (seed, seen) in &r.failures {
+            println!(
+                "    seed {seed}: {seen}: tendr sim run {}/{}.toml --seed {seed}",
+                a.dir.display(),
+                r.scenario
+            );
+        }
+    }
+    let bad = rows.iter().filter(|r| !r.ok()).count();
+    println!(
+        "\n{} scenarios, {} as expected, {} differ; {} ms wall",
+        rows.len(),
+        rows.len() - bad,
+        bad,
+        t0.elapsed().as_millis()
+    );
+    Ok(if bad == 0 { 0 } else { 1 })
 }
 
 fn cmd_explore(a: &ExploreArgs) -> Result<i32, String> {

@@ -230,9 +230,42 @@ fn default_tx_bytes() -> u32 {
     64
 }
 
+/// What a scenario is expected to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SafetyExpect {
+    /// Every invariant holds (the run stays within f < n/3, or shows it does not matter).
+    #[default]
+    Holds,
+    /// Agreement breaks (beyond the assumption) and the culprits are convicted by evidence.
+    Breaks,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub safety: SafetyExpect,
+    /// Every honest running validator decides within this long after the last fault
+    /// (virtual ms). Sets `liveness_bound_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover_within_ms: Option<u64>,
+    /// Validators that must be convicted when safety breaks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub culprits: Vec<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
+    /// What the scenario shows (scenario files).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Seeds `tendr sim check` runs this scenario with (default: 1, 2, 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
     #[serde(default)]
     pub seed: u64,
     pub validators: u32,
@@ -296,6 +329,9 @@ pub fn sim_timeouts() -> TimeoutConfig {
 impl SimConfig {
     pub fn new(validators: u32) -> Self {
         SimConfig {
+            description: String::new(),
+            seeds: vec![],
+            expect: None,
             seed: 0,
             validators,
             powers: vec![],

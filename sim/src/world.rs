@@ -231,6 +231,10 @@ pub struct Report {
     pub decisions: Vec<(u64, u64)>,
     /// (commit time, latency) of each committed workload transaction.
     pub tx_latencies: Vec<(u64, u64)>,
+    /// Addresses of the validator set an honest node ends with (shows validator changes).
+    pub final_validators: Vec<String>,
+    /// Longest time any honest running validator took, after the last fault, to decide.
+    pub recovery_ms: Option<u64>,
 }
 
 impl Report {
@@ -782,13 +786,14 @@ impl World {
         }
     }
 
-    /// Every honest validator submits its signed approval; the change takes effect once
+    /// Every honest node that is a validator now submits its signed approval; the change takes effect once
     /// approvals from more than 2/3 of the power are committed.
     fn approve_power(&mut self, node: u32, power: u64) {
         let target = self.keys[node as usize].public_key();
         for s in 0..self.slots.len() {
             let key = self.slots[s].key;
-            if self.slots[s].byz.is_some() || self.slots[s].node.is_none() || key as u32 >= self.cfg.validators {
+            let is_validator = self.slots[s].node.as_ref().is_some_and(|n| n.engine().is_validator());
+            if self.slots[s].byz.is_some() || !is_validator {
                 continue;
             }
             let tx = ValidatorApproval::new(CHAIN_ID, target, power, &self.keys[key]).to_tx();
@@ -853,6 +858,27 @@ impl World {
             }
         }
         let heights = self.honest_running().map(|s| s.last_height).min().unwrap_or(0);
+        let final_validators: Vec<String> = self
+            .honest_running()
+            .next()
+            .and_then(|s| s.node.as_ref())
+            .map(|n| {
+                n.engine()
+                    .validators()
+                    .validators()
+                    .iter()
+                    .map(|v| v.address.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let recovery_ms = if self.cfg.faults.is_empty() {
+            None
+        } else {
+            self.honest_running()
+                .map(|s| s.first_after_faults.map(|t| t - faults_end))
+                .collect::<Option<Vec<u64>>>()
+                .and_then(|v| v.into_iter().max())
+        };
         let max_height = self.slots.iter().map(|s| s.last_height).max().unwrap_or(0);
         let mean_rounds = if self.checker.decisions > 0 {
             1.0 + self.checker.rounds_sum as f64 / self.checker.decisions as f64
@@ -885,6 +911,8 @@ impl World {
             trace_hash: self.trace.hash_hex(),
             decisions: self.decisions,
             tx_latencies: self.tx_latencies,
+            recovery_ms,
+            final_validators,
         }
     }
 }

@@ -3,4 +3,5 @@ mod beyond_assumption;
 mod determinism;
 #[cfg(feature = "planted-bugs")]
 mod planted;
+mod scenarios;
 mod sweep;
