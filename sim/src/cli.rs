@@ -26,6 +26,21 @@ pub enum SimCommand {
     Replay(ReplayArgs),
     /// Run every scenario of a directory over its seeds; compare with the expected outcomes.
     Check(CheckArgs),
+    /// Benchmarks: simulated heights per wall-clock second, and throughput under a partition.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Heights per speed measurement.
+    #[arg(long, default_value_t = 300)]
+    pub heights: u64,
+    /// Repetitions; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Only the throughput-under-partition part.
+    #[arg(long)]
+    pub partition_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -318,6 +333,7 @@ pub fn run(args: SimArgs) -> i32 {
         SimCommand::Replay(a) => cmd_run(&a.run, a.trace.as_deref()),
         SimCommand::Explore(a) => cmd_explore(&a),
         SimCommand::Check(a) => cmd_check(&a),
+        SimCommand::Bench(a) => cmd_bench(&a),
     };
     match result {
         Ok(code) => code,
@@ -501,4 +517,88 @@ fn cmd_explore(a: &ExploreArgs) -> Result<i32, String> {
         let _ = rep;
     }
     Ok(if failing.is_empty() { 0 } else { 1 })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn cmd_bench(a: &BenchArgs) -> Result<i32, String> {
+    if !a.partition_only {
+        println!("Simulated consensus speed (one core, 1 s target block time, 5-15 ms links), median of {}:", a.reps);
+        println!("{:>10} {:>9} {:>14} {:>16} {:>12}", "validators", "verify", "heights/s", "virtual/wall", "wall ms");
+        for n in [4u32, 16, 100] {
+            for verify in [VerifyMode::Full, VerifyMode::Cached, VerifyMode::Trusted] {
+                let heights = if n == 100 { (a.heights / 10).max(5) } else { a.heights };
+                let mut rates = vec![];
+                let mut ratios = vec![];
+                let mut walls = vec![];
+                for rep in 0..a.reps {
+                    let mut c = SimConfig::new(n);
+                    c.seed = rep as u64 + 1;
+                    c.heights = heights;
+                    c.verify = verify;
+                    c.timeouts.commit_ms = 1000;
+                    c.network.latency = Latency::Uniform { min_ms: 5, max_ms: 15 };
+                    let t0 = Instant::now();
+                    let r = crate::world::run(c)?;
+                    let wall = t0.elapsed().as_secs_f64().max(1e-9);
+                    if !r.ok() {
+                        return Err(format!("bench run broke invariants: {:?}", r.violations));
+                    }
+                    rates.push(r.heights as f64 / wall);
+                    ratios.push(r.virtual_ms as f64 / 1000.0 / wall);
+                    walls.push(wall * 1000.0);
+                }
+                println!(
+                    "{:>10} {:>9} {:>14.0} {:>15.0}x {:>12.0}",
+                    n,
+                    format!("{verify:?}").to_lowercase(),
+                    median(rates),
+                    median(ratios),
+                    median(walls)
+                );
+            }
+        }
+    }
+    println!("\nThroughput under a partition (7 validators, 500 tx/s of 100 bytes, 2/5 split at 20 s, heal at 40 s, 60 s):");
+    let mut c = SimConfig::new(7);
+    c.seed = 1;
+    c.heights = 1_000_000;
+    c.max_time_ms = 60_000;
+    c.timeouts.commit_ms = 200;
+    c.workload.txs_per_sec = 500;
+    c.workload.tx_bytes = 100;
+    c.network.latency = Latency::Uniform { min_ms: 5, max_ms: 25 };
+    c.faults = vec![
+        Fault { at_ms: 20_000, kind: FaultKind::Partition { groups: vec![vec![0, 1], vec![2, 3, 4, 5, 6]] } },
+        Fault { at_ms: 40_000, kind: FaultKind::Heal },
+    ];
+    let t0 = Instant::now();
+    let r = crate::world::run(c)?;
+    let wall = t0.elapsed().as_millis();
+    println!("{:<8} {:>14} {:>10} {:>10} {:>10}", "phase", "committed tx/s", "p50 ms", "p99 ms", "heights");
+    for (name, lo, hi) in [("before", 0u64, 20_000u64), ("during", 20_000, 40_000), ("after", 40_000, 60_000)] {
+        let mut lat: Vec<u64> = r.tx_latencies.iter().filter(|(t, _)| (lo..hi).contains(t)).map(|(_, l)| *l).collect();
+        lat.sort_unstable();
+        let heights = r.decisions.iter().filter(|(t, _)| (lo..hi).contains(t)).count();
+        println!(
+            "{:<8} {:>14.0} {:>10} {:>10} {:>10}",
+            name,
+            lat.len() as f64 / ((hi - lo) as f64 / 1000.0),
+            percentile(&lat, 50),
+            percentile(&lat, 99),
+            heights
+        );
+    }
+    println!("invariants: {}; wall {wall} ms for 60 s virtual", if r.ok() { "all held" } else { "BROKEN" });
+    Ok(if r.ok() { 0 } else { 1 })
 }
