@@ -533,8 +533,14 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
 
 fn cmd_bench(a: &BenchArgs) -> Result<i32, String> {
     if !a.partition_only {
-        println!("Simulated consensus speed (one core, 1 s target block time, 5-15 ms links), median of {}:", a.reps);
-        println!("{:>10} {:>9} {:>14} {:>16} {:>12}", "validators", "verify", "heights/s", "virtual/wall", "wall ms");
+        println!(
+            "Simulated consensus speed (one core, 1 s target block time, 5-15 ms links), median of {}:",
+            a.reps
+        );
+        println!(
+            "{:>10} {:>9} {:>14} {:>16} {:>12}",
+            "validators", "verify", "heights/s", "virtual/wall", "wall ms"
+        );
         for n in [4u32, 16, 100] {
             for verify in [VerifyMode::Full, VerifyMode::Cached, VerifyMode::Trusted] {
                 let heights = if n == 100 { (a.heights / 10).max(5) } else { a.heights };
@@ -569,7 +575,9 @@ fn cmd_bench(a: &BenchArgs) -> Result<i32, String> {
             }
         }
     }
-    println!("\nThroughput under a partition (7 validators, 500 tx/s of 100 bytes, 2/5 split at 20 s, heal at 40 s, 60 s):");
+    println!(
+        "\nThroughput under a partition (7 validators, 500 tx/s of 100 bytes, 2/5 split at 20 s, heal at 40 s, 60 s):"
+    );
     let mut c = SimConfig::new(7);
     c.seed = 1;
     c.heights = 1_000_000;
@@ -579,15 +587,35 @@ fn cmd_bench(a: &BenchArgs) -> Result<i32, String> {
     c.workload.tx_bytes = 100;
     c.network.latency = Latency::Uniform { min_ms: 5, max_ms: 25 };
     c.faults = vec![
-        Fault { at_ms: 20_000, kind: FaultKind::Partition { groups: vec![vec![0, 1], vec![2, 3, 4, 5, 6]] } },
-        Fault { at_ms: 40_000, kind: FaultKind::Heal },
+        Fault {
+            at_ms: 20_000,
+            kind: FaultKind::Partition {
+                groups: vec![vec![0, 1], vec![2, 3, 4, 5, 6]],
+            },
+        },
+        Fault {
+            at_ms: 40_000,
+            kind: FaultKind::Heal,
+        },
     ];
     let t0 = Instant::now();
     let r = crate::world::run(c)?;
     let wall = t0.elapsed().as_millis();
-    println!("{:<8} {:>14} {:>10} {:>10} {:>10}", "phase", "committed tx/s", "p50 ms", "p99 ms", "heights");
-    for (name, lo, hi) in [("before", 0u64, 20_000u64), ("during", 20_000, 40_000), ("after", 40_000, 60_000)] {
-        let mut lat: Vec<u64> = r.tx_latencies.iter().filter(|(t, _)| (lo..hi).contains(t)).map(|(_, l)| *l).collect();
+    println!(
+        "{:<8} {:>14} {:>10} {:>10} {:>10}",
+        "phase", "committed tx/s", "p50 ms", "p99 ms", "heights"
+    );
+    for (name, lo, hi) in [
+        ("before", 0u64, 20_000u64),
+        ("during", 20_000, 40_000),
+        ("after", 40_000, 60_000),
+    ] {
+        let mut lat: Vec<u64> = r
+            .tx_latencies
+            .iter()
+            .filter(|(t, _)| (lo..hi).contains(t))
+            .map(|(_, l)| *l)
+            .collect();
         lat.sort_unstable();
         let heights = r.decisions.iter().filter(|(t, _)| (lo..hi).contains(t)).count();
         println!(
@@ -599,6 +627,9 @@ fn cmd_bench(a: &BenchArgs) -> Result<i32, String> {
             heights
         );
     }
-    println!("invariants: {}; wall {wall} ms for 60 s virtual", if r.ok() { "all held" } else { "BROKEN" });
+    println!(
+        "invariants: {}; wall {wall} ms for 60 s virtual",
+        if r.ok() { "all held" } else { "BROKEN" }
+    );
     Ok(if r.ok() { 0 } else { 1 })
 }
