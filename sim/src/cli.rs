@@ -28,6 +28,23 @@ pub enum SimCommand {
     Check(CheckArgs),
     /// Benchmarks: simulated heights per wall-clock second, and throughput under a partition.
     Bench(BenchArgs),
+    /// Draw pictures from a JSON-lines trace written by `tendr sim replay --trace`.
+    Plot(PlotArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// The trace file (JSON lines).
+    pub trace: std::path::PathBuf,
+    /// Height and throughput plot output (SVG).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Space-time diagram output (SVG).
+    #[arg(long)]
+    pub svg: Option<std::path::PathBuf>,
+    /// Window of the space-time diagram, `FROM-TO` virtual milliseconds.
+    #[arg(long, default_value = "0-2000")]
+    pub window_ms: String,
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +128,15 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Draw a space-time diagram of the run (SVG): lanes, messages, decisions, partitions.
+    #[arg(long)]
+    pub svg: Option<std::path::PathBuf>,
+    /// The window of the diagram, `FROM-TO` virtual milliseconds (default 0-2000).
+    #[arg(long, default_value = "0-2000")]
+    pub window_ms: String,
+    /// Plot decided height and throughput over virtual time (SVG).
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -334,6 +360,7 @@ pub fn run(args: SimArgs) -> i32 {
         SimCommand::Explore(a) => cmd_explore(&a),
         SimCommand::Check(a) => cmd_check(&a),
         SimCommand::Bench(a) => cmd_bench(&a),
+        SimCommand::Plot(a) => cmd_plot(&a),
     };
     match result {
         Ok(code) => code,
@@ -348,13 +375,23 @@ fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>) -> Result<i32, String> 
     let cfg = build_config(a)?;
     let cfg_copy = cfg.clone();
     let t0 = Instant::now();
-    let report = match trace {
-        Some(p) => {
+    let pictures = a.svg.is_some() || a.plot.is_some();
+    let buf = SharedBuf::default();
+    let report = match (trace, pictures) {
+        (Some(p), _) => {
             let f = std::fs::File::create(p).map_err(|e| format!("{}: cannot create trace file: {e}", p.display()))?;
             run_traced(cfg, Box::new(f))?
         }
-        None => crate::world::run(cfg)?,
+        (None, true) => run_traced(cfg, Box::new(buf.clone()))?,
+        (None, false) => crate::world::run(cfg)?,
     };
+    if pictures {
+        let text = match trace {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            None => String::from_utf8_lossy(&buf.0.borrow()).to_string(),
+        };
+        draw(&text, a.svg.as_deref(), a.plot.as_deref(), &a.window_ms)?;
+    }
     let wall = t0.elapsed().as_millis();
     let verdict = crate::scenario::judge(&cfg_copy, &report);
     if a.json {
@@ -632,4 +669,60 @@ fn cmd_bench(a: &BenchArgs) -> Result<i32, String> {
         if r.ok() { "all held" } else { "BROKEN" }
     );
     Ok(if r.ok() { 0 } else { 1 })
+}
+
+/// An in-memory trace sink for drawing pictures of a run.
+#[derive(Clone, Default)]
+struct SharedBuf(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn parse_window(s: &str) -> Result<crate::picture::Window, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("--window-ms `{s}`: expected FROM-TO in milliseconds, e.g. 0-2000"))?;
+    let p = |x: &str| {
+        x.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("--window-ms `{s}`: expected whole milliseconds"))
+    };
+    let w = crate::picture::Window {
+        from_ms: p(a)?,
+        to_ms: p(b)?,
+    };
+    if w.to_ms <= w.from_ms {
+        return Err(format!("--window-ms `{s}`: TO must be after FROM"));
+    }
+    Ok(w)
+}
+
+fn draw(text: &str, svg: Option<&std::path::Path>, plot: Option<&std::path::Path>, window: &str) -> Result<(), String> {
+    let events = crate::picture::parse_trace(text)?;
+    if let Some(p) = svg {
+        let w = parse_window(window)?;
+        std::fs::write(p, crate::picture::space_time_svg(&events, &w)).map_err(|e| format!("{}: {e}", p.display()))?;
+        println!("picture         {} (space-time, {window} ms)", p.display());
+    }
+    if let Some(p) = plot {
+        std::fs::write(p, crate::picture::height_plot_svg(&events)).map_err(|e| format!("{}: {e}", p.display()))?;
+        println!("plot            {} (height and throughput over time)", p.display());
+    }
+    Ok(())
+}
+
+fn cmd_plot(a: &PlotArgs) -> Result<i32, String> {
+    if a.out.is_none() && a.svg.is_none() {
+        return Err("nothing to draw: give --out PLOT.svg and/or --svg DIAGRAM.svg".into());
+    }
+    let text =
+        std::fs::read_to_string(&a.trace).map_err(|e| format!("{}: cannot read trace: {e}", a.trace.display()))?;
+    draw(&text, a.svg.as_deref(), a.out.as_deref(), &a.window_ms).map_err(|e| format!("{}: {e}", a.trace.display()))?;
+    Ok(0)
 }

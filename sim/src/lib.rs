@@ -14,6 +14,7 @@ pub mod checker;
 pub mod cli;
 pub mod config;
 pub mod explore;
+pub mod picture;
 pub mod rng;
 pub mod scenario;
 pub mod trace;

@@ -86,3 +86,53 @@ fn majority_partition_stops_progress_until_healed() {
     assert_eq!(during, 0, "decisions during a 2/2 split: {:?}", r.decisions);
     assert!(r.decisions.iter().any(|(t, _)| *t > 8_000), "progress after the heal");
 }
+
+/// A short Byzantine run with a partition, traced and drawn: the pictures parse back and carry
+/// the lanes, arrows, markers and bands they should.
+#[test]
+fn pictures_of_a_short_run_are_well_formed() {
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Buf(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut cfg = load(&dir().join("majority-partition.toml")).unwrap().config;
+    cfg.byzantine = vec![tendr_sim::config::Byzantine {
+        node: 3,
+        behaviour: tendr_sim::Behaviour::Replay,
+    }];
+    cfg.expect = None;
+    let buf = Buf::default();
+    let r = tendr_sim::world::run_traced(cfg, Box::new(buf.clone())).unwrap();
+    assert!(r.ok(), "{:?}", r.violations);
+    let text = String::from_utf8(buf.0.borrow().clone()).unwrap();
+    let events = tendr_sim::picture::parse_trace(&text).unwrap();
+    let svg = tendr_sim::picture::space_time_svg(
+        &events,
+        &tendr_sim::picture::Window {
+            from_ms: 0,
+            to_ms: 1500,
+        },
+    );
+    let doc = roxmltree::Document::parse(&svg).expect("space-time SVG is well-formed");
+    let class_count = |d: &roxmltree::Document, c: &str| {
+        d.descendants()
+            .filter(|n| n.attribute("class").is_some_and(|a| a.split(' ').any(|x| x == c)))
+            .count()
+    };
+    assert_eq!(class_count(&doc, "lane"), 4);
+    assert_eq!(class_count(&doc, "byzantine"), 1, "node 3's lane is marked Byzantine");
+    assert!(class_count(&doc, "prevote") > 10 && class_count(&doc, "proposal") > 0);
+    assert!(class_count(&doc, "decided") >= 4);
+    assert_eq!(class_count(&doc, "partition"), 1);
+    let plot = tendr_sim::picture::height_plot_svg(&events);
+    let doc = roxmltree::Document::parse(&plot).expect("plot SVG is well-formed");
+    assert_eq!(class_count(&doc, "height-line"), 4);
+}
