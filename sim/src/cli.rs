@@ -580,7 +580,11 @@ fn cmd_bench(a: &BenchArgs) -> Result<i32, String> {
         );
         for n in [4u32, 16, 100] {
             for verify in [VerifyMode::Full, VerifyMode::Cached, VerifyMode::Trusted] {
-                let heights = if n == 100 { (a.heights / 10).max(5) } else { a.heights };
+                let heights = match n {
+                    100 => (a.heights / 30).max(5),
+                    16 => (a.heights / 5).max(10),
+                    _ => a.heights,
+                };
                 let mut rates = vec![];
                 let mut ratios = vec![];
                 let mut walls = vec![];
