@@ -331,9 +331,21 @@ impl Transport {
     }
 
     /// Closes every connection (peers see a clean close) and the endpoint.
+    /// When it returns, the UDP port is free again (a restart may bind it at once), unless
+    /// some [`NetHandle`] is still alive elsewhere.
     pub async fn shutdown(mut self) {
         self.stop();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+        // Connection tasks end once their connections are closed; the socket closes with the
+        // last endpoint handle, which the shared state holds.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Arc::strong_count(&self.shared) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let endpoint = self.shared.endpoint.clone();
+        drop(self);
+        drop(endpoint);
+        tokio::task::yield_now().await;
     }
 
     fn stop(&mut self) {

@@ -110,3 +110,38 @@ async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() 
         n.stop().await;
     }
 }
+
+/// A peer over its message rate is cut off by the transport itself (before the driver sees
+/// the messages), and the node goes on deciding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_message_rate_is_cut_off() {
+    init_tracing();
+    let keys = keys(1);
+    let g = genesis(CHAIN, &keys);
+    let mut spec = Spec::validator(&keys[0], &g, vec![]);
+    spec.limits.msgs_per_sec = 500;
+    let node = start(spec, None).await;
+    let r = Rogue::new("rate-flooder", CHAIN, genesis_hash(&g));
+    let (conn, res) = r.connect(node.addr).await;
+    res.unwrap();
+    let flood = tokio::spawn({
+        let conn = conn.clone();
+        async move {
+            let Ok(mut s) = conn.open_uni().await else { return };
+            for i in 0..20_000u32 {
+                let tx = format!("flood{i}=x").into_bytes();
+                if s.write_all(&framed(&encode_message(&Message::Tx(tx)))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let why = tokio::time::timeout(Duration::from_secs(10), closed_reason(&conn))
+        .await
+        .unwrap();
+    assert!(why.contains("message flood: over 500 messages per second"), "{why}");
+    let _ = flood.await;
+    let h = node.height();
+    wait_for("the node to keep deciding", 10, || node.height() >= h + 5).await;
+    node.stop().await;
+}
