@@ -424,8 +424,12 @@ async fn read_stream(
             Ok(Frame::Hello(_)) => return Some("a second hello after the handshake".into()),
             Ok(Frame::Peers(list)) => shared.on_pex(id, list),
             Ok(Frame::Message(msg, digest)) => {
-                let dedupe = !matches!(msg, Message::RequestDecided(_) | Message::Decided { .. });
-                if dedupe && !shared.lock().seen.insert(digest, Instant::now()) {
+                // Relayed copies are deduplicated; what the author itself sends (its periodic
+                // re-broadcasts) always goes through, as do point-to-point catch-up messages.
+                let first = shared.lock().seen.insert(digest, Instant::now());
+                let exempt = crate::author(&msg) == Some(id)
+                    || matches!(msg, Message::RequestDecided(_) | Message::Decided { .. });
+                if !first && !exempt {
                     continue;
                 }
                 if matches!(msg, Message::Tx(_)) {

@@ -98,6 +98,16 @@ pub struct NetStats {
     pub peers_banned: u64,
 }
 
+/// The validator that signed a consensus message (peers whose node key is their validator
+/// key are recognised as the author).
+pub(crate) fn author(msg: &Message) -> Option<PeerId> {
+    match msg {
+        Message::Vote(v) => Some(v.validator),
+        Message::Proposal(p) => Some(p.block.header.proposer),
+        _ => None,
+    }
+}
+
 /// QUIC application error codes used when closing a connection.
 pub(crate) mod codes {
     pub const SHUTDOWN: u32 = 0;
@@ -458,12 +468,10 @@ impl Shared {
     }
 
     fn relay_targets(&self, from: PeerId, msg: &Message) -> Vec<PeerId> {
-        let author = match msg {
-            Message::Vote(v) => Some(v.validator),
-            Message::Proposal(p) => Some(p.block.header.proposer),
-            Message::Evidence(_) => None,
-            _ => return Vec::new(),
-        };
+        if !matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Evidence(_)) {
+            return Vec::new();
+        }
+        let author = author(msg);
         self.lock()
             .peers
             .values()

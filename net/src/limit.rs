@@ -52,7 +52,7 @@ impl Default for Limits {
             backoff_max: Duration::from_secs(30),
             handshake: Duration::from_secs(5),
             seen_entries: 200_000,
-            seen_ttl: Duration::from_millis(1000),
+            seen_ttl: Duration::from_millis(250),
             known_addrs: 256,
             banned_entries: 1024,
             pex_interval: Duration::from_secs(2),
