@@ -257,6 +257,7 @@ fn register(
             txs: ttx,
             queued: queued.clone(),
             neighbors: Default::default(),
+            last: None,
         },
     );
     Ok(Registered {
@@ -416,17 +417,29 @@ async fn read_stream(
                 ));
             }
         }
+        let frame = wire::decode_frame(&bytes);
         if bytes.len() > 1 << 20 {
-            tracing::debug!(peer = %id, bytes = bytes.len(), ms = t0.elapsed().as_millis() as u64, "large frame read");
+            let kind = match &frame {
+                Ok(Frame::Message(m, _)) => m.kind(),
+                _ => "other",
+            };
+            let ms = t0.elapsed().as_millis() as u64;
+            tracing::debug!(peer = %id, bytes = bytes.len(), kind, ms, "large frame read");
         }
-        match wire::decode_frame(&bytes) {
+        match frame {
             Err(e) => return Some(e.to_string()),
             Ok(Frame::Hello(_)) => return Some("a second hello after the handshake".into()),
             Ok(Frame::Peers(list)) => shared.on_pex(id, list),
             Ok(Frame::Message(msg, digest)) => {
                 // Relayed copies are deduplicated; what the author itself sends (its periodic
                 // re-broadcasts) always goes through, as do point-to-point catch-up messages.
-                let first = shared.lock().seen.insert(digest, Instant::now());
+                let first = {
+                    let mut st = shared.lock();
+                    if let (Some(h), Some(p)) = (msg.height(), st.peers.get_mut(&id)) {
+                        p.last = Some((h, matches!(msg, Message::RequestDecided(_))));
+                    }
+                    st.seen.insert(digest, Instant::now())
+                };
                 let exempt = crate::author(&msg) == Some(id)
                     || matches!(msg, Message::RequestDecided(_) | Message::Decided { .. });
                 if !first && !exempt {

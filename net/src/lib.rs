@@ -126,6 +126,8 @@ pub(crate) struct Peer {
     queued: Arc<AtomicUsize>,
     /// The peer's own peers, from its last peer exchange (for relay decisions).
     neighbors: HashSet<PeerId>,
+    /// Height of the last consensus message it sent us, and whether it was `RequestDecided`.
+    last: Option<(tendr_core::Height, bool)>,
 }
 
 #[derive(Debug, Clone)]
@@ -447,6 +449,21 @@ impl Shared {
     }
 
     fn send(&self, to: PeerId, msg: &Message) {
+        if let Message::Decided { block, .. } = msg {
+            // The engine serves a decided block to any peer whose message is for an older
+            // height. When that message is a vote of the very height the peer is deciding
+            // right now (typically the last precommit, arriving after the quorum), the peer
+            // decides on its own within moments; a whole block for it is wasted bandwidth.
+            // A peer that really is behind asks with `RequestDecided`, which is always served.
+            let st = self.lock();
+            if st
+                .peers
+                .get(&to)
+                .is_some_and(|p| p.last == Some((block.height(), false)))
+            {
+                return;
+            }
+        }
         let (frame, _) = wire::message_frame(msg);
         let mut st = self.lock();
         self.enqueue(&mut st, &to, &frame, matches!(msg, Message::Tx(_)));
