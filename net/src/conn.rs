@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tendr_core::limits::MAX_TX_BYTES;
 use tendr_core::{Message, PeerId};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -448,11 +449,25 @@ async fn read_stream(
                 if matches!(msg, Message::Tx(_)) {
                     shared.note_tx_from(digest, id);
                 }
+                if let Message::Tx(tx) = &msg {
+                    if tx.len() > MAX_TX_BYTES {
+                        return Some(format!(
+                            "transaction of {} bytes exceeds the limit of {MAX_TX_BYTES} bytes",
+                            tx.len()
+                        ));
+                    }
+                }
                 let inc = Incoming { from: id, msg };
-                if matches!(inc.msg, Message::Tx(_)) {
+                let queue = if matches!(inc.msg, Message::Tx(_)) {
                     // Transactions are best effort: a busy driver drops them, never a vote.
                     let _ = shared.tx_inbox.try_send(inc);
-                } else if shared.incoming.send(inc).await.is_err() {
+                    continue;
+                } else if bytes.len() > wire::BULK_FRAME_BYTES {
+                    &shared.bulk_inbox
+                } else {
+                    &shared.incoming
+                };
+                if queue.send(inc).await.is_err() {
                     return None;
                 }
             }

@@ -84,6 +84,13 @@ pub enum NetError {
     Config { field: &'static str, detail: String },
 }
 
+/// The two receivers besides the main one; see [`NetHandle::take_side_inboxes`].
+#[derive(Debug)]
+pub struct SideInboxes {
+    pub txs: mpsc::Receiver<Incoming>,
+    pub bulk: mpsc::Receiver<Incoming>,
+}
+
 /// Counters for tests, metrics and the memory-bound checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetStats {
@@ -163,7 +170,10 @@ pub(crate) struct Shared {
     /// Gossiped transactions travel apart from consensus messages, so that a vote never waits
     /// behind thousands of transactions at the driver. [`runtime::drive`] takes the receiver.
     tx_inbox: mpsc::Sender<Incoming>,
-    tx_inbox_rx: Mutex<Option<mpsc::Receiver<Incoming>>>,
+    /// Large consensus messages (proposals, decided blocks) travel apart too, in a short
+    /// queue, so that the bytes waiting for the driver stay bounded.
+    bulk_inbox: mpsc::Sender<Incoming>,
+    side_inboxes: Mutex<Option<SideInboxes>>,
     state: Mutex<State>,
     next_conn_id: AtomicU64,
     stopping: AtomicBool,
@@ -184,12 +194,12 @@ pub struct NetHandle {
 
 fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_uni_streams(4u32.into())
+    t.max_concurrent_uni_streams(2u32.into())
         .max_concurrent_bidi_streams(1u32.into())
         .keep_alive_interval(Some(Duration::from_secs(1)))
-        .stream_receive_window((16u32 * 1024 * 1024).into())
-        .receive_window((32u32 * 1024 * 1024).into())
-        .send_window(32 * 1024 * 1024);
+        .stream_receive_window((10u32 * 1024 * 1024).into())
+        .receive_window((16u32 * 1024 * 1024).into())
+        .send_window(16 * 1024 * 1024);
     if let Ok(idle) = Duration::from_secs(10).try_into() {
         t.max_idle_timeout(Some(idle));
     }
@@ -282,6 +292,7 @@ impl Transport {
         }
         let (tx, rx) = mpsc::channel(limits.incoming_queue.max(1));
         let (txs_tx, txs_rx) = mpsc::channel(limits.tx_inbox.max(1));
+        let (bulk_tx, bulk_rx) = mpsc::channel(limits.bulk_inbox.max(1));
         let shared = Arc::new(Shared {
             local_id,
             hello: HelloBody {
@@ -308,7 +319,11 @@ impl Transport {
             endpoint,
             incoming: tx,
             tx_inbox: txs_tx,
-            tx_inbox_rx: Mutex::new(Some(txs_rx)),
+            bulk_inbox: bulk_tx,
+            side_inboxes: Mutex::new(Some(SideInboxes {
+                txs: txs_rx,
+                bulk: bulk_rx,
+            })),
             next_conn_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });
@@ -655,11 +670,17 @@ impl NetHandle {
         self.shared.stats()
     }
 
-    /// The receiver of gossiped transactions (the `Incoming` receiver of [`Transport::start`]
-    /// carries every other message). Taken once, by [`runtime::drive`]; until it is taken,
-    /// or when it is not read, transactions beyond `Limits::tx_inbox` are dropped.
-    pub fn take_tx_inbox(&self) -> Option<mpsc::Receiver<Incoming>> {
-        self.shared.tx_inbox_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// The receivers of gossiped transactions and of large consensus messages (proposals and
+    /// decided blocks of more than [`wire::BULK_FRAME_BYTES`]); the `Incoming` receiver of
+    /// [`Transport::start`] carries the rest (votes, small proposals, requests, evidence).
+    /// Taken once, by [`runtime::drive`]. Until they are taken and read, transactions beyond
+    /// `Limits::tx_inbox` are dropped and large messages wait (the peer's stream stalls).
+    pub fn take_side_inboxes(&self) -> Option<SideInboxes> {
+        self.shared
+            .side_inboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Whether `peer` is currently banned.

@@ -254,13 +254,16 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
         tracing::error!("starting the node failed: {e}");
     }
     let mut strikes = Strikes::default();
-    let mut txs = node.net.take_tx_inbox().unwrap_or_else(|| mpsc::channel(1).1);
+    let (mut txs, mut bulk) = match node.net.take_side_inboxes() {
+        Some(s) => (s.txs, s.bulk),
+        None => (mpsc::channel(1).1, mpsc::channel(1).1),
+    };
     let mut height = node.engine().height();
     loop {
         for e in node.drain_events() {
             on_event(&e);
         }
-        // Consensus first: timers and consensus messages, then clients, then gossiped txs.
+        // Consensus first: timers, votes, proposals and blocks; then clients; then gossiped txs.
         tokio::select! {
             biased;
             Some(t) = timers.recv() => {
@@ -269,6 +272,7 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
                 }
             }
             Some(inc) = incoming.recv() => on_incoming(&mut node, inc, &mut strikes),
+            Some(inc) = bulk.recv() => on_incoming(&mut node, inc, &mut strikes),
             c = commands.recv() => match c {
                 None | Some(Command::Shutdown) => break,
                 Some(Command::SubmitTx(tx, reply)) => {

@@ -50,6 +50,16 @@ async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() 
         .unwrap();
     assert!(why.contains("exceeds the limit"), "{why}");
 
+    // A transaction above MAX_TX_BYTES (but within the frame limit) is refused at the door.
+    let r = Rogue::new("big-tx", CHAIN, gh);
+    let (conn, res) = r.connect(target).await;
+    res.unwrap();
+    send_raw(&conn, &framed(&encode_message(&Message::Tx(vec![b'a'; 100_000])))).await;
+    let why = tokio::time::timeout(Duration::from_secs(5), closed_reason(&conn))
+        .await
+        .unwrap();
+    assert!(why.contains("transaction of 100000 bytes exceeds"), "{why}");
+
     // Flood: far-future-height votes with bad signatures, as fast as QUIC takes them. The
     // rogue never reads what the node sends it either (a slow peer).
     let r = Rogue::new("flooder", CHAIN, gh);
@@ -99,7 +109,7 @@ async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() 
         "memory: RSS {} KiB before the attacks, {} KiB after; node 0: {stats:?}",
         rss_before, rss_after
     );
-    assert!(stats.peers_banned >= 3, "{stats:?}");
+    assert!(stats.peers_banned >= 4, "{stats:?}");
     assert!(stats.seen_entries <= test_limits().seen_entries);
     assert!(
         rss_after.saturating_sub(rss_before) < 256 * 1024,
