@@ -14,6 +14,14 @@
 //! `RequestDecided`, the node answers from storage; this crate only carries the messages),
 //! storage, the application, RPC. No plaintext mode exists.
 //!
+//! Memory bounds, per node: each peer holds at most one QUIC receive window (16 MiB) and one
+//! frame buffer per stream (two streams, frames of at most `MAX_MESSAGE_BYTES` + 1, allocated
+//! only after the length is checked), and at most `Limits::queue_bytes` in its send queues;
+//! towards the driver wait at most `incoming_queue` small messages (16 KiB each at most),
+//! `bulk_inbox` large ones and `tx_inbox` transactions (`MAX_TX_BYTES` each at most); the
+//! dedup set, the address book and the ban list have fixed caps. Peers are capped by
+//! `max_peers`, handshakes in progress by a constant.
+//!
 //! How to use it: [`Transport::start`] binds the endpoint and starts dialing the seeds; give
 //! [`Transport::handle`] to the `Node` as its network, and feed the returned receiver of
 //! [`Incoming`] to [`runtime::drive`].
