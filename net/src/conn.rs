@@ -259,6 +259,7 @@ fn register(
             queued: queued.clone(),
             neighbors: Default::default(),
             last: None,
+            requested: None,
         },
     );
     Ok(Registered {
@@ -436,8 +437,12 @@ async fn read_stream(
                 // re-broadcasts) always goes through, as do point-to-point catch-up messages.
                 let first = {
                     let mut st = shared.lock();
-                    if let (Some(h), Some(p)) = (msg.height(), st.peers.get_mut(&id)) {
-                        p.last = Some((h, matches!(msg, Message::RequestDecided(_))));
+                    if let Some(p) = st.peers.get_mut(&id) {
+                        match &msg {
+                            Message::RequestDecided(h) => p.requested = Some(*h),
+                            Message::Vote(_) | Message::Proposal(_) => p.last = msg.height(),
+                            _ => {}
+                        }
                     }
                     st.seen.insert(digest, Instant::now())
                 };

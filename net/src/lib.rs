@@ -141,8 +141,9 @@ pub(crate) struct Peer {
     queued: Arc<AtomicUsize>,
     /// The peer's own peers, from its last peer exchange (for relay decisions).
     neighbors: HashSet<PeerId>,
-    /// Height of the last consensus message it sent us, and whether it was `RequestDecided`.
-    last: Option<(tendr_core::Height, bool)>,
+    /// Height of the last vote or proposal it sent us, and the last height it asked for.
+    last: Option<tendr_core::Height>,
+    requested: Option<tendr_core::Height>,
 }
 
 #[derive(Debug, Clone)]
@@ -478,14 +479,16 @@ impl Shared {
             // right now (typically the last precommit, arriving after the quorum), the peer
             // decides on its own within moments; a whole block for it is wasted bandwidth.
             // A peer that really is behind asks with `RequestDecided`, which is always served.
-            let st = self.lock();
-            if st
-                .peers
-                .get(&to)
-                .is_some_and(|p| p.last == Some((block.height(), false)))
-            {
-                return;
+            let mut st = self.lock();
+            if let Some(p) = st.peers.get_mut(&to) {
+                let h = block.height();
+                if p.requested == Some(h) {
+                    p.requested = None;
+                } else if p.last == Some(h) {
+                    return;
+                }
             }
+            drop(st);
         }
         let (frame, _) = wire::message_frame(msg);
         let mut st = self.lock();
