@@ -239,6 +239,8 @@ async fn one_second_blocks() {
         .skip(3)
         .map(|w| w[1].1.duration_since(w[0].1).as_secs_f64() * 1000.0)
         .collect();
+    let shown: Vec<String> = gaps.iter().map(|g| format!("{g:.0}")).collect();
+    println!("  intervals (ms): {}", shown.join(" "));
     let mean = gaps.iter().sum::<f64>() / gaps.len().max(1) as f64;
     let worst = gaps.iter().map(|g| (g - 1000.0).abs()).fold(0.0, f64::max);
     println!(
