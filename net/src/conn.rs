@@ -327,7 +327,12 @@ async fn run_connection(shared: Arc<Shared>, conn: quinn::Connection, dialed: Op
 }
 
 fn refuse(shared: &Shared, conn: &quinn::Connection, dialed: Option<SocketAddr>, remote: SocketAddr, reason: &str) {
-    tracing::warn!(addr = %remote, "peer refused: {reason}");
+    if reason.contains("duplicate connection") {
+        // The other end kept its other connection to us (simultaneous dials): not a refusal.
+        tracing::debug!(addr = %remote, "closed: {reason}");
+    } else {
+        tracing::warn!(addr = %remote, "peer refused: {reason}");
+    }
     let mut r = reason.as_bytes().to_vec();
     r.truncate(400);
     conn.close(codes::REFUSED.into(), &r);
