@@ -36,16 +36,19 @@ struct Book {
 }
 
 fn bench_timeouts(commit_ms: u64) -> TimeoutConfig {
+    // Loopback: round timeouts well above the sub-millisecond link latency; re-broadcast
+    // quickly so that a validator that fell more than MAX_FUTURE_HEIGHTS behind (messages
+    // dropped) and caught up through `Decided` gets the current round's votes soon.
     TimeoutConfig {
-        propose_ms: 1000,
-        propose_delta_ms: 500,
-        prevote_ms: 500,
-        prevote_delta_ms: 250,
-        precommit_ms: 500,
-        precommit_delta_ms: 250,
+        propose_ms: 500,
+        propose_delta_ms: 250,
+        prevote_ms: 200,
+        prevote_delta_ms: 100,
+        precommit_ms: 200,
+        precommit_delta_ms: 100,
         commit_ms,
-        rebroadcast_ms: 2000,
-        sync_retry_ms: 200,
+        rebroadcast_ms: 200,
+        sync_retry_ms: 100,
     }
 }
 
@@ -236,6 +239,8 @@ async fn one_second_blocks() {
         .skip(3)
         .map(|w| w[1].1.duration_since(w[0].1).as_secs_f64() * 1000.0)
         .collect();
+    let shown: Vec<String> = gaps.iter().map(|g| format!("{g:.0}")).collect();
+    println!("  intervals (ms): {}", shown.join(" "));
     let mean = gaps.iter().sum::<f64>() / gaps.len().max(1) as f64;
     let worst = gaps.iter().map(|g| (g - 1000.0).abs()).fold(0.0, f64::max);
     println!(

@@ -19,6 +19,32 @@ fn cfg(seed: &[u8], seeds: Vec<std::net::SocketAddr>) -> NetConfig {
     }
 }
 
+/// An (unsigned) proposal carrying 8000 transactions of 250 bytes, about 2 MiB encoded.
+fn big_proposal(i: u8) -> Message {
+    let header = tendr_core::Header {
+        chain_id: "pingpong".into(),
+        height: Height(i as u64 + 1),
+        time: tendr_core::TimeMs(0),
+        prev_block_id: None,
+        proposer: Default::default(),
+        txs_hash: Hash([0; 32]),
+        app_hash: Hash([0; 32]),
+        validators_hash: Hash([0; 32]),
+        last_commit_hash: Hash([0; 32]),
+    };
+    Message::Proposal(tendr_core::Proposal {
+        height: Height(i as u64 + 1),
+        round: tendr_core::Round(0),
+        pol_round: None,
+        block: tendr_core::Block {
+            header,
+            txs: vec![vec![i; 250]; 8000],
+            last_commit: None,
+        },
+        signature: tendr_core::Signature::EMPTY,
+    })
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let (a, mut arx) = Transport::start(cfg(b"a", vec![])).await.unwrap();
@@ -27,14 +53,14 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (mut ah, mut bh) = (a.handle(), b.handle());
-    let mut btx = bh.take_tx_inbox().unwrap();
-    let mut atx = ah.take_tx_inbox().unwrap();
+    let (bside, aside) = (bh.take_side_inboxes().unwrap(), ah.take_side_inboxes().unwrap());
+    let (mut bbulk, mut abulk) = (bside.bulk, aside.bulk);
     let aid = a.local_id();
     tokio::spawn(async move {
         loop {
             let m = tokio::select! {
                 Some(m) = brx.recv() => m,
-                Some(m) = btx.recv() => m,
+                Some(m) = bbulk.recv() => m,
                 else => break,
             };
             bh.send(aid, &m.msg);
@@ -55,8 +81,8 @@ async fn main() {
     let mut two_mb = Vec::new();
     for i in 0..20u8 {
         let t = Instant::now();
-        ah.send(b.local_id(), &Message::Tx(vec![i; 2 << 20]));
-        let _ = atx.recv().await;
+        ah.send(b.local_id(), &big_proposal(i));
+        let _ = abulk.recv().await;
         two_mb.push(t.elapsed().as_secs_f64() * 1e3);
     }
     two_mb.sort_by(|x, y| x.partial_cmp(y).unwrap());

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tendr_core::limits::MAX_TX_BYTES;
 use tendr_core::{Message, PeerId};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -257,6 +258,8 @@ fn register(
             txs: ttx,
             queued: queued.clone(),
             neighbors: Default::default(),
+            last: None,
+            requested: None,
         },
     );
     Ok(Registered {
@@ -324,7 +327,12 @@ async fn run_connection(shared: Arc<Shared>, conn: quinn::Connection, dialed: Op
 }
 
 fn refuse(shared: &Shared, conn: &quinn::Connection, dialed: Option<SocketAddr>, remote: SocketAddr, reason: &str) {
-    tracing::warn!(addr = %remote, "peer refused: {reason}");
+    if reason.contains("duplicate connection") {
+        // The other end kept its other connection to us (simultaneous dials): not a refusal.
+        tracing::debug!(addr = %remote, "closed: {reason}");
+    } else {
+        tracing::warn!(addr = %remote, "peer refused: {reason}");
+    }
     let mut r = reason.as_bytes().to_vec();
     r.truncate(400);
     conn.close(codes::REFUSED.into(), &r);
@@ -416,26 +424,60 @@ async fn read_stream(
                 ));
             }
         }
+        let frame = wire::decode_frame(&bytes);
         if bytes.len() > 1 << 20 {
-            tracing::debug!(peer = %id, bytes = bytes.len(), ms = t0.elapsed().as_millis() as u64, "large frame read");
+            let kind = match &frame {
+                Ok(Frame::Message(m, _)) => m.kind(),
+                _ => "other",
+            };
+            let ms = t0.elapsed().as_millis() as u64;
+            tracing::debug!(peer = %id, bytes = bytes.len(), kind, ms, "large frame read");
         }
-        match wire::decode_frame(&bytes) {
+        match frame {
             Err(e) => return Some(e.to_string()),
             Ok(Frame::Hello(_)) => return Some("a second hello after the handshake".into()),
             Ok(Frame::Peers(list)) => shared.on_pex(id, list),
             Ok(Frame::Message(msg, digest)) => {
-                let dedupe = !matches!(msg, Message::RequestDecided(_) | Message::Decided { .. });
-                if dedupe && !shared.lock().seen.insert(digest, Instant::now()) {
+                // Relayed copies are deduplicated; what the author itself sends (its periodic
+                // re-broadcasts) always goes through, as do point-to-point catch-up messages.
+                let first = {
+                    let mut st = shared.lock();
+                    if let Some(p) = st.peers.get_mut(&id) {
+                        match &msg {
+                            Message::RequestDecided(h) => p.requested = Some(*h),
+                            Message::Vote(_) | Message::Proposal(_) => p.last = msg.height(),
+                            _ => {}
+                        }
+                    }
+                    st.seen.insert(digest, Instant::now())
+                };
+                let exempt = crate::author(&msg) == Some(id)
+                    || matches!(msg, Message::RequestDecided(_) | Message::Decided { .. });
+                if !first && !exempt {
                     continue;
                 }
                 if matches!(msg, Message::Tx(_)) {
                     shared.note_tx_from(digest, id);
                 }
+                if let Message::Tx(tx) = &msg {
+                    if tx.len() > MAX_TX_BYTES {
+                        return Some(format!(
+                            "transaction of {} bytes exceeds the limit of {MAX_TX_BYTES} bytes",
+                            tx.len()
+                        ));
+                    }
+                }
                 let inc = Incoming { from: id, msg };
-                if matches!(inc.msg, Message::Tx(_)) {
+                let queue = if matches!(inc.msg, Message::Tx(_)) {
                     // Transactions are best effort: a busy driver drops them, never a vote.
                     let _ = shared.tx_inbox.try_send(inc);
-                } else if shared.incoming.send(inc).await.is_err() {
+                    continue;
+                } else if bytes.len() > wire::BULK_FRAME_BYTES {
+                    &shared.bulk_inbox
+                } else {
+                    &shared.incoming
+                };
+                if queue.send(inc).await.is_err() {
                     return None;
                 }
             }

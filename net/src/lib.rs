@@ -14,6 +14,14 @@
 //! `RequestDecided`, the node answers from storage; this crate only carries the messages),
 //! storage, the application, RPC. No plaintext mode exists.
 //!
+//! Memory bounds, per node: each peer holds at most one QUIC receive window (16 MiB) and one
+//! frame buffer per stream (two streams, frames of at most `MAX_MESSAGE_BYTES` + 1, allocated
+//! only after the length is checked), and at most `Limits::queue_bytes` in its send queues;
+//! towards the driver wait at most `incoming_queue` small messages (16 KiB each at most),
+//! `bulk_inbox` large ones and `tx_inbox` transactions (`MAX_TX_BYTES` each at most); the
+//! dedup set, the address book and the ban list have fixed caps. Peers are capped by
+//! `max_peers`, handshakes in progress by a constant.
+//!
 //! How to use it: [`Transport::start`] binds the endpoint and starts dialing the seeds; give
 //! [`Transport::handle`] to the `Node` as its network, and feed the returned receiver of
 //! [`Incoming`] to [`runtime::drive`].
@@ -84,6 +92,13 @@ pub enum NetError {
     Config { field: &'static str, detail: String },
 }
 
+/// The two receivers besides the main one; see [`NetHandle::take_side_inboxes`].
+#[derive(Debug)]
+pub struct SideInboxes {
+    pub txs: mpsc::Receiver<Incoming>,
+    pub bulk: mpsc::Receiver<Incoming>,
+}
+
 /// Counters for tests, metrics and the memory-bound checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetStats {
@@ -96,6 +111,16 @@ pub struct NetStats {
     pub dropped_frames: u64,
     /// Peers disconnected for misbehaviour (protocol errors, limits, penalties).
     pub peers_banned: u64,
+}
+
+/// The validator that signed a consensus message (peers whose node key is their validator
+/// key are recognised as the author).
+pub(crate) fn author(msg: &Message) -> Option<PeerId> {
+    match msg {
+        Message::Vote(v) => Some(v.validator),
+        Message::Proposal(p) => Some(p.block.header.proposer),
+        _ => None,
+    }
 }
 
 /// QUIC application error codes used when closing a connection.
@@ -116,6 +141,9 @@ pub(crate) struct Peer {
     queued: Arc<AtomicUsize>,
     /// The peer's own peers, from its last peer exchange (for relay decisions).
     neighbors: HashSet<PeerId>,
+    /// Height of the last vote or proposal it sent us, and the last height it asked for.
+    last: Option<tendr_core::Height>,
+    requested: Option<tendr_core::Height>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,7 +179,10 @@ pub(crate) struct Shared {
     /// Gossiped transactions travel apart from consensus messages, so that a vote never waits
     /// behind thousands of transactions at the driver. [`runtime::drive`] takes the receiver.
     tx_inbox: mpsc::Sender<Incoming>,
-    tx_inbox_rx: Mutex<Option<mpsc::Receiver<Incoming>>>,
+    /// Large consensus messages (proposals, decided blocks) travel apart too, in a short
+    /// queue, so that the bytes waiting for the driver stay bounded.
+    bulk_inbox: mpsc::Sender<Incoming>,
+    side_inboxes: Mutex<Option<SideInboxes>>,
     state: Mutex<State>,
     next_conn_id: AtomicU64,
     stopping: AtomicBool,
@@ -172,12 +203,12 @@ pub struct NetHandle {
 
 fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_uni_streams(4u32.into())
+    t.max_concurrent_uni_streams(2u32.into())
         .max_concurrent_bidi_streams(1u32.into())
         .keep_alive_interval(Some(Duration::from_secs(1)))
-        .stream_receive_window((16u32 * 1024 * 1024).into())
-        .receive_window((32u32 * 1024 * 1024).into())
-        .send_window(32 * 1024 * 1024);
+        .stream_receive_window((10u32 * 1024 * 1024).into())
+        .receive_window((16u32 * 1024 * 1024).into())
+        .send_window(16 * 1024 * 1024);
     if let Ok(idle) = Duration::from_secs(10).try_into() {
         t.max_idle_timeout(Some(idle));
     }
@@ -270,6 +301,7 @@ impl Transport {
         }
         let (tx, rx) = mpsc::channel(limits.incoming_queue.max(1));
         let (txs_tx, txs_rx) = mpsc::channel(limits.tx_inbox.max(1));
+        let (bulk_tx, bulk_rx) = mpsc::channel(limits.bulk_inbox.max(1));
         let shared = Arc::new(Shared {
             local_id,
             hello: HelloBody {
@@ -296,7 +328,11 @@ impl Transport {
             endpoint,
             incoming: tx,
             tx_inbox: txs_tx,
-            tx_inbox_rx: Mutex::new(Some(txs_rx)),
+            bulk_inbox: bulk_tx,
+            side_inboxes: Mutex::new(Some(SideInboxes {
+                txs: txs_rx,
+                bulk: bulk_rx,
+            })),
             next_conn_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });
@@ -331,9 +367,21 @@ impl Transport {
     }
 
     /// Closes every connection (peers see a clean close) and the endpoint.
+    /// When it returns, the UDP port is free again (a restart may bind it at once), unless
+    /// some [`NetHandle`] is still alive elsewhere.
     pub async fn shutdown(mut self) {
         self.stop();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+        // Connection tasks end once their connections are closed; the socket closes with the
+        // last endpoint handle, which the shared state holds.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Arc::strong_count(&self.shared) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let endpoint = self.shared.endpoint.clone();
+        drop(self);
+        drop(endpoint);
+        tokio::task::yield_now().await;
     }
 
     fn stop(&mut self) {
@@ -425,6 +473,23 @@ impl Shared {
     }
 
     fn send(&self, to: PeerId, msg: &Message) {
+        if let Message::Decided { block, .. } = msg {
+            // The engine serves a decided block to any peer whose message is for an older
+            // height. When that message is a vote of the very height the peer is deciding
+            // right now (typically the last precommit, arriving after the quorum), the peer
+            // decides on its own within moments; a whole block for it is wasted bandwidth.
+            // A peer that really is behind asks with `RequestDecided`, which is always served.
+            let mut st = self.lock();
+            if let Some(p) = st.peers.get_mut(&to) {
+                let h = block.height();
+                if p.requested == Some(h) {
+                    p.requested = None;
+                } else if p.last == Some(h) {
+                    return;
+                }
+            }
+            drop(st);
+        }
         let (frame, _) = wire::message_frame(msg);
         let mut st = self.lock();
         self.enqueue(&mut st, &to, &frame, matches!(msg, Message::Tx(_)));
@@ -446,12 +511,10 @@ impl Shared {
     }
 
     fn relay_targets(&self, from: PeerId, msg: &Message) -> Vec<PeerId> {
-        let author = match msg {
-            Message::Vote(v) => Some(v.validator),
-            Message::Proposal(p) => Some(p.block.header.proposer),
-            Message::Evidence(_) => None,
-            _ => return Vec::new(),
-        };
+        if !matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Evidence(_)) {
+            return Vec::new();
+        }
+        let author = author(msg);
         self.lock()
             .peers
             .values()
@@ -618,11 +681,17 @@ impl NetHandle {
         self.shared.stats()
     }
 
-    /// The receiver of gossiped transactions (the `Incoming` receiver of [`Transport::start`]
-    /// carries every other message). Taken once, by [`runtime::drive`]; until it is taken,
-    /// or when it is not read, transactions beyond `Limits::tx_inbox` are dropped.
-    pub fn take_tx_inbox(&self) -> Option<mpsc::Receiver<Incoming>> {
-        self.shared.tx_inbox_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// The receivers of gossiped transactions and of large consensus messages (proposals and
+    /// decided blocks of more than [`wire::BULK_FRAME_BYTES`]); the `Incoming` receiver of
+    /// [`Transport::start`] carries the rest (votes, small proposals, requests, evidence).
+    /// Taken once, by [`runtime::drive`]. Until they are taken and read, transactions beyond
+    /// `Limits::tx_inbox` are dropped and large messages wait (the peer's stream stalls).
+    pub fn take_side_inboxes(&self) -> Option<SideInboxes> {
+        self.shared
+            .side_inboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Whether `peer` is currently banned.

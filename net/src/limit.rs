@@ -34,8 +34,11 @@ pub struct Limits {
     /// Period of peer exchange and of the dialer's look at its address book.
     pub pex_interval: Duration,
     pub dial_interval: Duration,
-    /// Capacity of the channels towards the driver: consensus messages, and transactions.
+    /// Capacity of the channels towards the driver: small consensus messages (at most
+    /// `wire::BULK_FRAME_BYTES` each), large ones (proposals, decided blocks), transactions
+    /// (at most `MAX_TX_BYTES` each).
     pub incoming_queue: usize,
+    pub bulk_inbox: usize,
     pub tx_inbox: usize,
 }
 
@@ -52,13 +55,14 @@ impl Default for Limits {
             backoff_max: Duration::from_secs(30),
             handshake: Duration::from_secs(5),
             seen_entries: 200_000,
-            seen_ttl: Duration::from_millis(1000),
+            seen_ttl: Duration::from_millis(250),
             known_addrs: 256,
             banned_entries: 1024,
             pex_interval: Duration::from_secs(2),
             dial_interval: Duration::from_millis(200),
             incoming_queue: 4096,
-            tx_inbox: 16_384,
+            bulk_inbox: 8,
+            tx_inbox: 8192,
         }
     }
 }

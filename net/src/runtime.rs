@@ -8,12 +8,13 @@
 
 use crate::{Incoming, NetHandle, PeerInfo};
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tendr_core::engine::{Engine, EngineError, Timeout};
+use tendr_core::limits::MAX_FUTURE_HEIGHTS;
 use tendr_core::mempool::Mempool;
 use tendr_core::traits::{Application, Clock, Node, NodeError, NodeEvent, Storage};
-use tendr_core::{Hash, Message, PeerId, TimeMs};
+use tendr_core::{Hash, Height, Message, PeerId, TimeMs};
 use tokio::sync::{mpsc, oneshot};
 
 /// Timers waiting to fire at once; the engine asks for a handful per round.
@@ -113,15 +114,37 @@ pub enum Command {
     Shutdown,
 }
 
-/// Counts rejected messages per peer; too many within the window means a penalty.
+/// Proposals for later heights kept until their height starts.
+const MAX_PARKED_PROPOSALS: usize = 16;
+
+/// Counts rejected messages per peer; too many within the window means a penalty. Also keeps
+/// the parked future proposals.
 #[derive(Default)]
 struct Strikes {
     count: HashMap<PeerId, (u32, Instant)>,
     /// Peers penalized recently, whose already-queued messages are skipped.
     penalized: HashMap<PeerId, Instant>,
+    parked: VecDeque<(PeerId, Message)>,
 }
 
 impl Strikes {
+    fn park(&mut self, from: PeerId, msg: Message) {
+        if self.parked.len() >= MAX_PARKED_PROPOSALS {
+            self.parked.pop_front();
+        }
+        self.parked.push_back((from, msg));
+    }
+
+    /// Parked proposals for `height` (those for earlier heights are dropped).
+    fn unpark(&mut self, height: Height) -> Vec<(PeerId, Message)> {
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .filter(|(_, m)| m.height().is_some_and(|h| h >= height))
+            .partition(|(_, m)| m.height() == Some(height));
+        self.parked = later.into();
+        now
+    }
+
     fn penalized(&mut self, peer: &PeerId) -> bool {
         match self.penalized.get(peer) {
             Some(t) if t.elapsed() < STRIKE_WINDOW => true,
@@ -182,6 +205,14 @@ fn on_incoming<S: Storage, A: Application>(
     }
     let started = Instant::now();
     let kind = msg.kind();
+    let current = node.engine().height();
+    // The engine checks a proposal's signature against the proposer of *its* current height,
+    // so a valid proposal for a later height would be rejected: park it until that height.
+    let future_proposal = matches!(&msg, Message::Proposal(p) if p.height > current);
+    if future_proposal && msg.height().is_some_and(|h| h.0 <= current.0 + MAX_FUTURE_HEIGHTS) {
+        strikes.park(from, msg);
+        return;
+    }
     let relayable = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Evidence(_));
     let copy = (relayable && node.net.would_relay(from, &msg)).then(|| msg.clone());
     match node.on_message(from, msg) {
@@ -190,7 +221,7 @@ fn on_incoming<S: Storage, A: Application>(
                 node.net.relay(from, &m);
             }
         }
-        Err(e) if counts_against_sender(&e) => {
+        Err(e) if counts_against_sender(&e) && !future_proposal => {
             tracing::debug!(peer = %from, "rejected message: {e}");
             if strikes.strike(from) {
                 let reason = format!("{STRIKES_BEFORE_PENALTY} rejected messages within {STRIKE_WINDOW:?}; last: {e}");
@@ -223,12 +254,16 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
         tracing::error!("starting the node failed: {e}");
     }
     let mut strikes = Strikes::default();
-    let mut txs = node.net.take_tx_inbox().unwrap_or_else(|| mpsc::channel(1).1);
+    let (mut txs, mut bulk) = match node.net.take_side_inboxes() {
+        Some(s) => (s.txs, s.bulk),
+        None => (mpsc::channel(1).1, mpsc::channel(1).1),
+    };
+    let mut height = node.engine().height();
     loop {
         for e in node.drain_events() {
             on_event(&e);
         }
-        // Consensus first: timers and consensus messages, then clients, then gossiped txs.
+        // Consensus first: timers, votes, proposals and blocks; then clients; then gossiped txs.
         tokio::select! {
             biased;
             Some(t) = timers.recv() => {
@@ -237,6 +272,7 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
                 }
             }
             Some(inc) = incoming.recv() => on_incoming(&mut node, inc, &mut strikes),
+            Some(inc) = bulk.recv() => on_incoming(&mut node, inc, &mut strikes),
             c = commands.recv() => match c {
                 None | Some(Command::Shutdown) => break,
                 Some(Command::SubmitTx(tx, reply)) => {
@@ -245,6 +281,13 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
                 Some(Command::Query(f)) => f(&View(&node)),
             },
             Some(inc) = txs.recv() => on_incoming(&mut node, inc, &mut strikes),
+        }
+        let h = node.engine().height();
+        if h != height {
+            height = h;
+            for (from, msg) in strikes.unpark(h) {
+                on_incoming(&mut node, Incoming { from, msg }, &mut strikes);
+            }
         }
     }
     for e in node.drain_events() {

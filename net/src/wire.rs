@@ -19,6 +19,8 @@ use tendr_core::{Hash, Message, PeerId, PrivateKey, PublicKey, Signature};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame body (tag included).
 pub const MAX_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + 1;
+/// Consensus messages larger than this go through the short bulk queue to the driver.
+pub const BULK_FRAME_BYTES: usize = 16 * 1024;
 /// Largest hello and peer-exchange bodies.
 pub const MAX_CONTROL_BYTES: usize = 64 * 1024;
 /// Most addresses in one peer-exchange frame.

@@ -50,6 +50,16 @@ async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() 
         .unwrap();
     assert!(why.contains("exceeds the limit"), "{why}");
 
+    // A transaction above MAX_TX_BYTES (but within the frame limit) is refused at the door.
+    let r = Rogue::new("big-tx", CHAIN, gh);
+    let (conn, res) = r.connect(target).await;
+    res.unwrap();
+    send_raw(&conn, &framed(&encode_message(&Message::Tx(vec![b'a'; 100_000])))).await;
+    let why = tokio::time::timeout(Duration::from_secs(5), closed_reason(&conn))
+        .await
+        .unwrap();
+    assert!(why.contains("transaction of 100000 bytes exceeds"), "{why}");
+
     // Flood: far-future-height votes with bad signatures, as fast as QUIC takes them. The
     // rogue never reads what the node sends it either (a slow peer).
     let r = Rogue::new("flooder", CHAIN, gh);
@@ -82,10 +92,14 @@ async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() 
         .await
         .unwrap();
     let sent = flood.await.unwrap();
+    // Usually "20 rejected messages within 10s" (the driver's strikes), or the transport's
+    // "message flood" when the votes arrive faster than the rate limit.
+    let flooder = tendr_core::PrivateKey::from_seed(b"flooder").address();
     assert!(
-        why.contains("rejected messages") || why.contains("flood"),
-        "flooder cut off for: {why}"
+        nodes[0].net.is_banned(&flooder),
+        "flooder cut off ({why}) but not banned"
     );
+    assert!(nodes[0].net.peers().iter().all(|p| p.id != flooder));
     eprintln!("flooder cut off after {sent} votes: {why}");
 
     let h = nodes.iter().map(|n| n.height()).max().unwrap();
@@ -99,7 +113,7 @@ async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() 
         "memory: RSS {} KiB before the attacks, {} KiB after; node 0: {stats:?}",
         rss_before, rss_after
     );
-    assert!(stats.peers_banned >= 3, "{stats:?}");
+    assert!(stats.peers_banned >= 4, "{stats:?}");
     assert!(stats.seen_entries <= test_limits().seen_entries);
     assert!(
         rss_after.saturating_sub(rss_before) < 256 * 1024,
@@ -109,4 +123,39 @@ async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() 
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// A peer over its message rate is cut off by the transport itself (before the driver sees
+/// the messages), and the node goes on deciding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_message_rate_is_cut_off() {
+    init_tracing();
+    let keys = keys(1);
+    let g = genesis(CHAIN, &keys);
+    let mut spec = Spec::validator(&keys[0], &g, vec![]);
+    spec.limits.msgs_per_sec = 500;
+    let node = start(spec, None).await;
+    let r = Rogue::new("rate-flooder", CHAIN, genesis_hash(&g));
+    let (conn, res) = r.connect(node.addr).await;
+    res.unwrap();
+    let flood = tokio::spawn({
+        let conn = conn.clone();
+        async move {
+            let Ok(mut s) = conn.open_uni().await else { return };
+            for i in 0..20_000u32 {
+                let tx = format!("flood{i}=x").into_bytes();
+                if s.write_all(&framed(&encode_message(&Message::Tx(tx)))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let why = tokio::time::timeout(Duration::from_secs(10), closed_reason(&conn))
+        .await
+        .unwrap();
+    assert!(why.contains("message flood: over 500 messages per second"), "{why}");
+    let _ = flood.await;
+    let h = node.height();
+    wait_for("the node to keep deciding", 10, || node.height() >= h + 5).await;
+    node.stop().await;
 }

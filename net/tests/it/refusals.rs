@@ -82,3 +82,35 @@ async fn peers_beyond_max_peers_are_refused() {
     assert_eq!(node.net.peers().len(), 2);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shut_down_transport_frees_its_port_for_a_restart() {
+    fn assert_handle<T: Send + Sync + Clone + 'static>() {}
+    assert_handle::<tendr_net::NetHandle>();
+    let cfg = |listen| NetConfig {
+        listen,
+        node_key: tendr_core::PrivateKey::from_seed(b"restart"),
+        chain_id: CHAIN.into(),
+        genesis_hash: tendr_core::Hash([2; 32]),
+        seeds: vec![],
+        max_peers: 8,
+        is_validator: false,
+        advertise: None,
+    };
+    let (t, _rx) = Transport::start(cfg(loopback())).await.unwrap();
+    let addr = t.local_addr();
+    t.shutdown().await;
+    let mut again = None;
+    for _ in 0..50 {
+        match Transport::start(cfg(addr)).await {
+            Ok(x) => {
+                again = Some(x);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let (t, _rx) = again.expect("the port is free within 500 ms of shutdown");
+    assert_eq!(t.local_addr(), addr);
+    t.shutdown().await;
+}
