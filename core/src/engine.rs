@@ -1049,9 +1049,24 @@ impl Engine {
                 "proposal POL round is not below its round".into(),
             ));
         }
+        if p.height < self.chain.height {
+            self.serve(from, p.height, out); // a lagging peer
+            return Ok(());
+        }
         let id = p.block.id();
-        let proposer = self.chain.proposer(p.round);
-        let idx = self.chain.validators.index_of(&proposer).expect("proposer is a member");
+        // For our height the signer must be the proposer of (height, round). For a later
+        // height the proposer schedule may still change, so the proposal is checked against
+        // the validator its block names, buffered, and checked again when its height starts.
+        let proposer = if p.height == self.chain.height {
+            self.chain.proposer(p.round)
+        } else {
+            p.block.header.proposer
+        };
+        let idx = self
+            .chain
+            .validators
+            .index_of(&proposer)
+            .ok_or(EngineError::UnknownValidator(proposer))?;
         let bytes = proposal_sign_bytes(&self.cfg.chain_id, p.height, p.round, p.pol_round, id);
         let vs = &self.chain.validators;
         self.verifier
@@ -1097,10 +1112,16 @@ impl Engine {
     }
 
     fn on_vote(&mut self, now: TimeMs, from: PeerId, v: Vote, out: &mut Vec<Output>) -> Result<(), EngineError> {
-        if v.height < self.chain.height {
+        // A vote of the previous height is usually a peer finishing it (it will ask with
+        // RequestDecided if it is stuck); two or more heights behind, send it the block.
+        if v.height.0 + 1 < self.chain.height.0 {
             self.serve(from, v.height, out);
             return Ok(());
         }
+        if v.height < self.chain.height {
+            return Ok(());
+        }
+
         let vs = &self.chain.validators;
         let idx = vs
             .index_of(&v.validator)
