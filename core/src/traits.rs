@@ -46,6 +46,60 @@ pub trait Storage {
     fn last_height(&self) -> Result<Height, StorageError>;
 }
 
+/// Storage in memory, for tests, tools and the simulator. Clones share one content, so a node
+/// rebuilt from a clone after a (simulated) crash finds what its predecessor made durable.
+#[derive(Clone, Default, Debug)]
+pub struct MemStorage(std::sync::Arc<std::sync::Mutex<MemStorageInner>>);
+
+#[derive(Default, Debug)]
+struct MemStorageInner {
+    wal: Vec<WalEntry>,
+    blocks: std::collections::BTreeMap<u64, (Block, Commit)>,
+}
+
+impl MemStorage {
+    fn inner(&self) -> std::sync::MutexGuard<'_, MemStorageInner> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+    /// Highest decided height stored (0 when none).
+    pub fn height(&self) -> u64 {
+        self.inner().blocks.keys().next_back().copied().unwrap_or(0)
+    }
+    pub fn block_id(&self, h: u64) -> Option<BlockId> {
+        self.inner().blocks.get(&h).map(|(b, _)| b.id())
+    }
+    pub fn commit(&self, h: u64) -> Option<Commit> {
+        self.inner().blocks.get(&h).map(|(_, c)| c.clone())
+    }
+    /// Forgets the consensus log (the simulator's amnesia behaviour).
+    pub fn clear_wal(&self) {
+        self.inner().wal.clear();
+    }
+}
+
+impl Storage for MemStorage {
+    fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
+        self.inner().wal.push(e.clone());
+        Ok(())
+    }
+    fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
+        Ok(self.inner().wal.iter().filter(|e| e.height() == h).cloned().collect())
+    }
+    fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
+        let mut s = self.inner();
+        let h = b.height();
+        s.blocks.insert(h.0, (b.clone(), c.clone()));
+        s.wal.retain(|e| e.height() > h);
+        Ok(())
+    }
+    fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
+        Ok(self.inner().blocks.get(&h.0).cloned())
+    }
+    fn last_height(&self) -> Result<Height, StorageError> {
+        Ok(Height(self.height()))
+    }
+}
+
 /// Result of one transaction in a decided block.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TxResult {

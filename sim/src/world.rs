@@ -79,48 +79,30 @@ impl Network for SimNet {
     }
 }
 
-#[derive(Default, Debug)]
-pub struct StoreInner {
-    pub wal: Vec<WalEntry>,
-    pub blocks: BTreeMap<u64, (Block, Commit)>,
-}
-
-/// In-memory storage that survives a crash of its node. Writes are durable on return.
+/// The simulator's storage: in memory, surviving crashes of its node (durable on return), and
+/// telling the world about every persist so the checker can see persist-before-send.
 #[derive(Clone)]
 pub struct SimStore {
-    pub inner: Rc<RefCell<StoreInner>>,
+    pub inner: MemStorage,
     out: Rc<RefCell<Outbox>>,
 }
 impl Storage for SimStore {
     fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
-        self.inner.borrow_mut().wal.push(e.clone());
+        self.inner.append_wal(e)?;
         self.out.borrow_mut().log.push(OutItem::Persist(e.clone()));
         Ok(())
     }
     fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
-        Ok(self
-            .inner
-            .borrow()
-            .wal
-            .iter()
-            .filter(|e| e.height() == h)
-            .cloned()
-            .collect())
+        self.inner.wal(h)
     }
     fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
-        let mut s = self.inner.borrow_mut();
-        let h = b.height();
-        s.blocks.insert(h.0, (b.clone(), c.clone()));
-        s.wal.retain(|e| e.height() > h);
-        Ok(())
+        self.inner.save_decided(b, c)
     }
     fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
-        Ok(self.inner.borrow().blocks.get(&h.0).cloned())
+        self.inner.decided(h)
     }
     fn last_height(&self) -> Result<Height, StorageError> {
-        Ok(Height(
-            self.inner.borrow().blocks.keys().next_back().copied().unwrap_or(0),
-        ))
+        self.inner.last_height()
     }
 }
 
@@ -346,7 +328,7 @@ impl World {
     fn add_slot(&mut self, key: usize, byz: Option<Behaviour>, side: Option<u8>) {
         let out = Rc::new(RefCell::new(Outbox::default()));
         let store = SimStore {
-            inner: Rc::new(RefCell::new(StoreInner::default())),
+            inner: MemStorage::default(),
             out: out.clone(),
         };
         self.slots.push(Slot {
@@ -691,7 +673,7 @@ impl World {
         let prev = self.slots[slot].amnesia_at;
         self.slots[slot].amnesia_at = hr;
         if hr.0 == prev.0 && hr.1 > prev.1 {
-            self.slots[slot].store.inner.borrow_mut().wal.clear();
+            self.slots[slot].store.inner.clear_wal();
             self.slots[slot].incarnation += 1;
             self.start_slot(slot);
         }

@@ -99,44 +99,8 @@ impl Network for MemNet {
     }
 }
 
-#[derive(Default)]
-pub struct StoreInner {
-    pub wal: Vec<WalEntry>,
-    pub blocks: BTreeMap<u64, (Block, Commit)>,
-}
-
 /// Storage that outlives its node (shared), so a node can be rebuilt from it.
-#[derive(Clone, Default)]
-pub struct MemStore(pub Rc<RefCell<StoreInner>>);
-impl Storage for MemStore {
-    fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
-        self.0.borrow_mut().wal.push(e.clone());
-        Ok(())
-    }
-    fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
-        Ok(self
-            .0
-            .borrow()
-            .wal
-            .iter()
-            .filter(|e| e.height() == h)
-            .cloned()
-            .collect())
-    }
-    fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
-        let mut s = self.0.borrow_mut();
-        s.blocks.insert(b.height().0, (b.clone(), c.clone()));
-        let h = b.height();
-        s.wal.retain(|e| e.height() > h);
-        Ok(())
-    }
-    fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
-        Ok(self.0.borrow().blocks.get(&h.0).cloned())
-    }
-    fn last_height(&self) -> Result<Height, StorageError> {
-        Ok(Height(self.0.borrow().blocks.keys().next_back().copied().unwrap_or(0)))
-    }
-}
+pub type MemStore = MemStorage;
 
 pub type MemNode = Node<MemClock, MemNet, MemStore, KvApp>;
 

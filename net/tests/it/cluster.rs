@@ -11,7 +11,6 @@ use std::time::Duration;
 use tendr_core::app::KvApp;
 use tendr_core::chain::ChainState;
 use tendr_core::crypto::sha256;
-use tendr_core::engine::WalEntry;
 use tendr_core::traits::*;
 use tendr_core::*;
 use tendr_net::runtime::{drive, Command, NodeView, SystemClock};
@@ -21,60 +20,8 @@ use tokio::task::JoinHandle;
 
 pub const CHAIN: &str = "net-test";
 
-#[derive(Default)]
-pub struct StoreInner {
-    pub wal: Vec<WalEntry>,
-    pub blocks: BTreeMap<u64, (Block, Commit)>,
-}
-
 /// Storage shared across restarts of one node.
-#[derive(Clone, Default)]
-pub struct MemStore(pub Arc<Mutex<StoreInner>>);
-
-impl Storage for MemStore {
-    fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
-        self.0.lock().unwrap().wal.push(e.clone());
-        Ok(())
-    }
-    fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap()
-            .wal
-            .iter()
-            .filter(|e| e.height() == h)
-            .cloned()
-            .collect())
-    }
-    fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
-        let mut s = self.0.lock().unwrap();
-        s.blocks.insert(b.height().0, (b.clone(), c.clone()));
-        let h = b.height();
-        s.wal.retain(|e| e.height() > h);
-        Ok(())
-    }
-    fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
-        Ok(self.0.lock().unwrap().blocks.get(&h.0).cloned())
-    }
-    fn last_height(&self) -> Result<Height, StorageError> {
-        Ok(Height(
-            self.0.lock().unwrap().blocks.keys().next_back().copied().unwrap_or(0),
-        ))
-    }
-}
-
-impl MemStore {
-    pub fn height(&self) -> u64 {
-        self.0.lock().unwrap().blocks.keys().next_back().copied().unwrap_or(0)
-    }
-    pub fn block_id(&self, h: u64) -> Option<BlockId> {
-        self.0.lock().unwrap().blocks.get(&h).map(|(b, _)| b.id())
-    }
-    pub fn commit(&self, h: u64) -> Option<Commit> {
-        self.0.lock().unwrap().blocks.get(&h).map(|(_, c)| c.clone())
-    }
-}
+pub type MemStore = MemStorage;
 
 pub fn keys(n: usize) -> Vec<PrivateKey> {
     (0..n)
