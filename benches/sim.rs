@@ -4,7 +4,7 @@
 //! Run: `cargo bench --bench sim`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tendr::sim::config::{Fault, FaultKind, VerifyMode};
+use tendr::sim::config::VerifyMode;
 use tendr::sim::{run, SimConfig};
 
 fn heights(c: &mut Criterion) {
@@ -30,22 +30,7 @@ fn partition_workload(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("7_validators_200tps_split_2_5_for_5s", |b| {
         b.iter(|| {
-            let mut cfg = SimConfig::new(7);
-            cfg.heights = 1_000_000;
-            cfg.max_time_ms = 15_000;
-            cfg.workload.txs_per_sec = 200;
-            cfg.faults = vec![
-                Fault {
-                    at_ms: 5_000,
-                    kind: FaultKind::Partition {
-                        groups: vec![vec![0, 1], vec![2, 3, 4, 5, 6]],
-                    },
-                },
-                Fault {
-                    at_ms: 10_000,
-                    kind: FaultKind::Heal,
-                },
-            ];
+            let cfg = SimConfig::partition_workload(200, 5_000, 10_000, 15_000);
             let r = run(cfg).unwrap();
             assert!(r.ok() && !r.tx_latencies.is_empty());
         })

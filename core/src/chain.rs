@@ -7,8 +7,7 @@
 //! at height `h + 1`: the header of block `h + 1` already carries the new `validators_hash`,
 //! and its commit is checked against the new set.
 
-use crate::codec::encode;
-use crate::crypto::{sha256, vote_sign_bytes};
+use crate::crypto::vote_sign_bytes;
 use crate::proposer::ProposerSchedule;
 use crate::traits::SignatureVerifier;
 use crate::types::*;
@@ -216,14 +215,4 @@ pub fn verify_commit(
         ));
     }
     Ok(())
-}
-
-/// A stable digest of a chain state, for tests and traces.
-pub fn state_digest(c: &ChainState) -> Hash {
-    sha256(&encode(&(
-        c.height,
-        c.app_hash,
-        c.validators.hash(),
-        c.last_block.map(|b| b.0),
-    )))
 }

@@ -375,40 +375,6 @@ impl Engine {
         self.ahead.map(|(h, _)| h).filter(|h| *h > self.chain.height)
     }
 
-    /// A one-line account of the height's state, for debugging and traces.
-    pub fn summary(&self) -> String {
-        let r = self.hs.sm.round;
-        let k = &self.hs.keeper;
-        let blocks: Vec<String> = self
-            .hs
-            .blocks
-            .iter()
-            .map(|(id, (_, v))| format!("{id}:{v:?}"))
-            .collect();
-        let props: Vec<String> = self
-            .hs
-            .proposals
-            .iter()
-            .map(|(r, p)| format!("r{}={}", r.0, p.id))
-            .collect();
-        format!(
-            "h={} r={} step={:?} started={} executing={} locked={:?} valid={:?} prevotes(any={} nil={}) precommits(any={}) blocks=[{}] proposals=[{}] future={}",
-            self.chain.height,
-            r.0,
-            self.hs.sm.step,
-            self.hs.started,
-            self.hs.executing.is_some(),
-            self.hs.sm.locked,
-            self.hs.sm.valid,
-            k.power_any(r, VoteType::Prevote),
-            k.power_for(r, VoteType::Prevote, None),
-            k.power_any(r, VoteType::Precommit),
-            blocks.join(","),
-            props.join(","),
-            self.future.len()
-        )
-    }
-
     /// The one entry point. On error nothing changed.
     pub fn handle(&mut self, now: TimeMs, input: Input) -> Result<Vec<Output>, EngineError> {
         let mut out = Vec::new();

@@ -134,10 +134,6 @@ impl Checker {
         self.violations.is_empty()
     }
 
-    pub fn decided_heights(&self) -> u64 {
-        self.decided.keys().next_back().copied().unwrap_or(0)
-    }
-
     pub fn on_persist(&mut self, slot: usize, entry: &WalEntry) {
         let key = match entry {
             WalEntry::Proposal(p) => (p.height.0, p.round.0, 0),

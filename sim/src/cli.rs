@@ -1,14 +1,13 @@
 //! `tendr sim`: run, explore, replay and benchmark simulations.
 //!
-//! This front end is the only part of the simulator that looks at the wall clock, and only to
-//! report how long runs took; the runs themselves never do.
+//! The simulator never reads the wall clock: the binary passes in a stopwatch (`wall_ms`) that
+//! is used only to report how long runs took.
 
 use crate::checker::Invariant;
 use crate::config::{Behaviour, Byzantine, Fault, FaultKind, Latency, Ratio, SimConfig, VerifyMode};
 use crate::explore::{explore, shrink, ExploreOpts};
 use crate::world::{run_traced, Report};
 use clap::{Args, Subcommand};
-use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -303,7 +302,7 @@ pub fn build_config(a: &RunArgs) -> Result<SimConfig, String> {
     Ok(c)
 }
 
-pub fn print_report(r: &Report, wall_ms: u128) {
+pub fn print_report(r: &Report, wall_ms: u64) {
     println!("seed            {}", r.seed);
     println!("validators      {} (byzantine: {})", r.validators, fmt_byz(r));
     println!(
@@ -353,13 +352,15 @@ fn fmt_byz(r: &Report) -> String {
         .join(", ")
 }
 
-pub fn run(args: SimArgs) -> i32 {
+/// Runs a `tendr sim` command. `wall_ms` reads a wall-clock stopwatch in milliseconds; it only
+/// feeds the reports (runs are decided by their seed alone).
+pub fn run(args: SimArgs, wall_ms: &dyn Fn() -> u64) -> i32 {
     let result = match args.command {
-        SimCommand::Run(a) => cmd_run(&a, None),
-        SimCommand::Replay(a) => cmd_run(&a.run, a.trace.as_deref()),
-        SimCommand::Explore(a) => cmd_explore(&a),
-        SimCommand::Check(a) => cmd_check(&a),
-        SimCommand::Bench(a) => cmd_bench(&a),
+        SimCommand::Run(a) => cmd_run(&a, None, wall_ms),
+        SimCommand::Replay(a) => cmd_run(&a.run, a.trace.as_deref(), wall_ms),
+        SimCommand::Explore(a) => cmd_explore(&a, wall_ms),
+        SimCommand::Check(a) => cmd_check(&a, wall_ms),
+        SimCommand::Bench(a) => cmd_bench(&a, wall_ms),
         SimCommand::Plot(a) => cmd_plot(&a),
     };
     match result {
@@ -371,10 +372,10 @@ pub fn run(args: SimArgs) -> i32 {
     }
 }
 
-fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>) -> Result<i32, String> {
+fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
     let cfg = build_config(a)?;
     let cfg_copy = cfg.clone();
-    let t0 = Instant::now();
+    let t0 = wall_ms();
     let pictures = a.svg.is_some() || a.plot.is_some();
     let buf = SharedBuf::default();
     let report = match (trace, pictures) {
@@ -392,7 +393,7 @@ fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>) -> Result<i32, String> 
         };
         draw(&text, a.svg.as_deref(), a.plot.as_deref(), &a.window_ms)?;
     }
-    let wall = t0.elapsed().as_millis();
+    let wall = wall_ms() - t0;
     let verdict = crate::scenario::judge(&cfg_copy, &report);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
@@ -418,7 +419,7 @@ fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>) -> Result<i32, String> 
     Ok(if ok { 0 } else { 1 })
 }
 
-fn cmd_check(a: &CheckArgs) -> Result<i32, String> {
+fn cmd_check(a: &CheckArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
     let files = crate::scenario::list(&a.dir)?;
     if files.is_empty() {
         return Err(format!("{}: no scenario files (*.toml)", a.dir.display()));
@@ -438,10 +439,8 @@ fn cmd_check(a: &CheckArgs) -> Result<i32, String> {
         })
         .sum();
     let bar = indicatif::ProgressBar::new(total as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs  [{elapsed}]").map_err(|e| e.to_string())?,
-    );
-    let t0 = Instant::now();
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs").map_err(|e| e.to_string())?);
+    let t0 = wall_ms();
     let rows = crate::scenario::check(&scenarios, a.jobs, &|| bar.inc(1));
     bar.finish_and_clear();
     println!(
@@ -475,12 +474,12 @@ fn cmd_check(a: &CheckArgs) -> Result<i32, String> {
         rows.len(),
         rows.len() - bad,
         bad,
-        t0.elapsed().as_millis()
+        (wall_ms() - t0)
     );
     Ok(if bad == 0 { 0 } else { 1 })
 }
 
-fn cmd_explore(a: &ExploreArgs) -> Result<i32, String> {
+fn cmd_explore(a: &ExploreArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
     let opts = ExploreOpts {
         seeds: a.seeds,
         start_seed: a.start_seed,
@@ -493,16 +492,15 @@ fn cmd_explore(a: &ExploreArgs) -> Result<i32, String> {
     opts.config(opts.start_seed).validate()?;
     let bar = indicatif::ProgressBar::new(a.seeds);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  [{elapsed}]")
-            .map_err(|e| e.to_string())?,
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}").map_err(|e| e.to_string())?,
     );
-    let t0 = Instant::now();
+    let t0 = wall_ms();
     let reports = explore(&opts, &|_, failing| {
         bar.inc(1);
         bar.set_message(format!("{failing} failing"));
     });
     bar.finish();
-    let wall = t0.elapsed().as_millis();
+    let wall = wall_ms() - t0;
     let failing: Vec<&Report> = reports.iter().filter(|r| !r.ok()).collect();
     println!("\n{:<24} {:>8} {:>12}", "invariant", "broken", "first seed");
     for inv in Invariant::ALL {
@@ -534,7 +532,7 @@ fn cmd_explore(a: &ExploreArgs) -> Result<i32, String> {
     }
     if let (Some(first), false) = (failing.first(), a.no_shrink) {
         let inv = *first.broken().iter().next().expect("a failing report has a violation");
-        let (small, rep) = shrink(&opts.config(first.seed), inv, 40);
+        let (small, _) = shrink(&opts.config(first.seed), inv, 40);
         let path = format!("tendr-sim-shrunk-{}.toml", first.seed);
         let text = toml::to_string(&small).map_err(|e| e.to_string())?;
         std::fs::write(&path, text).map_err(|e| format!("{path}: {e}"))?;
@@ -551,7 +549,6 @@ fn cmd_explore(a: &ExploreArgs) -> Result<i32, String> {
                 ""
             }
         );
-        let _ = rep;
     }
     Ok(if failing.is_empty() { 0 } else { 1 })
 }
@@ -568,7 +565,7 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
-fn cmd_bench(a: &BenchArgs) -> Result<i32, String> {
+fn cmd_bench(a: &BenchArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
     if !a.partition_only {
         println!(
             "Simulated consensus speed (one core, 1 s target block time, 5-15 ms links), median of {}:",
@@ -595,9 +592,9 @@ fn cmd_bench(a: &BenchArgs) -> Result<i32, String> {
                     c.verify = verify;
                     c.timeouts.commit_ms = 1000;
                     c.network.latency = Latency::Uniform { min_ms: 5, max_ms: 15 };
-                    let t0 = Instant::now();
+                    let t0 = wall_ms();
                     let r = crate::world::run(c)?;
-                    let wall = t0.elapsed().as_secs_f64().max(1e-9);
+                    let wall = ((wall_ms() - t0) as f64 / 1000.0).max(1e-3);
                     if !r.ok() {
                         return Err(format!("bench run broke invariants: {:?}", r.violations));
                     }
@@ -619,29 +616,13 @@ fn cmd_bench(a: &BenchArgs) -> Result<i32, String> {
     println!(
         "\nThroughput under a partition (7 validators, 500 tx/s of 100 bytes, 2/5 split at 20 s, heal at 40 s, 60 s):"
     );
-    let mut c = SimConfig::new(7);
-    c.seed = 1;
-    c.heights = 1_000_000;
-    c.max_time_ms = 60_000;
+    let mut c = SimConfig::partition_workload(500, 20_000, 40_000, 60_000);
     c.timeouts.commit_ms = 200;
-    c.workload.txs_per_sec = 500;
     c.workload.tx_bytes = 100;
     c.network.latency = Latency::Uniform { min_ms: 5, max_ms: 25 };
-    c.faults = vec![
-        Fault {
-            at_ms: 20_000,
-            kind: FaultKind::Partition {
-                groups: vec![vec![0, 1], vec![2, 3, 4, 5, 6]],
-            },
-        },
-        Fault {
-            at_ms: 40_000,
-            kind: FaultKind::Heal,
-        },
-    ];
-    let t0 = Instant::now();
+    let t0 = wall_ms();
     let r = crate::world::run(c)?;
-    let wall = t0.elapsed().as_millis();
+    let wall = wall_ms() - t0;
     println!(
         "{:<8} {:>14} {:>10} {:>10} {:>10}",
         "phase", "committed tx/s", "p50 ms", "p99 ms", "heights"

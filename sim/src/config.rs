@@ -442,6 +442,30 @@ impl SimConfig {
         Ok(())
     }
 
+    /// A transaction workload through a partition that heals: 7 validators, nodes 0 and 1 cut
+    /// off from the other five between `split_ms` and `heal_ms`, the run ending at `end_ms`.
+    /// Used by `tendr sim bench` and the criterion bench.
+    pub fn partition_workload(txs_per_sec: u32, split_ms: u64, heal_ms: u64, end_ms: u64) -> SimConfig {
+        let mut c = SimConfig::new(7);
+        c.seed = 1;
+        c.heights = u64::MAX;
+        c.max_time_ms = end_ms;
+        c.workload.txs_per_sec = txs_per_sec;
+        c.faults = vec![
+            Fault {
+                at_ms: split_ms,
+                kind: FaultKind::Partition {
+                    groups: vec![vec![0, 1], vec![2, 3, 4, 5, 6]],
+                },
+            },
+            Fault {
+                at_ms: heal_ms,
+                kind: FaultKind::Heal,
+            },
+        ];
+        c
+    }
+
     /// Draws a whole run from `seed`: size, Byzantine nodes (at most f, mixed behaviours),
     /// network model, and a fault timeline of partitions and crashes that ends with a heal.
     pub fn from_seed(seed: u64, validators: Option<u32>) -> SimConfig {

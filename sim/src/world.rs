@@ -394,38 +394,6 @@ impl World {
         self.now.get()
     }
 
-    /// Each running node's engine state, one line per slot.
-    pub fn summaries(&self) -> Vec<String> {
-        self.slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match &s.node {
-                Some(n) => format!("{i}: {}", n.engine().summary()),
-                None => format!("{i}: down"),
-            })
-            .collect()
-    }
-
-    /// Runs until virtual time `t` (for tests and debugging).
-    pub fn run_until(&mut self, t: u64) {
-        if self.stats.events == 0 {
-            for i in 0..self.slots.len() {
-                self.start_slot(i);
-            }
-        }
-        while let Some((&(at, _), _)) = self.queue.first_key_value() {
-            if at > t {
-                break;
-            }
-            let Some(((at, _), ev)) = self.queue.pop_first() else {
-                break;
-            };
-            self.now.set(at);
-            self.stats.events += 1;
-            self.step(ev);
-        }
-    }
-
     /// Runs to the end and reports.
     pub fn run(mut self) -> Report {
         let nodes: Vec<(usize, Option<String>)> = self.slots.iter().map(|s| (s.key, s.byz.map(|b| b.name()))).collect();
