@@ -80,21 +80,40 @@ impl PublicKey {
     }
 }
 
-/// A validator or node signing key.
+/// What signs our proposals and votes. [`PrivateKey`] is the signer of every real node; the
+/// simulator's trusted-signature mode brings a null signer of its own (never in a real node).
+pub trait Signer: Send + Sync {
+    fn public_key(&self) -> PublicKey;
+    fn address(&self) -> Address;
+    fn sign(&self, msg: &[u8]) -> Signature;
+}
+
+/// A validator or node signing key, with its public key and address computed once.
 #[derive(Clone)]
-pub struct PrivateKey(SigningKey);
+pub struct PrivateKey {
+    key: SigningKey,
+    public: PublicKey,
+    address: Address,
+}
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PrivateKey({})", self.public_key().address())
+        write!(f, "PrivateKey({})", self.address)
     }
 }
 
 impl PrivateKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        SigningKey::from_slice(bytes)
-            .map(PrivateKey)
-            .map_err(|_| CryptoError::InvalidPrivateKey)
+        let key = SigningKey::from_slice(bytes).map_err(|_| CryptoError::InvalidPrivateKey)?;
+        let point = key.verifying_key().to_encoded_point(true);
+        let mut arr = [0u8; 33];
+        arr.copy_from_slice(point.as_bytes());
+        let public = PublicKey(arr);
+        Ok(PrivateKey {
+            key,
+            public,
+            address: public.address(),
+        })
     }
     /// A key derived deterministically from a seed (tests and the simulator). Hashes until the
     /// digest is a valid scalar, which almost always takes one try.
@@ -108,26 +127,35 @@ impl PrivateKey {
         }
     }
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.0.to_bytes().into()
+        self.key.to_bytes().into()
     }
     pub fn public_key(&self) -> PublicKey {
-        let point = self.0.verifying_key().to_encoded_point(true);
-        let mut arr = [0u8; 33];
-        arr.copy_from_slice(point.as_bytes());
-        PublicKey(arr)
+        self.public
     }
     pub fn address(&self) -> Address {
-        self.public_key().address()
+        self.address
     }
     /// Signs SHA-256 of `msg`.
     pub fn sign(&self, msg: &[u8]) -> Signature {
         let digest = sha256(msg);
         let sig: k256::ecdsa::Signature = self
-            .0
+            .key
             .sign_prehash(&digest.0)
             .expect("signing a 32-byte prehash with a valid key cannot fail");
         let sig = sig.normalize_s().unwrap_or(sig);
         Signature(sig.to_bytes().into())
+    }
+}
+
+impl Signer for PrivateKey {
+    fn public_key(&self) -> PublicKey {
+        self.public
+    }
+    fn address(&self) -> Address {
+        self.address
+    }
+    fn sign(&self, msg: &[u8]) -> Signature {
+        PrivateKey::sign(self, msg)
     }
 }
 
@@ -240,6 +268,8 @@ macro_rules! serde_bytes_fixed {
 }
 serde_bytes_fixed!(Signature, 64);
 serde_bytes_fixed!(PublicKey, 33);
+serde_bytes_fixed!(Hash, 32);
+serde_bytes_fixed!(Address, 20);
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,7 @@
 //! commit certificate, and paces heights by `TimeoutConfig::commit_ms`.
 
 use crate::chain::{verify_commit, BlockError, ChainState};
-use crate::crypto::{proposal_sign_bytes, vote_sign_bytes, PrivateKey};
+use crate::crypto::{proposal_sign_bytes, vote_sign_bytes, PrivateKey, Signer};
 use crate::limits::*;
 use crate::state_machine::{apply, Action, Event, State, Step, TimeoutKind};
 use crate::traits::SignatureVerifier;
@@ -287,7 +287,7 @@ impl HeightState {
 
 pub struct Engine {
     cfg: EngineConfig,
-    key: Option<PrivateKey>,
+    key: Option<Box<dyn Signer>>,
     chain: ChainState,
     hs: HeightState,
     verifier: Box<dyn SignatureVerifier>,
@@ -313,6 +313,18 @@ impl Engine {
     pub fn new(
         cfg: EngineConfig,
         key: Option<PrivateKey>,
+        chain: ChainState,
+        wal: Vec<WalEntry>,
+        verifier: Box<dyn SignatureVerifier>,
+    ) -> Self {
+        let key = key.map(|k| Box::new(k) as Box<dyn Signer>);
+        Self::with_signer(cfg, key, chain, wal, verifier)
+    }
+
+    /// [`Engine::new`] with any [`Signer`] (the simulator's trusted mode uses a null signer).
+    pub fn with_signer(
+        cfg: EngineConfig,
+        key: Option<Box<dyn Signer>>,
         chain: ChainState,
         wal: Vec<WalEntry>,
         verifier: Box<dyn SignatureVerifier>,

@@ -25,7 +25,7 @@ pub mod types;
 pub mod validator;
 pub mod votes;
 
-pub use crypto::{PrivateKey, PublicKey, Signature};
+pub use crypto::{PrivateKey, PublicKey, Signature, Signer};
 pub use engine::{Engine, EngineConfig, Input, Output, TimeoutConfig};
 pub use types::*;
 pub use validator::{Validator, ValidatorSet, ValidatorUpdate};

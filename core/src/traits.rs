@@ -7,7 +7,7 @@
 
 use crate::chain::ChainState;
 use crate::codec::{decode_message, DecodeError};
-use crate::crypto::{sha256, verify, CryptoError, PrivateKey, PublicKey, Signature};
+use crate::crypto::{sha256, verify, CryptoError, PrivateKey, PublicKey, Signature, Signer};
 use crate::engine::{Engine, EngineConfig, EngineError, Input, Output, Timeout, WalEntry};
 use crate::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS, VERIFY_CACHE_ENTRIES};
 use crate::mempool::{Mempool, MempoolError};
@@ -244,6 +244,22 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         clock: C,
         net: N,
         storage: S,
+        app: A,
+        verifier: Box<dyn SignatureVerifier>,
+    ) -> Result<Self, NodeError> {
+        let key = key.map(|k| Box::new(k) as Box<dyn Signer>);
+        Self::with_signer(cfg, key, genesis, clock, net, storage, app, verifier)
+    }
+
+    /// [`Node::new`] with any [`Signer`] (the simulator's trusted mode uses a null signer).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_signer(
+        cfg: EngineConfig,
+        key: Option<Box<dyn Signer>>,
+        genesis: ChainState,
+        clock: C,
+        net: N,
+        storage: S,
         mut app: A,
         verifier: Box<dyn SignatureVerifier>,
     ) -> Result<Self, NodeError> {
@@ -263,7 +279,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             chain.advance(&block, &commit, res.app_hash, &res.validator_updates);
         }
         let wal = storage.wal(chain.height)?;
-        let engine = Engine::new(cfg, key, chain, wal, verifier);
+        let engine = Engine::with_signer(cfg, key, chain, wal, verifier);
         Ok(Node {
             engine,
             clock,

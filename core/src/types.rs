@@ -52,8 +52,8 @@ impl Round {
     }
 }
 
-/// A SHA-256 digest.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A SHA-256 digest. Encoded as a byte string (length-checked on decode, see `crypto`).
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hash(pub [u8; 32]);
 
 impl fmt::Debug for Hash {
@@ -75,8 +75,9 @@ impl Hash {
 /// The identifier of a block: the hash of its canonical header encoding.
 pub type BlockId = Hash;
 
-/// `0x` + hex of the first 20 bytes of SHA-256 of the compressed public key.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// `0x` + hex of the first 20 bytes of SHA-256 of the compressed public key. Encoded as a
+/// byte string (length-checked on decode, see `crypto`).
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address(pub [u8; 20]);
 
 impl fmt::Display for Address {
@@ -133,6 +134,7 @@ pub struct Header {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
     pub header: Header,
+    #[serde(with = "tx_list")]
     pub txs: Vec<Vec<u8>>,
     /// The commit that decided the previous height (`None` only at the initial height).
     pub last_commit: Option<Commit>,
@@ -236,13 +238,26 @@ impl Evidence {
     }
 }
 
+/// Transactions encode as byte strings (the same bytes postcard writes for a `Vec<u8>`, one
+/// copy instead of one call per byte).
+mod tx_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(txs: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(txs.iter().map(|t| serde_bytes::Bytes::new(t)))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let v: Vec<serde_bytes::ByteBuf> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter().map(serde_bytes::ByteBuf::into_vec).collect())
+    }
+}
+
 /// Everything the consensus protocol sends between nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     Proposal(Proposal),
     Vote(Vote),
     /// A transaction for the mempool.
-    Tx(Vec<u8>),
+    Tx(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Ask a peer for the decided block (and its commit) at a height.
     RequestDecided(Height),
     /// A decided block with the commit that decided it (catch-up).

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tendr_core::app::KvApp;
 use tendr_core::chain::verify_commit;
 use tendr_core::engine::WalEntry;
-use tendr_core::traits::{Application, CachingVerifier};
+use tendr_core::traits::{Application, SignatureVerifier};
 use tendr_core::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -76,7 +76,8 @@ pub struct Checker {
     /// Culprits convicted by verifiable evidence, from the wire or from the nodes.
     pub evidence: BTreeMap<Address, Evidence>,
     persisted: Vec<BTreeSet<(u64, u32, u8)>>,
-    verifier: CachingVerifier,
+    /// Checks signatures in commits and evidence: the run's own verification mode.
+    verifier: Box<dyn SignatureVerifier>,
     pub violations: Vec<Violation>,
     pub fork_heights: BTreeSet<u64>,
     pub rounds_sum: u64,
@@ -97,8 +98,14 @@ fn kind_of(m: &Message) -> Option<(u64, u32, u8)> {
 }
 
 impl Checker {
-    /// `members`: (public key, genesis power, honest) of every key in the run.
-    pub fn new(chain_id: &str, members: &[(PublicKey, u64, bool)], slots: usize) -> Self {
+    /// `members`: (public key, genesis power, honest) of every key in the run; `verifier` checks
+    /// the signatures of commits and evidence (in trusted mode it trusts them, as the nodes do).
+    pub fn new(
+        chain_id: &str,
+        members: &[(PublicKey, u64, bool)],
+        slots: usize,
+        verifier: Box<dyn SignatureVerifier>,
+    ) -> Self {
         Checker {
             chain_id: chain_id.to_string(),
             app: KvApp::new(chain_id),
@@ -111,7 +118,7 @@ impl Checker {
             votes: BTreeMap::new(),
             evidence: BTreeMap::new(),
             persisted: vec![BTreeSet::new(); slots],
-            verifier: CachingVerifier::new(),
+            verifier,
             violations: vec![],
             fork_heights: BTreeSet::new(),
             rounds_sum: 0,
@@ -209,14 +216,15 @@ impl Checker {
         }
     }
 
-    fn signed_by_validator(&self, ev: &Evidence) -> bool {
+    fn signed_by_validator(&mut self, ev: &Evidence) -> bool {
         let Evidence::DuplicateVote { a, b } = ev;
-        let Some(vk) = self.keys.get(&a.validator).and_then(|k| k.verifying_key().ok()) else {
+        let Some(pk) = self.keys.get(&a.validator).copied() else {
             return false;
         };
+        let Ok(vk) = pk.verifying_key() else { return false };
         [a, b].iter().all(|v| {
             let bytes = tendr_core::crypto::vote_sign_bytes(&self.chain_id, v.vote_type, v.height, v.round, v.block_id);
-            tendr_core::crypto::verify(&vk, &bytes, &v.signature).is_ok()
+            self.verifier.verify(&pk, &vk, &bytes, &v.signature).is_ok()
         })
     }
 
@@ -281,7 +289,7 @@ impl Checker {
                 format!("node {slot}: commit at height {h} is for another block"),
             );
         } else if let Some(vs) = validators {
-            if let Err(e) = verify_commit(&self.chain_id, vs, commit, &mut self.verifier) {
+            if let Err(e) = verify_commit(&self.chain_id, vs, commit, self.verifier.as_mut()) {
                 self.violate(
                     Invariant::CommitIntegrity,
                     now,

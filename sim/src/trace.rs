@@ -81,12 +81,7 @@ impl Trace {
                     h.update(v.round.0.to_be_bytes());
                     h.update(v.validator.0);
                     h.update(v.block_id.map(|b| b.0).unwrap_or([0; 32]));
-                    (
-                        v.vote_type_name(),
-                        v.height.0,
-                        v.round.0,
-                        v.block_id.map(|b| b.to_hex()),
-                    )
+                    (v.vote_type_name(), v.height.0, v.round.0, v.block_id)
                 }
                 Message::Proposal(pr) => {
                     h.update([3u8]);
@@ -104,7 +99,7 @@ impl Trace {
             },
         };
         if self.writer.is_some() {
-            self.line(serde_json::json!({"t": t, "sent": sent, "ev": "deliver", "from": from, "to": to, "kind": kind, "h": height, "r": round, "value": value}));
+            self.line(serde_json::json!({"t": t, "sent": sent, "ev": "deliver", "from": from, "to": to, "kind": kind, "h": height, "r": round, "value": value.map(|b| b.to_hex())}));
         }
     }
 

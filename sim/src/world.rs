@@ -134,6 +134,39 @@ impl SignatureVerifier for TrustedVerifier {
     }
 }
 
+/// `VerifyMode::Trusted`: signs nothing. Its "signature" is the SHA-256 of the sign bytes
+/// followed by the signer's address, so distinct messages still carry distinct signatures and
+/// the signer can be read off it, but nothing is proven. It lives in the simulator crate
+/// only: a real node is built from a `PrivateKey` and cannot get one.
+pub struct NullSigner {
+    public: PublicKey,
+    address: Address,
+}
+
+impl NullSigner {
+    pub fn new(key: &PrivateKey) -> Self {
+        NullSigner {
+            public: key.public_key(),
+            address: key.address(),
+        }
+    }
+}
+
+impl Signer for NullSigner {
+    fn public_key(&self) -> PublicKey {
+        self.public
+    }
+    fn address(&self) -> Address {
+        self.address
+    }
+    fn sign(&self, msg: &[u8]) -> Signature {
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&tendr_core::crypto::sha256(msg).0);
+        sig[32..52].copy_from_slice(&self.address.0);
+        Signature(sig)
+    }
+}
+
 pub type SimNode = Node<SimClock, SimNet, SimStore, KvApp>;
 
 pub(crate) struct Slot {
@@ -297,7 +330,7 @@ impl World {
             blocked: BTreeSet::new(),
             link_free_at: BTreeMap::new(),
             shared_verifier: Arc::new(Mutex::new(CachingVerifier::new())),
-            checker: Checker::new(CHAIN_ID, &checker_members, 0),
+            checker: Checker::new(CHAIN_ID, &checker_members, 0, Box::new(TrustedVerifier)),
             trace: Trace::new(),
             stats: Stats::default(),
             tx_count: 0,
@@ -314,7 +347,7 @@ impl World {
                 w.add_slot(k, byz, Some(1));
             }
         }
-        w.checker = Checker::new(CHAIN_ID, &checker_members, w.slots.len());
+        w.checker = Checker::new(CHAIN_ID, &checker_members, w.slots.len(), w.verifier());
         let fault_times: Vec<u64> = w.cfg.faults.iter().map(|f| f.at_ms).collect();
         for (i, at) in fault_times.into_iter().enumerate() {
             w.push(at, Ev::Fault(i));
@@ -368,9 +401,14 @@ impl World {
                 .as_deref()
                 .map(|p| p.parse().expect("validated planted bug"));
         }
-        Node::new(
+        let key = &self.keys[s.key];
+        let signer: Box<dyn Signer> = match self.cfg.verify {
+            VerifyMode::Trusted => Box::new(NullSigner::new(key)),
+            VerifyMode::Full | VerifyMode::Cached => Box::new(key.clone()),
+        };
+        Node::with_signer(
             ecfg,
-            Some(self.keys[s.key].clone()),
+            Some(signer),
             self.genesis.clone(),
             SimClock {
                 now: self.now.clone(),
