@@ -33,7 +33,26 @@ pub trait Network {
 #[error("storage: {0}")]
 pub struct StorageError(pub String);
 
-/// Durable state. Every write is durable when the call returns.
+/// A point to restart from without replaying every decided block: the chain state after
+/// some height and the application's own snapshot taken at that same point.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The chain ready to decide `chain.height` (so it covers every block below it).
+    pub chain: ChainState,
+    /// [`Application::snapshot`] after executing block `chain.height - 1`.
+    pub app: Vec<u8>,
+}
+
+/// When the node takes snapshots and how many decided blocks it keeps below the newest one
+/// (to serve peers that catch up). `every == 0` takes none; `retain == 0` prunes nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    pub every: u64,
+    pub retain: u64,
+}
+
+/// Durable state. A write is durable once [`Storage::sync`] returns; the node syncs before it
+/// sends anything that depends on what it wrote (persist before send).
 pub trait Storage {
     /// Appends one of our signed messages to the consensus log.
     fn append_wal(&mut self, entry: &WalEntry) -> Result<(), StorageError>;
@@ -44,6 +63,23 @@ pub trait Storage {
     fn decided(&self, height: Height) -> Result<Option<(Block, Commit)>, StorageError>;
     /// Highest stored decided height (0 when none).
     fn last_height(&self) -> Result<Height, StorageError>;
+    /// Makes every write so far durable. A store that is durable on return does nothing.
+    fn sync(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// Keeps `snapshot` as the point to restart from. A store without snapshots ignores it
+    /// (and the node then replays every block on start).
+    fn save_snapshot(&mut self, _snapshot: &Snapshot) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// The newest snapshot kept, if any.
+    fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(None)
+    }
+    /// Forgets decided blocks below `height`; only called for heights a kept snapshot covers.
+    fn prune_decided(&mut self, _below: Height) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// Storage in memory, for tests, tools and the simulator. Clones share one content, so a node
@@ -55,6 +91,9 @@ pub struct MemStorage(std::sync::Arc<std::sync::Mutex<MemStorageInner>>);
 struct MemStorageInner {
     wal: Vec<WalEntry>,
     blocks: std::collections::BTreeMap<u64, (Block, Commit)>,
+    snapshot: Option<Snapshot>,
+    /// Highest decided height ever stored (blocks below a snapshot may be pruned).
+    last: u64,
 }
 
 impl MemStorage {
@@ -63,13 +102,27 @@ impl MemStorage {
     }
     /// Highest decided height stored (0 when none).
     pub fn height(&self) -> u64 {
-        self.inner().blocks.keys().next_back().copied().unwrap_or(0)
+        self.inner().last
+    }
+    /// How many decided blocks are kept (they are pruned below a snapshot).
+    pub fn blocks_kept(&self) -> usize {
+        self.inner().blocks.len()
     }
     pub fn block_id(&self, h: u64) -> Option<BlockId> {
         self.inner().blocks.get(&h).map(|(b, _)| b.id())
     }
     pub fn commit(&self, h: u64) -> Option<Commit> {
         self.inner().blocks.get(&h).map(|(_, c)| c.clone())
+    }
+    /// A copy that shares nothing with this one (what a crashed disk held).
+    pub fn deep_copy(&self) -> MemStorage {
+        let s = self.inner();
+        MemStorage(std::sync::Arc::new(std::sync::Mutex::new(MemStorageInner {
+            wal: s.wal.clone(),
+            blocks: s.blocks.clone(),
+            snapshot: s.snapshot.clone(),
+            last: s.last,
+        })))
     }
     /// Forgets the consensus log (the simulator's amnesia behaviour).
     pub fn clear_wal(&self) {
@@ -89,6 +142,7 @@ impl Storage for MemStorage {
         let mut s = self.inner();
         let h = b.height();
         s.blocks.insert(h.0, (b.clone(), c.clone()));
+        s.last = s.last.max(h.0);
         s.wal.retain(|e| e.height() > h);
         Ok(())
     }
@@ -97,6 +151,20 @@ impl Storage for MemStorage {
     }
     fn last_height(&self) -> Result<Height, StorageError> {
         Ok(Height(self.height()))
+    }
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.inner().snapshot = Some(snapshot.clone());
+        Ok(())
+    }
+    fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.inner().snapshot.clone())
+    }
+    fn prune_decided(&mut self, below: Height) -> Result<(), StorageError> {
+        let mut s = self.inner();
+        let covered = s.snapshot.as_ref().map_or(0, |snap| snap.chain.height.0);
+        let below = below.0.min(covered);
+        s.blocks = s.blocks.split_off(&below);
+        Ok(())
     }
 }
 
@@ -130,6 +198,15 @@ pub trait Application {
     fn validate_block(&self, block: &Block) -> bool;
     /// Executes a decided block with the validators of its height.
     fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> ExecResult;
+    /// The whole application state as bytes, to restart from without replaying blocks.
+    /// `None`: this application takes no snapshots (the node then keeps every block).
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Replaces the state (of a fresh application) with a [`Application::snapshot`].
+    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
+        Err("this application cannot restore snapshots".into())
+    }
 }
 
 /// Signature checking, possibly cached. The engine calls this for every signature it checks.
@@ -230,6 +307,9 @@ pub struct Node<C, N, S, A> {
     pub app: A,
     mempool: Mempool,
     events: VecDeque<NodeEvent>,
+    snapshots: SnapshotPolicy,
+    /// Written since the last [`Storage::sync`].
+    unsynced: bool,
 }
 
 impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
@@ -264,8 +344,19 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         verifier: Box<dyn SignatureVerifier>,
     ) -> Result<Self, NodeError> {
         let mut chain = genesis;
+        if let Some(snap) = storage.snapshot()? {
+            if snap.chain.chain_id != chain.chain_id {
+                return Err(NodeError::CorruptStore(
+                    snap.chain.height,
+                    format!("snapshot of chain `{}`", snap.chain.chain_id),
+                ));
+            }
+            app.restore(&snap.app)
+                .map_err(|e| NodeError::CorruptStore(snap.chain.height, format!("snapshot: {e}")))?;
+            chain = snap.chain;
+        }
         let last = storage.last_height()?;
-        for h in 1..=last.0 {
+        for h in chain.height.0..=last.0 {
             let (block, commit) = storage
                 .decided(Height(h))?
                 .ok_or_else(|| NodeError::CorruptStore(Height(h), "missing".into()))?;
@@ -288,7 +379,42 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             app,
             mempool: Mempool::new(),
             events: VecDeque::new(),
+            snapshots: SnapshotPolicy::default(),
+            unsynced: false,
         })
+    }
+
+    /// Takes a snapshot every `policy.every` heights and prunes decided blocks older than
+    /// `policy.retain` below it, so a long-running node's store stays bounded.
+    pub fn set_snapshot_policy(&mut self, policy: SnapshotPolicy) {
+        self.snapshots = policy;
+    }
+
+    fn maybe_snapshot(&mut self, decided: Height) -> Result<(), NodeError> {
+        let SnapshotPolicy { every, retain } = self.snapshots;
+        if every == 0 || !decided.0.is_multiple_of(every) || self.engine.height() != decided.next() {
+            return Ok(());
+        }
+        let Some(app) = self.app.snapshot() else { return Ok(()) };
+        self.storage.save_snapshot(&Snapshot {
+            chain: self.engine.chain().clone(),
+            app,
+        })?;
+        self.unsynced = true;
+        if retain > 0 {
+            self.storage
+                .prune_decided(Height(decided.0.saturating_sub(retain) + 1))?;
+        }
+        Ok(())
+    }
+
+    /// Persist before send: whatever was written is made durable before anything leaves.
+    fn sync(&mut self) -> Result<(), NodeError> {
+        if self.unsynced {
+            self.storage.sync()?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     pub fn engine(&self) -> &Engine {
@@ -328,6 +454,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         match msg {
             Message::Tx(tx) => {
                 if self.add_tx(tx.clone())? {
+                    self.sync()?;
                     self.net.broadcast(&Message::Tx(tx)); // gossip each new transaction once
                 }
                 Ok(())
@@ -351,6 +478,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
     pub fn submit_tx(&mut self, tx: Vec<u8>) -> Result<Hash, NodeError> {
         let h = sha256(&tx);
         if self.add_tx(tx.clone())? {
+            self.sync()?;
             self.net.broadcast(&Message::Tx(tx));
         }
         Ok(h)
@@ -377,12 +505,19 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         let mut first = true;
         while let Some(input) = inputs.pop_front() {
             let now = self.clock.now();
+            let executed = match &input {
+                Input::Executed { height, .. } => Some(*height),
+                _ => None,
+            };
             let outputs = match self.engine.handle(now, input) {
                 Ok(o) => o,
                 Err(e) if first => return Err(e.into()),
                 Err(_) => continue,
             };
             first = false;
+            if let Some(h) = executed {
+                self.maybe_snapshot(h)?;
+            }
             for o in outputs {
                 if let Some(next) = self.execute(o)? {
                     inputs.push_back(next);
@@ -396,13 +531,16 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         Ok(match o {
             Output::Persist(entry) => {
                 self.storage.append_wal(&entry)?;
+                self.unsynced = true;
                 None
             }
             Output::Broadcast(msg) => {
+                self.sync()?;
                 self.net.broadcast(&msg);
                 None
             }
             Output::Send { to, msg } => {
+                self.sync()?;
                 self.net.send(to, &msg);
                 None
             }
@@ -424,6 +562,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             }
             Output::Decide { block, commit } => {
                 self.storage.save_decided(&block, &commit)?;
+                self.unsynced = true;
                 let res = self.app.execute_block(&block, self.engine.validators());
                 self.mempool.remove_committed(&block.txs);
                 let input = Input::Executed {
@@ -440,11 +579,13 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             }
             Output::SendDecided { to, height } => {
                 if let Some((block, commit)) = self.storage.decided(height)? {
+                    self.sync()?;
                     self.net.send(to, &Message::Decided { block, commit });
                 }
                 None
             }
             Output::Evidence(ev) => {
+                self.sync()?;
                 self.net.broadcast(&Message::Evidence(ev.clone()));
                 self.event(NodeEvent::Evidence(ev));
                 None

@@ -251,6 +251,10 @@ impl Checker {
     ) {
         let h = block.height().0;
         let id = block.id();
+        if h < self.prune_below {
+            // Every honest node decided this height long ago (and it was checked then).
+            return;
+        }
         match self.decided.get(&h) {
             None => {
                 self.decided.insert(h, id);
@@ -336,12 +340,15 @@ impl Checker {
             .collect()
     }
 
-    /// Forget votes of heights every honest node is long past (memory stays flat).
+    /// Forget votes, decisions and proposals of heights every honest node (running or
+    /// crashed) is long past, so memory stays flat as heights grow.
     pub fn prune(&mut self, min_honest_height: u64) {
         let below = min_honest_height.saturating_sub(10);
         if below > self.prune_below + 50 {
             self.prune_below = below;
             self.votes = self.votes.split_off(&(below, 0, VoteType::Prevote, Address::default()));
+            self.decided = self.decided.split_off(&below);
+            self.proposed = self.proposed.split_off(&below);
             for p in &mut self.persisted {
                 *p = p.split_off(&(below, 0, 0));
             }

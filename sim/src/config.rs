@@ -224,10 +224,50 @@ pub struct Workload {
     pub txs_per_sec: u32,
     #[serde(default = "default_tx_bytes")]
     pub tx_bytes: u32,
+    /// Write keys `k0..k{keys-1}` over and over (bounded application state); 0: every
+    /// transaction writes a new key.
+    #[serde(default)]
+    pub keys: u32,
 }
 
 fn default_tx_bytes() -> u32 {
     64
+}
+
+/// How the simulated disks behave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageModel {
+    /// A crash loses every write the node had not synced yet (it syncs before it sends).
+    #[serde(default = "yes")]
+    pub lose_unsynced: bool,
+    /// Each node snapshots its chain and application every this many heights (0: never)...
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    /// ...and keeps only this many decided blocks below the newest (0: all), so memory stays
+    /// flat as heights grow. A node further behind than this cannot catch up from its peers.
+    #[serde(default = "default_retain")]
+    pub retain_blocks: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_snapshot_every() -> u64 {
+    100
+}
+fn default_retain() -> u64 {
+    1000
+}
+
+impl Default for StorageModel {
+    fn default() -> Self {
+        StorageModel {
+            lose_unsynced: true,
+            snapshot_every: default_snapshot_every(),
+            retain_blocks: default_retain(),
+        }
+    }
 }
 
 /// What a scenario is expected to show.
@@ -292,6 +332,8 @@ pub struct SimConfig {
     #[serde(default)]
     pub workload: Workload,
     #[serde(default)]
+    pub storage: StorageModel,
+    #[serde(default)]
     pub verify: VerifyMode,
     /// After the last fault, every honest running node must decide within this virtual time.
     #[serde(default = "default_liveness")]
@@ -343,6 +385,7 @@ impl SimConfig {
             max_time_ms: default_max_time(),
             timeouts: sim_timeouts(),
             workload: Workload::default(),
+            storage: StorageModel::default(),
             verify: VerifyMode::Full,
             liveness_bound_ms: default_liveness(),
             planted: None,

@@ -79,30 +79,126 @@ impl Network for SimNet {
     }
 }
 
-/// The simulator's storage: in memory, surviving crashes of its node (durable on return), and
-/// telling the world about every persist so the checker can see persist-before-send.
+/// A write a node made and has not synced yet.
+#[derive(Debug)]
+enum Write {
+    Wal(WalEntry),
+    Decided(Block, Commit),
+    Snapshot(Box<Snapshot>),
+    Prune(Height),
+}
+
+/// The simulator's storage, in memory. `live` is what the running node reads and writes;
+/// `durable` is what survives a crash: writes reach it when the node syncs (before it sends).
+/// With `lose_unsynced`, a crash rolls `live` back to `durable`; without it every write is
+/// durable at once. Synced log entries are reported to the checker (persist before send).
 #[derive(Clone)]
 pub struct SimStore {
-    pub inner: MemStorage,
+    durable: MemStorage,
+    live: MemStorage,
+    pending: Rc<RefCell<Vec<Write>>>,
+    lose_unsynced: bool,
     out: Rc<RefCell<Outbox>>,
 }
+
+impl SimStore {
+    fn new(lose_unsynced: bool, out: Rc<RefCell<Outbox>>) -> Self {
+        let durable = MemStorage::default();
+        SimStore {
+            live: if lose_unsynced {
+                durable.deep_copy()
+            } else {
+                durable.clone()
+            },
+            durable,
+            pending: Rc::default(),
+            lose_unsynced,
+            out,
+        }
+    }
+
+    fn record(&mut self, w: Write) -> Result<(), StorageError> {
+        if self.lose_unsynced {
+            self.pending.borrow_mut().push(w);
+            Ok(())
+        } else {
+            self.apply(w)
+        }
+    }
+
+    fn apply(&mut self, w: Write) -> Result<(), StorageError> {
+        match w {
+            Write::Wal(e) => {
+                if self.lose_unsynced {
+                    self.durable.append_wal(&e)?;
+                }
+                self.out.borrow_mut().log.push(OutItem::Persist(e));
+                Ok(())
+            }
+            Write::Decided(b, c) if self.lose_unsynced => self.durable.save_decided(&b, &c),
+            Write::Snapshot(s) if self.lose_unsynced => self.durable.save_snapshot(&s),
+            Write::Prune(h) if self.lose_unsynced => self.durable.prune_decided(h),
+            _ => Ok(()),
+        }
+    }
+
+    /// The node crashed: what it had not synced is gone. Returns how many writes were lost.
+    pub fn crash(&mut self) -> usize {
+        let lost = std::mem::take(&mut *self.pending.borrow_mut()).len();
+        if self.lose_unsynced {
+            self.live = self.durable.deep_copy();
+        }
+        lost
+    }
+
+    /// Forgets the consensus log, synced or not (the amnesia behaviour).
+    pub fn forget_wal(&mut self) {
+        self.pending.borrow_mut().retain(|w| !matches!(w, Write::Wal(_)));
+        self.live.clear_wal();
+        self.durable.clear_wal();
+    }
+
+    /// Decided blocks the node keeps (pruned below its snapshots).
+    pub fn blocks_kept(&self) -> usize {
+        self.live.blocks_kept()
+    }
+}
+
 impl Storage for SimStore {
     fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
-        self.inner.append_wal(e)?;
-        self.out.borrow_mut().log.push(OutItem::Persist(e.clone()));
-        Ok(())
+        self.live.append_wal(e)?;
+        self.record(Write::Wal(e.clone()))
     }
     fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
-        self.inner.wal(h)
+        self.live.wal(h)
     }
     fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
-        self.inner.save_decided(b, c)
+        self.live.save_decided(b, c)?;
+        self.record(Write::Decided(b.clone(), c.clone()))
     }
     fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
-        self.inner.decided(h)
+        self.live.decided(h)
     }
     fn last_height(&self) -> Result<Height, StorageError> {
-        self.inner.last_height()
+        self.live.last_height()
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        for w in pending {
+            self.apply(w)?;
+        }
+        Ok(())
+    }
+    fn save_snapshot(&mut self, s: &Snapshot) -> Result<(), StorageError> {
+        self.live.save_snapshot(s)?;
+        self.record(Write::Snapshot(Box::new(s.clone())))
+    }
+    fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        self.live.snapshot()
+    }
+    fn prune_decided(&mut self, below: Height) -> Result<(), StorageError> {
+        self.live.prune_decided(below)?;
+        self.record(Write::Prune(below))
     }
 }
 
@@ -223,6 +319,8 @@ pub struct Stats {
     pub dropped: u64,
     pub rejected: u64,
     pub events: u64,
+    /// Writes lost because their node crashed before syncing them.
+    pub lost_writes: u64,
 }
 
 /// What a run did.
@@ -250,6 +348,8 @@ pub struct Report {
     pub final_validators: Vec<String>,
     /// Longest time any honest running validator took, after the last fault, to decide.
     pub recovery_ms: Option<u64>,
+    /// Most decided blocks any node's store holds at the end (bounded by snapshots).
+    pub blocks_kept: usize,
 }
 
 impl Report {
@@ -360,10 +460,7 @@ impl World {
 
     fn add_slot(&mut self, key: usize, byz: Option<Behaviour>, side: Option<u8>) {
         let out = Rc::new(RefCell::new(Outbox::default()));
-        let store = SimStore {
-            inner: MemStorage::default(),
-            out: out.clone(),
-        };
+        let store = SimStore::new(self.cfg.storage.lose_unsynced, out.clone());
         self.slots.push(Slot {
             key,
             node: None,
@@ -406,7 +503,7 @@ impl World {
             VerifyMode::Trusted => Box::new(NullSigner::new(key)),
             VerifyMode::Full | VerifyMode::Cached => Box::new(key.clone()),
         };
-        Node::with_signer(
+        let mut node = Node::with_signer(
             ecfg,
             Some(signer),
             self.genesis.clone(),
@@ -420,7 +517,12 @@ impl World {
             KvApp::new(CHAIN_ID),
             self.verifier(),
         )
-        .expect("simulated storage holds a consistent chain")
+        .expect("simulated storage holds a consistent chain");
+        node.set_snapshot_policy(SnapshotPolicy {
+            every: self.cfg.storage.snapshot_every,
+            retain: self.cfg.storage.retain_blocks,
+        });
+        node
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
@@ -679,7 +781,7 @@ impl World {
         let prev = self.slots[slot].amnesia_at;
         self.slots[slot].amnesia_at = hr;
         if hr.0 == prev.0 && hr.1 > prev.1 {
-            self.slots[slot].store.inner.clear_wal();
+            self.slots[slot].store.forget_wal();
             self.slots[slot].incarnation += 1;
             self.start_slot(slot);
         }
@@ -697,7 +799,15 @@ impl World {
             return;
         }
         let min = self.honest_running().map(|s| s.last_height).min().unwrap_or(0);
-        self.checker.prune(min);
+        // Crashed honest nodes count too: after a restart they decide again from where they were.
+        let low = self
+            .slots
+            .iter()
+            .filter(|s| s.byz.is_none() && (s.key as u32) < self.cfg.validators)
+            .map(|s| s.last_height)
+            .min()
+            .unwrap_or(0);
+        self.checker.prune(low);
         let faults_end = self.cfg.faults_end_ms();
         let live = self.honest_running().all(|s| s.first_after_faults.is_some());
         if min >= self.cfg.heights && self.now() >= faults_end && live {
@@ -747,6 +857,7 @@ impl World {
                 for s in slots_of(self, node) {
                     self.slots[s].node = None;
                     self.slots[s].incarnation += 1;
+                    self.stats.lost_writes += self.slots[s].store.crash() as u64;
                 }
             }
             FaultKind::Restart { node } => {
@@ -799,7 +910,12 @@ impl World {
             self.tx_count += 1;
             let pad = (w.tx_bytes as usize).saturating_sub(24).max(1);
             let value = hex::encode(self.tx_rng.bytes(pad.div_ceil(2)));
-            let tx = format!("k{}={}", self.tx_count, &value[..pad.min(value.len())]).into_bytes();
+            let key = if w.keys > 0 {
+                self.tx_count % w.keys as u64
+            } else {
+                self.tx_count
+            };
+            let tx = format!("k{key}={}#{}", &value[..pad.min(value.len())], self.tx_count).into_bytes();
             self.tx_submitted.insert(tendr_core::crypto::sha256(&tx), self.now());
             let _ = self.call(s, |n| n.submit_tx(tx).map(|_| ()));
         }
@@ -812,7 +928,12 @@ impl World {
         for _ in 1..per_tick {
             self.tx_count += 1;
             let s = *self.tx_rng.pick(&honest);
-            let tx = format!("k{}=v", self.tx_count).into_bytes();
+            let key = if w.keys > 0 {
+                self.tx_count % w.keys as u64
+            } else {
+                self.tx_count
+            };
+            let tx = format!("k{key}=v#{}", self.tx_count).into_bytes();
             self.tx_submitted.insert(tendr_core::crypto::sha256(&tx), self.now());
             let _ = self.call(s, |n| n.submit_tx(tx).map(|_| ()));
         }
@@ -901,6 +1022,7 @@ impl World {
             tx_latencies: self.tx_latencies,
             recovery_ms,
             final_validators,
+            blocks_kept: self.slots.iter().map(|s| s.store.blocks_kept()).max().unwrap_or(0),
         }
     }
 }

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use tendr_core::app::KvApp;
 use tendr_core::chain::ChainState;
-use tendr_core::engine::{Timeout, WalEntry};
+use tendr_core::engine::Timeout;
 use tendr_core::traits::*;
 use tendr_core::*;
 
 pub enum Ev {
-    Deliver { to: usize, from: PeerId, msg: Message },
+    Deliver { to: usize, from: PeerId, msg: Box<Message> },
     Timer { node: usize, t: Timeout },
 }
 
@@ -74,7 +74,7 @@ impl Network for MemNet {
                     Ev::Deliver {
                         to,
                         from,
-                        msg: msg.clone(),
+                        msg: Box::new(msg.clone()),
                     },
                 );
             }
@@ -92,7 +92,7 @@ impl Network for MemNet {
                 Ev::Deliver {
                     to: i,
                     from,
-                    msg: msg.clone(),
+                    msg: Box::new(msg.clone()),
                 },
             );
         }
@@ -228,7 +228,7 @@ impl Net {
             match next {
                 Ev::Deliver { to, from, msg } => {
                     if let Some(n) = self.nodes[to].as_mut() {
-                        let _ = n.on_message(from, msg);
+                        let _ = n.on_message(from, *msg);
                     }
                 }
                 Ev::Timer { node, t } => {

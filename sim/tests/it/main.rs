@@ -4,4 +4,5 @@ mod determinism;
 #[cfg(feature = "planted-bugs")]
 mod planted;
 mod scenarios;
+mod storage;
 mod sweep;

@@ -1,0 +1,57 @@
+//! Memory stays flat as heights grow: decided heights are pruned (snapshots in the nodes'
+//! stores, low-water marks in the checker) and the trace is streamed, never held.
+//!
+//! Its own test binary, because it counts every allocation of the process.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tendr_sim::config::VerifyMode;
+use tendr_sim::{run, SimConfig};
+
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+/// Peak heap bytes above what was live before the run.
+fn peak_during(heights: u64) -> usize {
+    let mut cfg = SimConfig::new(4);
+    cfg.verify = VerifyMode::Trusted;
+    cfg.heights = heights;
+    cfg.max_time_ms = u64::MAX / 4;
+    // No transactions: the application's state and the bounded caches of transactions
+    // (each mempool remembers 200,000 committed hashes) would grow until full and hide
+    // whether consensus itself keeps anything per height.
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let r = run(cfg).unwrap();
+    assert!(r.ok() && r.heights >= heights, "{:?}", r.violations);
+    PEAK.load(Ordering::Relaxed) - base
+}
+
+#[test]
+fn peak_memory_does_not_grow_with_heights() {
+    let short = peak_during(2_000);
+    let long = peak_during(8_000);
+    // The report keeps 16 bytes per height (decision times); everything else must be flat.
+    let report = 6_000 * 16;
+    eprintln!("peak heap: {short} bytes for 2000 heights, {long} for 8000");
+    assert!(
+        long <= short + short / 10 + report,
+        "peak heap grew from {short} bytes (2000 heights) to {long} (8000 heights)"
+    );
+}
