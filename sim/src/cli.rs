@@ -121,6 +121,15 @@ pub struct RunArgs {
     pub verify: Option<VerifyMode>,
     #[arg(long)]
     pub txs_per_sec: Option<u32>,
+    /// Crashes keep unsynced writes (default: a crash loses what the node had not synced).
+    #[arg(long)]
+    pub keep_unsynced: bool,
+    /// Each node snapshots every this many heights (0: never; default 100).
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// Decided blocks each node keeps below its newest (0: all; default 1000).
+    #[arg(long)]
+    pub retain_blocks: Option<u64>,
     /// A planted core bug (builds with the planted-bugs feature only).
     #[arg(long)]
     pub planted: Option<String>,
@@ -295,6 +304,15 @@ pub fn build_config(a: &RunArgs) -> Result<SimConfig, String> {
     if let Some(t) = a.txs_per_sec {
         c.workload.txs_per_sec = t;
     }
+    if a.keep_unsynced {
+        c.storage.lose_unsynced = false;
+    }
+    if let Some(n) = a.snapshot_every {
+        c.storage.snapshot_every = n;
+    }
+    if let Some(n) = a.retain_blocks {
+        c.storage.retain_blocks = n;
+    }
     if a.planted.is_some() {
         c.planted = a.planted.clone();
     }
@@ -313,6 +331,10 @@ pub fn print_report(r: &Report, wall_ms: u64) {
     println!(
         "messages        {} sent, {} delivered, {} dropped, {} rejected",
         r.stats.sent, r.stats.delivered, r.stats.dropped, r.stats.rejected
+    );
+    println!(
+        "storage         {} writes lost in crashes, at most {} blocks kept per node",
+        r.stats.lost_writes, r.blocks_kept
     );
     let ratio = if wall_ms > 0 {
         r.virtual_ms as f64 / wall_ms as f64

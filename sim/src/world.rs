@@ -734,6 +734,16 @@ impl World {
             return;
         };
         let events = node.drain_events();
+        if events.is_empty() {
+            // Nothing decided: only a broken invariant can end the run now.
+            if self.slots[slot].byz == Some(Behaviour::Amnesia) {
+                self.amnesia(slot);
+            }
+            if !self.checker.ok() {
+                self.stop = true;
+            }
+            return;
+        }
         let engine_height = node.engine().height().0;
         let last_vs = node.engine().chain().last_validators.clone();
         let honest = self.slots[slot].byz.is_none();

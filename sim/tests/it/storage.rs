@@ -85,3 +85,20 @@ fn a_node_further_behind_than_the_retained_blocks_cannot_catch_up() {
     let r = run(cfg).unwrap();
     assert_eq!(r.broken().into_iter().collect::<Vec<_>>(), vec![Invariant::Liveness]);
 }
+
+#[test]
+fn the_crash_before_sync_scenario_really_loses_the_decided_blocks() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let s = tendr_sim::scenario::load(&dir.join("crash-before-sync.toml")).unwrap();
+    for seed in [1, 2, 3] {
+        let mut cfg = s.config.clone();
+        cfg.seed = seed;
+        let r = run(cfg).unwrap();
+        assert!(r.ok(), "seed {seed}: {:?}", r.violations);
+        assert!(
+            r.stats.lost_writes >= 3,
+            "seed {seed}: {} writes lost",
+            r.stats.lost_writes
+        );
+    }
+}
