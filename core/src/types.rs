@@ -53,8 +53,34 @@ impl Round {
 }
 
 /// A SHA-256 digest. Encoded as a byte string (length-checked on decode, see `crypto`).
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Hash(pub [u8; 32]);
+
+/// Byte order (as `[u8; N]` compares), computed on big-endian integers: no `memcmp` call in
+/// the binary searches and tree lookups on the vote path.
+macro_rules! ord_by_words {
+    ($ty:ident, $hi:ty, $lo:ty, $split:expr) => {
+        impl Ord for $ty {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                let words = |b: &[u8]| {
+                    let (hi, lo) = b.split_at($split);
+                    (
+                        <$hi>::from_be_bytes(hi.try_into().expect("split")),
+                        <$lo>::from_be_bytes(lo.try_into().expect("split")),
+                    )
+                };
+                words(&self.0).cmp(&words(&other.0))
+            }
+        }
+        impl PartialOrd for $ty {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+    };
+}
+ord_by_words!(Hash, u128, u128, 16);
+ord_by_words!(Address, u128, u32, 16);
 
 impl fmt::Debug for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -77,7 +103,7 @@ pub type BlockId = Hash;
 
 /// `0x` + hex of the first 20 bytes of SHA-256 of the compressed public key. Encoded as a
 /// byte string (length-checked on decode, see `crypto`).
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Address(pub [u8; 20]);
 
 impl fmt::Display for Address {

@@ -107,3 +107,20 @@ proptest! {
         let _ = decode_message(&b);
     }
 }
+
+proptest! {
+    /// Addresses and hashes order as their bytes do (validator sets are sorted by address),
+    /// also when they differ only in the last bytes.
+    #[test]
+    fn address_and_hash_order_is_byte_order(
+        a in any::<[u8; 32]>(),
+        i in 0usize..32,
+        byte in any::<u8>(),
+    ) {
+        let mut b = a;
+        b[i] = byte;
+        prop_assert_eq!(Hash(a).cmp(&Hash(b)), a.cmp(&b));
+        let (a20, b20): ([u8; 20], [u8; 20]) = (a[..20].try_into().unwrap(), b[..20].try_into().unwrap());
+        prop_assert_eq!(Address(a20).cmp(&Address(b20)), a20.cmp(&b20));
+    }
+}
