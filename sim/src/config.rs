@@ -368,6 +368,17 @@ pub fn sim_timeouts() -> TimeoutConfig {
     }
 }
 
+impl VerifyMode {
+    /// The name `--verify` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            VerifyMode::Full => "full",
+            VerifyMode::Cached => "cached",
+            VerifyMode::Trusted => "trusted",
+        }
+    }
+}
+
 impl SimConfig {
     pub fn new(validators: u32) -> Self {
         SimConfig {
@@ -389,6 +400,19 @@ impl SimConfig {
             verify: VerifyMode::Full,
             liveness_bound_ms: default_liveness(),
             planted: None,
+        }
+    }
+
+    /// Sets the verification mode. Trusted mode cannot tell a forged signature from a real
+    /// one, so a drawn `bad-signatures` adversary sends garbage instead.
+    pub fn set_verify(&mut self, mode: VerifyMode) {
+        self.verify = mode;
+        if mode == VerifyMode::Trusted {
+            for b in &mut self.byzantine {
+                if b.behaviour == Behaviour::BadSignatures {
+                    b.behaviour = Behaviour::Garbage;
+                }
+            }
         }
     }
 

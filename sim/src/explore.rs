@@ -27,7 +27,7 @@ impl ExploreOpts {
         }
         c.planted = self.planted.clone();
         if let Some(v) = self.verify {
-            c.verify = v;
+            c.set_verify(v);
         }
         c
     }
@@ -40,6 +40,9 @@ impl ExploreOpts {
         }
         if let Some(h) = self.heights {
             cmd += &format!(" --heights {h}");
+        }
+        if let Some(v) = self.verify {
+            cmd += &format!(" --verify {}", v.name());
         }
         if let Some(p) = &self.planted {
             cmd = format!(
