@@ -630,12 +630,16 @@ fn cmd_bench(a: &BenchArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
                     ratios.push(r.virtual_ms as f64 / 1000.0 / wall);
                     walls.push(wall * 1000.0);
                 }
+                let (rate, ratio) = (median(rates), median(ratios));
+                let digits = |x: f64| if x < 10.0 { 1 } else { 0 };
                 println!(
-                    "{:>10} {:>9} {:>14.0} {:>15.0}x {:>12.0}",
+                    "{:>10} {:>9} {:>14.*} {:>15.*}x {:>12.0}",
                     n,
-                    format!("{verify:?}").to_lowercase(),
-                    median(rates),
-                    median(ratios),
+                    verify.name(),
+                    digits(rate),
+                    rate,
+                    digits(ratio),
+                    ratio,
                     median(walls)
                 );
             }

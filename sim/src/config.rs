@@ -173,7 +173,13 @@ pub enum FaultKind {
     Crash {
         node: u32,
     },
+    /// Brings a crashed or halted node back (a failed disk is replaced).
     Restart {
+        node: u32,
+    },
+    /// The node's disk fails: every write from now on returns an error. The node halts at
+    /// its first failed write, having sent nothing that depends on it; `restart` repairs it.
+    DiskFail {
         node: u32,
     },
     /// The node's clock reads `skew_ms` off and runs `drift_ppm` parts per million fast/slow.
@@ -481,6 +487,7 @@ impl SimConfig {
                 FaultKind::Isolate { node }
                 | FaultKind::Crash { node }
                 | FaultKind::Restart { node }
+                | FaultKind::DiskFail { node }
                 | FaultKind::Clock { node, .. }
                 | FaultKind::Slow { node, .. }
                 | FaultKind::SetPower { node, .. } => node_ok(node),
@@ -594,10 +601,12 @@ impl SimConfig {
                 },
                 3 => {
                     let node = rng.below(n as u64) as u32;
-                    c.faults.push(Fault {
-                        at_ms: t,
-                        kind: FaultKind::Crash { node },
-                    });
+                    let kind = if rng.below(2) == 0 {
+                        FaultKind::Crash { node }
+                    } else {
+                        FaultKind::DiskFail { node }
+                    };
+                    c.faults.push(Fault { at_ms: t, kind });
                     t += rng.range(100, 3000);
                     FaultKind::Restart { node }
                 }

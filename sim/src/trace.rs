@@ -126,6 +126,16 @@ impl Trace {
         }
     }
 
+    /// A node stopped by itself (its disk failed).
+    pub fn halt(&mut self, t: u64, slot: usize) {
+        self.hasher.update([6u8]);
+        self.hasher.update(t.to_be_bytes());
+        self.hasher.update((slot as u32).to_be_bytes());
+        if self.writer.is_some() {
+            self.line(serde_json::json!({"t": t, "ev": "halt", "node": slot}));
+        }
+    }
+
     pub fn fault(&mut self, t: u64, f: &Fault) {
         let s = serde_json::to_string(&f.kind).unwrap_or_default();
         self.hasher.update([5u8]);

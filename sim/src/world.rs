@@ -98,6 +98,8 @@ pub struct SimStore {
     live: MemStorage,
     pending: Rc<RefCell<Vec<Write>>>,
     lose_unsynced: bool,
+    /// The disk fails every write (`FaultKind::DiskFail`).
+    failed: Rc<Cell<bool>>,
     out: Rc<RefCell<Outbox>>,
 }
 
@@ -113,8 +115,18 @@ impl SimStore {
             durable,
             pending: Rc::default(),
             lose_unsynced,
+            failed: Rc::default(),
             out,
         }
+    }
+
+    fn check_disk(&self) -> Result<(), StorageError> {
+        if self.failed.get() {
+            return Err(StorageError(
+                "disk failure (simulated): the write did not happen".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn record(&mut self, w: Write) -> Result<(), StorageError> {
@@ -142,6 +154,10 @@ impl SimStore {
         }
     }
 
+    pub fn fail_disk(&self) {
+        self.failed.set(true);
+    }
+
     /// The node crashed: what it had not synced is gone. Returns how many writes were lost.
     pub fn crash(&mut self) -> usize {
         let lost = std::mem::take(&mut *self.pending.borrow_mut()).len();
@@ -166,6 +182,7 @@ impl SimStore {
 
 impl Storage for SimStore {
     fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
+        self.check_disk()?;
         self.live.append_wal(e)?;
         self.record(Write::Wal(e.clone()))
     }
@@ -173,6 +190,7 @@ impl Storage for SimStore {
         self.live.wal(h)
     }
     fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
+        self.check_disk()?;
         self.live.save_decided(b, c)?;
         self.record(Write::Decided(b.clone(), c.clone()))
     }
@@ -183,6 +201,7 @@ impl Storage for SimStore {
         self.live.last_height()
     }
     fn sync(&mut self) -> Result<(), StorageError> {
+        self.check_disk()?;
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         for w in pending {
             self.apply(w)?;
@@ -190,6 +209,7 @@ impl Storage for SimStore {
         Ok(())
     }
     fn save_snapshot(&mut self, s: &Snapshot) -> Result<(), StorageError> {
+        self.check_disk()?;
         self.live.save_snapshot(s)?;
         self.record(Write::Snapshot(Box::new(s.clone())))
     }
@@ -197,6 +217,7 @@ impl Storage for SimStore {
         self.live.snapshot()
     }
     fn prune_decided(&mut self, below: Height) -> Result<(), StorageError> {
+        self.check_disk()?;
         self.live.prune_decided(below)?;
         self.record(Write::Prune(below))
     }
@@ -321,6 +342,8 @@ pub struct Stats {
     pub events: u64,
     /// Writes lost because their node crashed before syncing them.
     pub lost_writes: u64,
+    /// Nodes stopped by a crash or by a failed disk.
+    pub halts: u64,
 }
 
 /// What a run did.
@@ -605,11 +628,17 @@ impl World {
             return Ok(());
         };
         let r = f(node);
-        if let Err(e @ (NodeError::Storage(_) | NodeError::CorruptStore(..))) = &r {
-            panic!("simulated storage cannot fail, yet: {e}");
+        if let Err(e @ NodeError::CorruptStore(..)) = &r {
+            panic!("the simulated store cannot be corrupt: {e}");
         }
         self.flush(slot);
         self.observe(slot);
+        if let Err(NodeError::Storage(_)) = &r {
+            // A real node exits when its disk fails; so does this one. It sent nothing that
+            // depends on the failed write (the driver stops at the error).
+            self.trace.halt(self.now(), slot);
+            self.halt(slot);
+        }
         r
     }
 
@@ -865,16 +894,20 @@ impl World {
             FaultKind::Heal => self.blocked.clear(),
             FaultKind::Crash { node } => {
                 for s in slots_of(self, node) {
-                    self.slots[s].node = None;
-                    self.slots[s].incarnation += 1;
-                    self.stats.lost_writes += self.slots[s].store.crash() as u64;
+                    self.halt(s);
                 }
             }
             FaultKind::Restart { node } => {
                 for s in slots_of(self, node) {
+                    self.slots[s].store.failed.set(false); // a failed disk is replaced
                     if self.slots[s].node.is_none() {
                         self.start_slot(s);
                     }
+                }
+            }
+            FaultKind::DiskFail { node } => {
+                for s in slots_of(self, node) {
+                    self.slots[s].store.fail_disk();
                 }
             }
             FaultKind::Clock {
@@ -893,6 +926,15 @@ impl World {
             }
             FaultKind::SetPower { node, power } => self.approve_power(node, power),
         }
+    }
+
+    /// The node stops (crash, or exit on a failed disk): its unsynced writes are lost.
+    fn halt(&mut self, slot: usize) {
+        if self.slots[slot].node.take().is_some() {
+            self.stats.halts += 1;
+        }
+        self.slots[slot].incarnation += 1;
+        self.stats.lost_writes += self.slots[slot].store.crash() as u64;
     }
 
     /// Every honest node that is a validator now submits its signed approval; the change takes effect once

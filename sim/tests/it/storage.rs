@@ -102,3 +102,31 @@ fn the_crash_before_sync_scenario_really_loses_the_decided_blocks() {
         );
     }
 }
+
+#[test]
+fn a_failed_disk_halts_its_node_before_it_sends_and_a_restart_repairs_it() {
+    for seed in 0..6 {
+        let mut cfg = SimConfig::new(4);
+        cfg.seed = seed;
+        cfg.verify = VerifyMode::Cached;
+        cfg.heights = 30;
+        cfg.faults = vec![
+            Fault {
+                at_ms: 900 + 37 * seed,
+                kind: FaultKind::DiskFail { node: 0 },
+            },
+            Fault {
+                at_ms: 2500,
+                kind: FaultKind::Restart { node: 0 },
+            },
+        ];
+        let r = run(cfg).unwrap();
+        // persist-before-send and no-double-sign are among the invariants that must hold.
+        assert!(r.ok(), "seed {seed}: {:?}", r.violations);
+        assert_eq!(
+            r.stats.halts, 1,
+            "seed {seed}: the node halts at its first failed write"
+        );
+        assert!(r.heights >= 30);
+    }
+}
