@@ -126,8 +126,17 @@ pub struct Timeout {
 // an allocation per message.
 #[allow(clippy::large_enum_variant)]
 pub enum WalEntry {
+    /// A proposal we signed.
     Proposal(Proposal),
+    /// A vote we signed.
     Vote(Vote),
+    /// What justifies a lock (L36-L38): the block we precommitted and the +2/3 prevotes for
+    /// it, written before the precommit. After a restart the lock's value can still be
+    /// proposed again as validValue with its POL (L14-L16, L28). Without them a restarted
+    /// validator stays locked on a block that neither it nor anyone else can re-propose with
+    /// its proof, and with f Byzantine validators voting nil the height stalls forever (found
+    /// by `tendr sim explore`, seed 5081).
+    Lock { block: Block, prevotes: Vec<Vote> },
 }
 
 impl WalEntry {
@@ -135,6 +144,7 @@ impl WalEntry {
         match self {
             WalEntry::Proposal(p) => p.height,
             WalEntry::Vote(v) => v.height,
+            WalEntry::Lock { block, .. } => block.height(),
         }
     }
 }
@@ -470,6 +480,15 @@ impl Engine {
                     self.hs.own_votes.insert((v.round, v.vote_type), v);
                 }
                 WalEntry::Vote(_) => {}
+                WalEntry::Lock { block, prevotes } => {
+                    self.hs.blocks.insert(block.id(), (block, Validity::Valid));
+                    for v in prevotes {
+                        if let Some(idx) = self.chain.validators.index_of(&v.validator) {
+                            let power = self.chain.validators.get(idx).power;
+                            self.hs.keeper.add(v, idx, power);
+                        }
+                    }
+                }
             }
         }
     }
@@ -708,6 +727,21 @@ impl Engine {
             validator: me,
             signature: key.sign(&bytes),
         };
+        if let (VoteType::Precommit, Some(id)) = (vote_type, id) {
+            // The lock's justification goes to the log before the lock is announced.
+            if let Some((block, _)) = self.hs.blocks.get(&id) {
+                let prevotes = self
+                    .hs
+                    .keeper
+                    .tally(round, VoteType::Prevote)
+                    .map(|t| t.votes_for(Some(id)).cloned().collect())
+                    .unwrap_or_default();
+                out.push(Output::Persist(WalEntry::Lock {
+                    block: block.clone(),
+                    prevotes,
+                }));
+            }
+        }
         out.push(Output::Persist(WalEntry::Vote(v.clone())));
         out.push(Output::Broadcast(Message::Vote(v.clone())));
         let power = self.chain.validators.get(idx).power;

@@ -149,6 +149,7 @@ impl Checker {
                 v.round.0,
                 if v.vote_type == VoteType::Prevote { 1 } else { 2 },
             ),
+            WalEntry::Lock { .. } => return, // not a message: nothing is sent that depends on it
         };
         self.persisted[slot].insert(key);
     }

@@ -136,6 +136,10 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write the run's whole configuration (as drawn from the seed, with every flag applied)
+    /// to this TOML file: `tendr sim run FILE` runs it again, and it can become a scenario.
+    #[arg(long)]
+    pub save_config: Option<std::path::PathBuf>,
     /// Draw a space-time diagram of the run (SVG): lanes, messages, decisions, partitions.
     #[arg(long)]
     pub svg: Option<std::path::PathBuf>,
@@ -396,6 +400,10 @@ pub fn run(args: SimArgs, wall_ms: &dyn Fn() -> u64) -> i32 {
 
 fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
     let cfg = build_config(a)?;
+    if let Some(p) = &a.save_config {
+        let text = toml::to_string(&cfg).map_err(|e| e.to_string())?;
+        std::fs::write(p, text).map_err(|e| format!("{}: cannot write the config: {e}", p.display()))?;
+    }
     let cfg_copy = cfg.clone();
     let t0 = wall_ms();
     let pictures = a.svg.is_some() || a.plot.is_some();

@@ -148,3 +148,156 @@ fn crashed_validator_restarts_from_storage_catches_up_and_votes_again() {
         .count();
     assert!(recent_votes > 0, "restarted validator votes again");
 }
+
+/// A validator that locked a block and restarts keeps what justifies the lock: as proposer of
+/// a later round it proposes that block again with its proof of lock (L14-L16, L28) and
+/// prevotes for it, instead of staying locked on a block nobody can re-propose.
+#[test]
+fn restarted_locked_validator_re_proposes_its_locked_block_with_the_polka() {
+    let keys = keys(4);
+    let g = genesis(&keys, &[1, 1, 1, 1]);
+    let p0 = keys
+        .iter()
+        .find(|k| k.address() == g.proposer(Round(0)))
+        .unwrap()
+        .clone();
+    let me = keys
+        .iter()
+        .find(|k| k.address() == g.proposer(Round(1)) && k.address() != p0.address())
+        .expect("another validator proposes round 1")
+        .clone();
+    let engine = |key: &PrivateKey, wal: Vec<WalEntry>| {
+        Engine::new(
+            EngineConfig::new(CHAIN, timeouts()),
+            Some(key.clone()),
+            g.clone(),
+            wal,
+            Box::new(CachingVerifier::new()),
+        )
+    };
+    // The round-0 proposer builds and signs a block.
+    let mut proposer = engine(&p0, vec![]);
+    proposer.handle(TimeMs(0), Input::Start).unwrap();
+    let out = proposer
+        .handle(
+            TimeMs(1),
+            Input::BlockTxs {
+                height: Height(1),
+                round: Round(0),
+                txs: vec![b"a=1".to_vec()],
+            },
+        )
+        .unwrap();
+    let proposal = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Broadcast(Message::Proposal(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let id = proposal.block.id();
+    let prevote = |k: &PrivateKey| Vote {
+        vote_type: VoteType::Prevote,
+        height: Height(1),
+        round: Round(0),
+        block_id: Some(id),
+        validator: k.address(),
+        signature: k.sign(&vote_sign_bytes(
+            CHAIN,
+            VoteType::Prevote,
+            Height(1),
+            Round(0),
+            Some(id),
+        )),
+    };
+    // We receive it and +2/3 prevotes: we lock (L36) and precommit.
+    let mut e = engine(&me, vec![]);
+    let mut wal = vec![];
+    let mut feed = |e: &mut Engine, now: u64, input: Input| {
+        let out = e.handle(TimeMs(now), input).unwrap();
+        let mut outputs = vec![];
+        for o in out {
+            match o {
+                Output::Persist(w) => wal.push(w),
+                other => outputs.push(other),
+            }
+        }
+        outputs
+    };
+    feed(&mut e, 2, Input::Start);
+    let from = p0.address();
+    let mut later = feed(
+        &mut e,
+        3,
+        Input::Message {
+            from,
+            msg: Message::Proposal(proposal.clone()),
+        },
+    );
+    // the engine asks for the block to be validated
+    if later.iter().any(|o| matches!(o, Output::ValidateBlock { .. })) {
+        later = feed(
+            &mut e,
+            3,
+            Input::BlockValidity {
+                height: Height(1),
+                block_id: id,
+                valid: true,
+            },
+        );
+    }
+    drop(later);
+    for k in keys.iter().filter(|k| k.address() != me.address()) {
+        feed(
+            &mut e,
+            4,
+            Input::Message {
+                from: k.address(),
+                msg: Message::Vote(prevote(k)),
+            },
+        );
+    }
+    let lock = wal
+        .iter()
+        .position(|w| matches!(w, WalEntry::Lock { .. }))
+        .expect("the lock is logged");
+    let precommit = wal
+        .iter()
+        .position(|w| matches!(w, WalEntry::Vote(v) if v.vote_type == VoteType::Precommit && v.block_id == Some(id)))
+        .expect("we precommitted the block");
+    assert!(lock < precommit, "the lock's proof is logged before the precommit");
+    let WalEntry::Lock { block, prevotes } = &wal[lock] else {
+        unreachable!()
+    };
+    assert_eq!(block.id(), id);
+    assert!(prevotes.len() >= 3, "+2/3 prevotes kept: {}", prevotes.len());
+
+    // Crash: a new engine from the log alone, then round 0 times out into round 1.
+    let mut e = engine(&me, wal.clone());
+    e.handle(TimeMs(10), Input::Start).unwrap();
+    let mut out = vec![];
+    for kind in [TimeoutKind::Propose, TimeoutKind::Prevote, TimeoutKind::Precommit] {
+        let t = Timeout {
+            height: Height(1),
+            round: Round(0),
+            kind,
+        };
+        out.extend(e.handle(TimeMs(10_000), Input::TimeoutElapsed(t)).unwrap_or_default());
+    }
+    // L55 needs f+1 of round 1 or a precommit timeout of round 0; make sure we are in round 1.
+    assert_eq!(e.round(), Round(1), "moved to round 1: {out:?}");
+    let reproposed = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Broadcast(Message::Proposal(p)) if p.round == Round(1) => Some(p),
+            _ => None,
+        })
+        .expect("round-1 proposer proposes");
+    assert_eq!(reproposed.block.id(), id, "the locked block, not a new one");
+    assert_eq!(reproposed.pol_round, Some(Round(0)), "with its proof-of-lock round");
+    let polka = out
+        .iter()
+        .filter(|o| matches!(o, Output::Broadcast(Message::Vote(v)) if v.round == Round(0) && v.vote_type == VoteType::Prevote && v.block_id == Some(id)))
+        .count();
+    assert!(polka >= 3, "the polka goes with it: {polka} prevotes");
+}
