@@ -290,6 +290,9 @@ fn unregister(shared: &Shared, id: PeerId, conn_id: u64, dialed: Option<SocketAd
 async fn run_connection(shared: Arc<Shared>, conn: quinn::Connection, dialed: Option<SocketAddr>) {
     let remote = conn.remote_address();
     let outbound = dialed.is_some();
+    if let Some(reason) = shared.ip_banned(remote.ip()) {
+        return refuse(&shared, &conn, dialed, remote, &reason);
+    }
     let (hello, id) = match timeout(shared.limits.handshake, hello_exchange(&shared, &conn, outbound)).await {
         Ok(Ok(x)) => x,
         Ok(Err(reason)) => return refuse(&shared, &conn, dialed, remote, &reason),

@@ -27,6 +27,7 @@
 //! [`Incoming`] to [`runtime::drive`].
 #![forbid(unsafe_code)]
 
+pub mod claims;
 mod conn;
 pub mod limit;
 pub mod runtime;
@@ -38,7 +39,7 @@ pub use limit::Limits;
 use bytes::Bytes;
 use limit::{BanList, Jitter, SeenSet};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -111,6 +112,12 @@ pub struct NetStats {
     pub dropped_frames: u64,
     /// Peers disconnected for misbehaviour (protocol errors, limits, penalties).
     pub peers_banned: u64,
+    /// Messages waiting for the driver in the three inboxes (consensus, bulk, transactions).
+    pub inbox_queued: usize,
+    /// Peers asked to back far-future messages with the decided block of our height, and
+    /// how many of them did (see [`claims`]).
+    pub far_future_challenges: u64,
+    pub far_future_answered: u64,
 }
 
 /// The validator that signed a consensus message (peers whose node key is their validator
@@ -160,6 +167,9 @@ pub(crate) struct State {
     /// First sender of recent transactions (bounded like `seen`).
     tx_from: limit::BoundedMap<Hash, PeerId>,
     bans: BanList<PeerId>,
+    /// Addresses of banned peers: a banned node cannot come back with a fresh key from the
+    /// same address. The IPs of configured seeds are never banned this way.
+    ip_bans: BanList<IpAddr>,
     book: HashMap<SocketAddr, AddrEntry>,
     dialing: HashSet<SocketAddr>,
     jitter: Jitter,
@@ -183,6 +193,10 @@ pub(crate) struct Shared {
     /// queue, so that the bytes waiting for the driver stay bounded.
     bulk_inbox: mpsc::Sender<Incoming>,
     side_inboxes: Mutex<Option<SideInboxes>>,
+    /// IPs of the configured seeds (the operator vouches for them): never banned by address.
+    seed_ips: HashSet<IpAddr>,
+    far_challenges: AtomicU64,
+    far_answered: AtomicU64,
     state: Mutex<State>,
     next_conn_id: AtomicU64,
     stopping: AtomicBool,
@@ -318,6 +332,7 @@ impl Transport {
                 seen: SeenSet::new(limits.seen_entries, limits.seen_ttl),
                 tx_from: limit::BoundedMap::new(limits.seen_entries),
                 bans: BanList::new(limits.banned_entries),
+                ip_bans: BanList::new(limits.banned_entries),
                 book,
                 dialing: HashSet::new(),
                 jitter: Jitter::new(seed ^ std::process::id() as u64),
@@ -333,6 +348,9 @@ impl Transport {
                 txs: txs_rx,
                 bulk: bulk_rx,
             })),
+            seed_ips: cfg.seeds.iter().map(|s| s.ip().to_canonical()).collect(),
+            far_challenges: AtomicU64::new(0),
+            far_answered: AtomicU64::new(0),
             next_conn_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });
@@ -428,6 +446,12 @@ impl Shared {
             queued_bytes: st.peers.values().map(|p| p.queued.load(Ordering::Relaxed)).sum(),
             dropped_frames: st.dropped_frames,
             peers_banned: st.peers_banned,
+            inbox_queued: [&self.incoming, &self.bulk_inbox, &self.tx_inbox]
+                .iter()
+                .map(|q| q.max_capacity() - q.capacity())
+                .sum(),
+            far_future_challenges: self.far_challenges.load(Ordering::Relaxed),
+            far_future_answered: self.far_answered.load(Ordering::Relaxed),
         }
     }
 
@@ -524,14 +548,27 @@ impl Shared {
             .collect()
     }
 
-    /// Disconnects a peer and keeps it out for `limits.ban`.
+    /// Disconnects a peer and keeps it out for `limits.ban`, by node id and by the IP address
+    /// it connected from (unless that is a seed's).
     fn ban(&self, id: PeerId, reason: &str, code: u32) {
         let now = Instant::now();
         let mut st = self.lock();
-        st.bans.ban(id, now + self.limits.ban, reason.to_string(), now);
+        let until = now + self.limits.ban;
+        st.bans.ban(id, until, reason.to_string(), now);
         if let Some(p) = st.peers.remove(&id) {
             st.peers_banned += 1;
-            tracing::warn!(peer = %id, addr = %p.info.addr, "disconnected and banned for {}s: {reason}", self.limits.ban.as_secs());
+            let ip = p.conn.remote_address().ip().to_canonical();
+            let by_ip = !self.seed_ips.contains(&ip);
+            if by_ip {
+                st.ip_bans
+                    .ban(ip, until, format!("node {id} from there: {reason}"), now);
+            }
+            let also = if by_ip {
+                format!(" (and its address {ip})")
+            } else {
+                String::new()
+            };
+            tracing::warn!(peer = %id, addr = %p.info.addr, "disconnected and banned{also} for {}s: {reason}", self.limits.ban.as_secs());
             let mut r = reason.as_bytes().to_vec();
             r.truncate(200);
             p.conn.close(code.into(), &r);
@@ -603,6 +640,7 @@ impl Shared {
                     && !st.dialing.contains(*addr)
                     && !connected.contains(*addr)
                     && **addr != self.hello.advertise
+                    && st.ip_bans.banned(&addr.ip().to_canonical(), now).is_none()
                     && e.id.is_none_or(|id| {
                         id != self.local_id && !st.peers.contains_key(&id) && st.bans.banned(&id, now).is_none()
                     })
@@ -634,6 +672,17 @@ impl Shared {
             e.fails = fails;
             e.next_try = now + delay;
         }
+    }
+
+    /// Why a connection from `ip` is refused, if that address is banned.
+    fn ip_banned(&self, ip: IpAddr) -> Option<String> {
+        let ip = ip.to_canonical();
+        let st = self.lock();
+        let (left, why) = st.ip_bans.banned(&ip, Instant::now())?;
+        Some(format!(
+            "address {ip} is banned for {}s more: {why}",
+            left.as_secs() + 1
+        ))
     }
 
     /// Checks before registering: not ourselves, not banned, room for one more peer.
@@ -692,6 +741,24 @@ impl NetHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
+    }
+
+    /// Whether connections from `ip` are currently refused.
+    pub fn is_ip_banned(&self, ip: IpAddr) -> bool {
+        self.shared.ip_banned(ip).is_some()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    pub(crate) fn note_far_future(&self, answered: bool) {
+        let c = if answered {
+            &self.shared.far_answered
+        } else {
+            &self.shared.far_challenges
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether `peer` is currently banned.

@@ -40,6 +40,12 @@ pub struct Limits {
     pub incoming_queue: usize,
     pub bulk_inbox: usize,
     pub tx_inbox: usize,
+    /// A peer that sends messages for heights more than `MAX_FUTURE_HEIGHTS` beyond ours is
+    /// asked for the decided block of our height; it must serve it within this time, or the
+    /// challenge counts as failed (see [`crate::claims`]).
+    pub far_future_answer: Duration,
+    /// Failed challenges in a row before the peer is banned.
+    pub far_future_strikes: u32,
 }
 
 impl Default for Limits {
@@ -63,6 +69,8 @@ impl Default for Limits {
             incoming_queue: 4096,
             bulk_inbox: 8,
             tx_inbox: 8192,
+            far_future_answer: Duration::from_secs(5),
+            far_future_strikes: 3,
         }
     }
 }

@@ -4,9 +4,7 @@
 
 #![allow(dead_code)] // helpers shared by the test modules; not every one uses all of them
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tendr_core::app::KvApp;
 use tendr_core::chain::ChainState;

@@ -57,6 +57,14 @@ async fn stopped_validator_catches_up_and_votes_again_and_observer_follows() {
     for h in 1..=ahead {
         assert_eq!(nodes[3].store.block_id(h), nodes[0].store.block_id(h), "height {h}");
     }
+    // Catch-up is honest: the lagging node asked the others to back their far-ahead votes,
+    // they did, and nobody was banned.
+    let s3 = nodes[3].net.stats();
+    eprintln!("restarted validator after catch-up: {s3:?}");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n.net.stats().peers_banned, 0, "node {i} banned an honest peer");
+    }
+    assert!(s3.far_future_challenges >= 1 && s3.far_future_answered >= 1, "{s3:?}");
 
     // Stop validator 2: validators 0, 1 and the restarted 3 hold exactly the quorum.
     let n2 = nodes.remove(2);

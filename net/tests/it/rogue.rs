@@ -16,8 +16,15 @@ pub struct Rogue {
 
 impl Rogue {
     pub fn new(seed: &str, chain_id: &str, genesis_hash: Hash) -> Rogue {
+        Self::new_at(seed, chain_id, genesis_hash, "127.0.0.1")
+    }
+
+    /// A rogue whose connections come from `ip` (any of 127.0.0.0/8 works on Linux), so that
+    /// bans by address can be told apart from the honest nodes on 127.0.0.1.
+    pub fn new_at(seed: &str, chain_id: &str, genesis_hash: Hash, ip: &str) -> Rogue {
         let (_, client) = tendr_net::tls::configs(Arc::new(quinn::TransportConfig::default())).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let bind = SocketAddr::new(ip.parse().unwrap(), 0);
+        let mut endpoint = quinn::Endpoint::client(bind).unwrap();
         endpoint.set_default_client_config(client);
         let key = PrivateKey::from_seed(seed.as_bytes());
         Rogue {
