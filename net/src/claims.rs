@@ -114,6 +114,24 @@ impl Claims {
         Verdict::Challenge(ours)
     }
 
+    /// Whether a far-future message from `from` can be dropped unread: its challenge is
+    /// pending and not yet due, so the engine has nothing to learn from it (it already asked
+    /// for our height). Counts the message. This keeps a flood of validly signed far-future
+    /// messages from costing a signature check each.
+    pub fn holds(&mut self, from: PeerId, claimed: Height, now: Instant) -> bool {
+        match self.peers.get_mut(&from) {
+            Some(c)
+                if c.asked
+                    .is_some_and(|(_, t)| now.saturating_duration_since(t) < self.answer_within) =>
+            {
+                c.messages += 1;
+                c.top = c.top.max(claimed);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The peer sent the decided block of `height`, and it is on our chain: a pending
     /// challenge for that height is answered. True when it answered one.
     pub fn decided(&mut self, from: PeerId, height: Height) -> bool {
@@ -168,6 +186,14 @@ mod tests {
             v => panic!("{v:?}"),
         }
         assert!(c.is_empty());
+        // While a challenge is pending, further far-future messages are held back unread.
+        assert!(!c.holds(p, Height(9), t0));
+        assert_eq!(
+            c.far_message(p, Height(1000), Height(5), t0),
+            Verdict::Challenge(Height(5))
+        );
+        assert!(c.holds(p, Height(2000), t0 + S / 2));
+        assert!(!c.holds(p, Height(2000), t0 + S));
     }
 
     #[test]

@@ -259,7 +259,7 @@ fn register(
             queued: queued.clone(),
             neighbors: Default::default(),
             last: None,
-            requested: None,
+            requested: Default::default(),
         },
     );
     Ok(Registered {
@@ -447,7 +447,12 @@ async fn read_stream(
                     let mut st = shared.lock();
                     if let Some(p) = st.peers.get_mut(&id) {
                         match &msg {
-                            Message::RequestDecided(h) => p.requested = Some(*h),
+                            Message::RequestDecided(h) if !p.requested.contains(h) => {
+                                if p.requested.len() >= crate::MAX_REQUESTED {
+                                    p.requested.pop_front();
+                                }
+                                p.requested.push_back(*h);
+                            }
                             Message::Vote(_) | Message::Proposal(_) => p.last = msg.height(),
                             _ => {}
                         }
@@ -471,9 +476,14 @@ async fn read_stream(
                     }
                 }
                 let inc = Incoming { from: id, msg };
-                let queue = if matches!(inc.msg, Message::Tx(_)) {
+                let queue = if let Message::Tx(tx) = &inc.msg {
                     // Transactions are best effort: a busy driver drops them, never a vote.
-                    let _ = shared.tx_inbox.try_send(inc);
+                    let (n, held) = (tx.len(), &shared.tx_inbox_bytes);
+                    if held.fetch_add(n, Ordering::Relaxed) + n > shared.limits.tx_inbox_bytes
+                        || shared.tx_inbox.try_send(inc).is_err()
+                    {
+                        held.fetch_sub(n, Ordering::Relaxed);
+                    }
                     continue;
                 } else if bytes.len() > wire::BULK_FRAME_BYTES {
                     &shared.bulk_inbox

@@ -17,10 +17,12 @@
 //! Memory bounds, per node: each peer holds at most one QUIC receive window (16 MiB) and one
 //! frame buffer per stream (two streams, frames of at most `MAX_MESSAGE_BYTES` + 1, allocated
 //! only after the length is checked), and at most `Limits::queue_bytes` in its send queues;
-//! towards the driver wait at most `incoming_queue` small messages (16 KiB each at most),
-//! `bulk_inbox` large ones and `tx_inbox` transactions (`MAX_TX_BYTES` each at most); the
-//! dedup set, the address book and the ban list have fixed caps. Peers are capped by
-//! `max_peers`, handshakes in progress by a constant.
+//! towards the driver wait at most `incoming_queue` small messages (16 KiB each at most: 64 MiB
+//! in the worst case, a few hundred KiB of votes in practice), `bulk_inbox` large ones (8 MiB
+//! each at most) and `tx_inbox_bytes` of transactions (16 MiB); the dedup set, the address
+//! book, the ban lists and the far-future claims have fixed caps. Peers are capped by
+//! `max_peers`, handshakes in progress by a constant. The `attacks` integration test measures
+//! the process's peak RSS while hundreds of MiB of floods arrive.
 //!
 //! How to use it: [`Transport::start`] binds the endpoint and starts dialing the seeds; give
 //! [`Transport::handle`] to the `Node` as its network, and feed the returned receiver of
@@ -114,6 +116,8 @@ pub struct NetStats {
     pub peers_banned: u64,
     /// Messages waiting for the driver in the three inboxes (consensus, bulk, transactions).
     pub inbox_queued: usize,
+    /// Bytes of gossiped transactions among them.
+    pub tx_inbox_bytes: usize,
     /// Peers asked to back far-future messages with the decided block of our height, and
     /// how many of them did (see [`claims`]).
     pub far_future_challenges: u64,
@@ -129,6 +133,9 @@ pub(crate) fn author(msg: &Message) -> Option<PeerId> {
         _ => None,
     }
 }
+
+/// Heights a peer asked for that are remembered until served.
+pub(crate) const MAX_REQUESTED: usize = 8;
 
 /// QUIC application error codes used when closing a connection.
 pub(crate) mod codes {
@@ -150,7 +157,9 @@ pub(crate) struct Peer {
     neighbors: HashSet<PeerId>,
     /// Height of the last vote or proposal it sent us, and the last height it asked for.
     last: Option<tendr_core::Height>,
-    requested: Option<tendr_core::Height>,
+    /// The heights it asked for and was not yet sent (a few: the engine and the far-future
+    /// challenge may both ask, for successive heights, before the first answer leaves).
+    requested: std::collections::VecDeque<tendr_core::Height>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +202,8 @@ pub(crate) struct Shared {
     /// queue, so that the bytes waiting for the driver stay bounded.
     bulk_inbox: mpsc::Sender<Incoming>,
     side_inboxes: Mutex<Option<SideInboxes>>,
+    /// Bytes of the transactions waiting in `tx_inbox` (capped by `Limits::tx_inbox_bytes`).
+    tx_inbox_bytes: AtomicUsize,
     /// IPs of the configured seeds (the operator vouches for them): never banned by address.
     seed_ips: HashSet<IpAddr>,
     far_challenges: AtomicU64,
@@ -349,6 +360,7 @@ impl Transport {
                 bulk: bulk_rx,
             })),
             seed_ips: cfg.seeds.iter().map(|s| s.ip().to_canonical()).collect(),
+            tx_inbox_bytes: AtomicUsize::new(0),
             far_challenges: AtomicU64::new(0),
             far_answered: AtomicU64::new(0),
             next_conn_id: AtomicU64::new(1),
@@ -387,19 +399,33 @@ impl Transport {
     /// Closes every connection (peers see a clean close) and the endpoint.
     /// When it returns, the UDP port is free again (a restart may bind it at once), unless
     /// some [`NetHandle`] is still alive elsewhere.
+    /// Every wait below ends on its condition; the deadlines only matter on a machine so
+    /// loaded that tasks do not get to run for seconds.
     pub async fn shutdown(mut self) {
+        let addr = self.local_addr();
         self.stop();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
         // Connection tasks end once their connections are closed; the socket closes with the
         // last endpoint handle, which the shared state holds.
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while Arc::strong_count(&self.shared) > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let endpoint = self.shared.endpoint.clone();
         drop(self);
         drop(endpoint);
-        tokio::task::yield_now().await;
+        // The socket closes when quinn's endpoint driver finds no handle and no connection
+        // left: connections caught in a handshake with a node that is gone drain for up to
+        // about 3 s (no RTT sample yet), and under load the driver may run late. Wait until
+        // the port can be bound again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::task::yield_now().await;
+            if std::net::UdpSocket::bind(addr).is_ok() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     fn stop(&mut self) {
@@ -450,6 +476,7 @@ impl Shared {
                 .iter()
                 .map(|q| q.max_capacity() - q.capacity())
                 .sum(),
+            tx_inbox_bytes: self.tx_inbox_bytes.load(Ordering::Relaxed),
             far_future_challenges: self.far_challenges.load(Ordering::Relaxed),
             far_future_answered: self.far_answered.load(Ordering::Relaxed),
         }
@@ -506,8 +533,8 @@ impl Shared {
             let mut st = self.lock();
             if let Some(p) = st.peers.get_mut(&to) {
                 let h = block.height();
-                if p.requested == Some(h) {
-                    p.requested = None;
+                if let Some(i) = p.requested.iter().position(|r| *r == h) {
+                    p.requested.remove(i);
                 } else if p.last == Some(h) {
                     return;
                 }
@@ -750,6 +777,13 @@ impl NetHandle {
 
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
+    }
+
+    /// The driver took a transaction out of the transaction inbox.
+    pub(crate) fn tx_taken(&self, inc: &Incoming) {
+        if let Message::Tx(t) = &inc.msg {
+            self.shared.tx_inbox_bytes.fetch_sub(t.len(), Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn note_far_future(&self, answered: bool) {

@@ -233,6 +233,9 @@ fn on_incoming<S: Storage, A: Application>(
         .then(|| msg.height())
         .flatten()
         .filter(|h| h.0 > current.0.saturating_add(MAX_FUTURE_HEIGHTS));
+    if far.is_some_and(|h| strikes.claims.holds(from, h, started)) {
+        return; // already asked this peer to back such claims; nothing to verify meanwhile
+    }
     let answer = match &msg {
         Message::Decided { block, .. } if strikes.claims.pending(&from) == Some(block.height()) => {
             Some((block.height(), block.id()))
@@ -352,7 +355,10 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
                 }
                 Some(Command::Query(f)) => f(&View(&node)),
             },
-            Some(inc) = txs.recv() => on_incoming(&mut node, inc, &mut strikes),
+            Some(inc) = txs.recv() => {
+                node.net.tx_taken(&inc);
+                on_incoming(&mut node, inc, &mut strikes)
+            }
         }
         let h = node.engine().height();
         if h != height {

@@ -49,10 +49,19 @@ impl Rogue {
             advertise: self.endpoint.local_addr().unwrap(),
         };
         let hello = Hello::sign(&self.key, Side::Dialer, &exporter, body);
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        send.write_all(&wire::hello_frame_with_version(&hello, self.version))
+        // A refused peer may be closed before its hello stream opens (a banned address).
+        let Ok((mut send, mut recv)) = conn.open_bi().await else {
+            let why = closed_reason(&conn).await;
+            return (conn, Err(why));
+        };
+        if send
+            .write_all(&wire::hello_frame_with_version(&hello, self.version))
             .await
-            .unwrap();
+            .is_err()
+        {
+            let why = closed_reason(&conn).await;
+            return (conn, Err(why));
+        }
         let res = match wire::read_frame(&mut recv).await {
             Ok(Some(b)) => match wire::decode_frame(&b) {
                 Ok(Frame::Hello(h)) => h.verify(Side::Listener, &exporter).map(|_| ()),
