@@ -140,7 +140,7 @@ async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() 
         .await
         .unwrap()
         .unwrap();
-    let sent_mib = tx_sent * tendr_core::limits::MAX_TX_BYTES as u64 >> 20;
+    let sent_mib = (tx_sent * tendr_core::limits::MAX_TX_BYTES as u64) >> 20;
     let during = nodes[0].net.stats();
     eprintln!("tx flooder pushed {sent_mib} MiB ({tx_sent} txs); node 0 then: {during:?}");
     assert!(during.tx_inbox_bytes <= test_limits().tx_inbox_bytes, "{during:?}");
