@@ -464,9 +464,6 @@ async fn read_stream(
                 if !first && !exempt {
                     continue;
                 }
-                if matches!(msg, Message::Tx(_)) {
-                    shared.note_tx_from(digest, id);
-                }
                 if let Message::Tx(tx) = &msg {
                     if tx.len() > MAX_TX_BYTES {
                         return Some(format!(

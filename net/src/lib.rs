@@ -173,8 +173,6 @@ struct AddrEntry {
 pub(crate) struct State {
     peers: HashMap<PeerId, Peer>,
     seen: SeenSet<Hash>,
-    /// First sender of recent transactions (bounded like `seen`).
-    tx_from: limit::BoundedMap<Hash, PeerId>,
     bans: BanList<PeerId>,
     /// Addresses of banned peers: a banned node cannot come back with a fresh key from the
     /// same address. The IPs of configured seeds are never banned this way.
@@ -224,6 +222,9 @@ pub struct Transport {
 #[derive(Clone)]
 pub struct NetHandle {
     shared: Arc<Shared>,
+    /// The peer whose transaction the driver is handling right now (see
+    /// [`NetHandle::set_tx_origin`]); the node's re-broadcast of it skips that peer's links.
+    tx_origin: Option<PeerId>,
 }
 
 fn transport_config() -> quinn::TransportConfig {
@@ -341,7 +342,6 @@ impl Transport {
             state: Mutex::new(State {
                 peers: HashMap::new(),
                 seen: SeenSet::new(limits.seen_entries, limits.seen_ttl),
-                tx_from: limit::BoundedMap::new(limits.seen_entries),
                 bans: BanList::new(limits.banned_entries),
                 ip_bans: BanList::new(limits.banned_entries),
                 book,
@@ -377,6 +377,7 @@ impl Transport {
     pub fn handle(&self) -> NetHandle {
         NetHandle {
             shared: self.shared.clone(),
+            tx_origin: None,
         }
     }
 
@@ -486,41 +487,53 @@ impl Shared {
     /// a slow peer loses messages, it never stalls the sender).
     fn enqueue(&self, st: &mut State, to: &PeerId, frame: &Bytes, is_tx: bool) {
         let Some(p) = st.peers.get(to) else { return };
+        if !self.try_enqueue(p, frame, is_tx) {
+            st.dropped_frames += 1;
+        }
+    }
+
+    /// False when the frame was dropped.
+    fn try_enqueue(&self, p: &Peer, frame: &Bytes, is_tx: bool) -> bool {
         let len = frame.len();
         if p.queued.load(Ordering::Relaxed) + len > self.limits.queue_bytes {
-            st.dropped_frames += 1;
-            return;
+            return false;
         }
         let q = if is_tx { &p.txs } else { &p.consensus };
-        if q.try_send(frame.clone()).is_ok() {
-            p.queued.fetch_add(len, Ordering::Relaxed);
-        } else {
-            st.dropped_frames += 1;
+        if q.try_send(frame.clone()).is_err() {
+            return false;
         }
+        p.queued.fetch_add(len, Ordering::Relaxed);
+        true
     }
 
-    fn broadcast(&self, msg: &Message) {
-        let (frame, digest) = wire::message_frame(msg);
+    /// Sends `msg` to every peer. A transaction that came from peer `origin` was also gossiped
+    /// by it to all of its peers (the node re-broadcasts each new transaction once): it goes
+    /// only where the origin's last peer exchange shows no link, and in a full mesh nowhere,
+    /// without even being encoded. Each transaction crosses each link once.
+    fn broadcast(&self, msg: &Message, origin: Option<PeerId>) {
         let is_tx = matches!(msg, Message::Tx(_));
-        let mut st = self.lock();
-        st.seen.insert(digest, Instant::now());
-        // A transaction that came from peer P was also gossiped by P to all of P's peers
-        // (the node re-broadcasts each new transaction once): send it only where P's last
-        // peer exchange shows no link. In a full mesh each transaction crosses each link once.
-        let via = if is_tx { st.tx_from.get(&digest).copied() } else { None };
-        let skip: HashSet<PeerId> = match via.and_then(|p| st.peers.get(&p).map(|q| (p, q))) {
-            Some((p, q)) => q.neighbors.iter().copied().chain([p]).collect(),
-            None => HashSet::new(),
+        let origin = origin.filter(|_| is_tx);
+        let skip = |st: &State, id: &PeerId| {
+            origin.is_some_and(|o| *id == o || st.peers.get(&o).is_some_and(|p| p.neighbors.contains(id)))
         };
-        let ids: Vec<PeerId> = st.peers.keys().filter(|id| !skip.contains(id)).copied().collect();
-        for id in ids {
-            self.enqueue(&mut st, &id, &frame, is_tx);
+        if origin.is_some() {
+            let st = self.lock();
+            if st.peers.keys().all(|id| skip(&st, id)) {
+                return;
+            }
         }
-    }
-
-    /// Remembers which peer first sent us a transaction, for [`Shared::broadcast`].
-    pub(crate) fn note_tx_from(&self, digest: Hash, from: PeerId) {
-        self.lock().tx_from.insert(digest, from);
+        let (frame, digest) = wire::message_frame(msg);
+        let mut st = self.lock();
+        if origin.is_none() {
+            st.seen.insert(digest, Instant::now()); // (a relayed one was noted when it came in)
+        }
+        let mut dropped = 0;
+        for (id, p) in &st.peers {
+            if !skip(&st, id) && !self.try_enqueue(p, &frame, is_tx) {
+                dropped += 1;
+            }
+        }
+        st.dropped_frames += dropped;
     }
 
     fn send(&self, to: PeerId, msg: &Message) {
@@ -770,6 +783,13 @@ impl NetHandle {
             .take()
     }
 
+    /// Tells the handle that the transaction the driver is about to hand to the node came
+    /// from `origin` (`None` afterwards), so that the node's re-broadcast of it is not sent
+    /// back over links that already carry it.
+    pub fn set_tx_origin(&mut self, origin: Option<PeerId>) {
+        self.tx_origin = origin;
+    }
+
     /// Whether connections from `ip` are currently refused.
     pub fn is_ip_banned(&self, ip: IpAddr) -> bool {
         self.shared.ip_banned(ip).is_some()
@@ -807,7 +827,7 @@ impl NetHandle {
 
 impl tendr_core::traits::Network for NetHandle {
     fn broadcast(&mut self, msg: &Message) {
-        self.shared.broadcast(msg);
+        self.shared.broadcast(msg, self.tx_origin);
     }
     fn send(&mut self, to: PeerId, msg: &Message) {
         self.shared.send(to, msg);

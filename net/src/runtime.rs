@@ -244,7 +244,15 @@ fn on_incoming<S: Storage, A: Application>(
     };
     let relayable = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Evidence(_));
     let copy = (relayable && far.is_none() && node.net.would_relay(from, &msg)).then(|| msg.clone());
-    match node.on_message(from, msg) {
+    let is_tx = matches!(msg, Message::Tx(_));
+    if is_tx {
+        node.net.set_tx_origin(Some(from));
+    }
+    let result = node.on_message(from, msg);
+    if is_tx {
+        node.net.set_tx_origin(None);
+    }
+    match result {
         Ok(()) => {
             if let Some(m) = copy {
                 node.net.relay(from, &m);
