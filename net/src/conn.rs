@@ -259,7 +259,7 @@ fn register(
             queued: queued.clone(),
             neighbors: Default::default(),
             last: None,
-            requested: None,
+            requested: Default::default(),
         },
     );
     Ok(Registered {
@@ -290,6 +290,9 @@ fn unregister(shared: &Shared, id: PeerId, conn_id: u64, dialed: Option<SocketAd
 async fn run_connection(shared: Arc<Shared>, conn: quinn::Connection, dialed: Option<SocketAddr>) {
     let remote = conn.remote_address();
     let outbound = dialed.is_some();
+    if let Some(reason) = shared.ip_banned(remote.ip()) {
+        return refuse(&shared, &conn, dialed, remote, &reason);
+    }
     let (hello, id) = match timeout(shared.limits.handshake, hello_exchange(&shared, &conn, outbound)).await {
         Ok(Ok(x)) => x,
         Ok(Err(reason)) => return refuse(&shared, &conn, dialed, remote, &reason),
@@ -444,7 +447,12 @@ async fn read_stream(
                     let mut st = shared.lock();
                     if let Some(p) = st.peers.get_mut(&id) {
                         match &msg {
-                            Message::RequestDecided(h) => p.requested = Some(*h),
+                            Message::RequestDecided(h) if !p.requested.contains(h) => {
+                                if p.requested.len() >= crate::MAX_REQUESTED {
+                                    p.requested.pop_front();
+                                }
+                                p.requested.push_back(*h);
+                            }
                             Message::Vote(_) | Message::Proposal(_) => p.last = msg.height(),
                             _ => {}
                         }
@@ -456,9 +464,6 @@ async fn read_stream(
                 if !first && !exempt {
                     continue;
                 }
-                if matches!(msg, Message::Tx(_)) {
-                    shared.note_tx_from(digest, id);
-                }
                 if let Message::Tx(tx) = &msg {
                     if tx.len() > MAX_TX_BYTES {
                         return Some(format!(
@@ -468,9 +473,14 @@ async fn read_stream(
                     }
                 }
                 let inc = Incoming { from: id, msg };
-                let queue = if matches!(inc.msg, Message::Tx(_)) {
+                let queue = if let Message::Tx(tx) = &inc.msg {
                     // Transactions are best effort: a busy driver drops them, never a vote.
-                    let _ = shared.tx_inbox.try_send(inc);
+                    let (n, held) = (tx.len(), &shared.tx_inbox_bytes);
+                    if held.fetch_add(n, Ordering::Relaxed) + n > shared.limits.tx_inbox_bytes
+                        || shared.tx_inbox.try_send(inc).is_err()
+                    {
+                        held.fetch_sub(n, Ordering::Relaxed);
+                    }
                     continue;
                 } else if bytes.len() > wire::BULK_FRAME_BYTES {
                     &shared.bulk_inbox

@@ -17,16 +17,19 @@
 //! Memory bounds, per node: each peer holds at most one QUIC receive window (16 MiB) and one
 //! frame buffer per stream (two streams, frames of at most `MAX_MESSAGE_BYTES` + 1, allocated
 //! only after the length is checked), and at most `Limits::queue_bytes` in its send queues;
-//! towards the driver wait at most `incoming_queue` small messages (16 KiB each at most),
-//! `bulk_inbox` large ones and `tx_inbox` transactions (`MAX_TX_BYTES` each at most); the
-//! dedup set, the address book and the ban list have fixed caps. Peers are capped by
-//! `max_peers`, handshakes in progress by a constant.
+//! towards the driver wait at most `incoming_queue` small messages (16 KiB each at most: 64 MiB
+//! in the worst case, a few hundred KiB of votes in practice), `bulk_inbox` large ones (8 MiB
+//! each at most) and `tx_inbox_bytes` of transactions (16 MiB); the dedup set, the address
+//! book, the ban lists and the far-future claims have fixed caps. Peers are capped by
+//! `max_peers`, handshakes in progress by a constant. The `attacks` integration test measures
+//! the process's peak RSS while hundreds of MiB of floods arrive.
 //!
 //! How to use it: [`Transport::start`] binds the endpoint and starts dialing the seeds; give
 //! [`Transport::handle`] to the `Node` as its network, and feed the returned receiver of
 //! [`Incoming`] to [`runtime::drive`].
 #![forbid(unsafe_code)]
 
+pub mod claims;
 mod conn;
 pub mod limit;
 pub mod runtime;
@@ -38,7 +41,7 @@ pub use limit::Limits;
 use bytes::Bytes;
 use limit::{BanList, Jitter, SeenSet};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -111,6 +114,14 @@ pub struct NetStats {
     pub dropped_frames: u64,
     /// Peers disconnected for misbehaviour (protocol errors, limits, penalties).
     pub peers_banned: u64,
+    /// Messages waiting for the driver in the three inboxes (consensus, bulk, transactions).
+    pub inbox_queued: usize,
+    /// Bytes of gossiped transactions among them.
+    pub tx_inbox_bytes: usize,
+    /// Peers asked to back far-future messages with the decided block of our height, and
+    /// how many of them did (see [`claims`]).
+    pub far_future_challenges: u64,
+    pub far_future_answered: u64,
 }
 
 /// The validator that signed a consensus message (peers whose node key is their validator
@@ -122,6 +133,9 @@ pub(crate) fn author(msg: &Message) -> Option<PeerId> {
         _ => None,
     }
 }
+
+/// Heights a peer asked for that are remembered until served.
+pub(crate) const MAX_REQUESTED: usize = 8;
 
 /// QUIC application error codes used when closing a connection.
 pub(crate) mod codes {
@@ -143,7 +157,9 @@ pub(crate) struct Peer {
     neighbors: HashSet<PeerId>,
     /// Height of the last vote or proposal it sent us, and the last height it asked for.
     last: Option<tendr_core::Height>,
-    requested: Option<tendr_core::Height>,
+    /// The heights it asked for and was not yet sent (a few: the engine and the far-future
+    /// challenge may both ask, for successive heights, before the first answer leaves).
+    requested: std::collections::VecDeque<tendr_core::Height>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,9 +173,10 @@ struct AddrEntry {
 pub(crate) struct State {
     peers: HashMap<PeerId, Peer>,
     seen: SeenSet<Hash>,
-    /// First sender of recent transactions (bounded like `seen`).
-    tx_from: limit::BoundedMap<Hash, PeerId>,
     bans: BanList<PeerId>,
+    /// Addresses of banned peers: a banned node cannot come back with a fresh key from the
+    /// same address. The IPs of configured seeds are never banned this way.
+    ip_bans: BanList<IpAddr>,
     book: HashMap<SocketAddr, AddrEntry>,
     dialing: HashSet<SocketAddr>,
     jitter: Jitter,
@@ -183,6 +200,12 @@ pub(crate) struct Shared {
     /// queue, so that the bytes waiting for the driver stay bounded.
     bulk_inbox: mpsc::Sender<Incoming>,
     side_inboxes: Mutex<Option<SideInboxes>>,
+    /// Bytes of the transactions waiting in `tx_inbox` (capped by `Limits::tx_inbox_bytes`).
+    tx_inbox_bytes: AtomicUsize,
+    /// IPs of the configured seeds (the operator vouches for them): never banned by address.
+    seed_ips: HashSet<IpAddr>,
+    far_challenges: AtomicU64,
+    far_answered: AtomicU64,
     state: Mutex<State>,
     next_conn_id: AtomicU64,
     stopping: AtomicBool,
@@ -199,6 +222,9 @@ pub struct Transport {
 #[derive(Clone)]
 pub struct NetHandle {
     shared: Arc<Shared>,
+    /// The peer whose transaction the driver is handling right now (see
+    /// [`NetHandle::set_tx_origin`]); the node's re-broadcast of it skips that peer's links.
+    tx_origin: Option<PeerId>,
 }
 
 fn transport_config() -> quinn::TransportConfig {
@@ -316,8 +342,8 @@ impl Transport {
             state: Mutex::new(State {
                 peers: HashMap::new(),
                 seen: SeenSet::new(limits.seen_entries, limits.seen_ttl),
-                tx_from: limit::BoundedMap::new(limits.seen_entries),
                 bans: BanList::new(limits.banned_entries),
+                ip_bans: BanList::new(limits.banned_entries),
                 book,
                 dialing: HashSet::new(),
                 jitter: Jitter::new(seed ^ std::process::id() as u64),
@@ -333,6 +359,10 @@ impl Transport {
                 txs: txs_rx,
                 bulk: bulk_rx,
             })),
+            seed_ips: cfg.seeds.iter().map(|s| s.ip().to_canonical()).collect(),
+            tx_inbox_bytes: AtomicUsize::new(0),
+            far_challenges: AtomicU64::new(0),
+            far_answered: AtomicU64::new(0),
             next_conn_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });
@@ -347,6 +377,7 @@ impl Transport {
     pub fn handle(&self) -> NetHandle {
         NetHandle {
             shared: self.shared.clone(),
+            tx_origin: None,
         }
     }
 
@@ -369,19 +400,33 @@ impl Transport {
     /// Closes every connection (peers see a clean close) and the endpoint.
     /// When it returns, the UDP port is free again (a restart may bind it at once), unless
     /// some [`NetHandle`] is still alive elsewhere.
+    /// Every wait below ends on its condition; the deadlines only matter on a machine so
+    /// loaded that tasks do not get to run for seconds.
     pub async fn shutdown(mut self) {
+        let addr = self.local_addr();
         self.stop();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
         // Connection tasks end once their connections are closed; the socket closes with the
         // last endpoint handle, which the shared state holds.
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while Arc::strong_count(&self.shared) > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let endpoint = self.shared.endpoint.clone();
         drop(self);
         drop(endpoint);
-        tokio::task::yield_now().await;
+        // The socket closes when quinn's endpoint driver finds no handle and no connection
+        // left: connections caught in a handshake with a node that is gone drain for up to
+        // about 3 s (no RTT sample yet), and under load the driver may run late. Wait until
+        // the port can be bound again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::task::yield_now().await;
+            if std::net::UdpSocket::bind(addr).is_ok() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     fn stop(&mut self) {
@@ -428,6 +473,13 @@ impl Shared {
             queued_bytes: st.peers.values().map(|p| p.queued.load(Ordering::Relaxed)).sum(),
             dropped_frames: st.dropped_frames,
             peers_banned: st.peers_banned,
+            inbox_queued: [&self.incoming, &self.bulk_inbox, &self.tx_inbox]
+                .iter()
+                .map(|q| q.max_capacity() - q.capacity())
+                .sum(),
+            tx_inbox_bytes: self.tx_inbox_bytes.load(Ordering::Relaxed),
+            far_future_challenges: self.far_challenges.load(Ordering::Relaxed),
+            far_future_answered: self.far_answered.load(Ordering::Relaxed),
         }
     }
 
@@ -435,41 +487,53 @@ impl Shared {
     /// a slow peer loses messages, it never stalls the sender).
     fn enqueue(&self, st: &mut State, to: &PeerId, frame: &Bytes, is_tx: bool) {
         let Some(p) = st.peers.get(to) else { return };
+        if !self.try_enqueue(p, frame, is_tx) {
+            st.dropped_frames += 1;
+        }
+    }
+
+    /// False when the frame was dropped.
+    fn try_enqueue(&self, p: &Peer, frame: &Bytes, is_tx: bool) -> bool {
         let len = frame.len();
         if p.queued.load(Ordering::Relaxed) + len > self.limits.queue_bytes {
-            st.dropped_frames += 1;
-            return;
+            return false;
         }
         let q = if is_tx { &p.txs } else { &p.consensus };
-        if q.try_send(frame.clone()).is_ok() {
-            p.queued.fetch_add(len, Ordering::Relaxed);
-        } else {
-            st.dropped_frames += 1;
+        if q.try_send(frame.clone()).is_err() {
+            return false;
         }
+        p.queued.fetch_add(len, Ordering::Relaxed);
+        true
     }
 
-    fn broadcast(&self, msg: &Message) {
-        let (frame, digest) = wire::message_frame(msg);
+    /// Sends `msg` to every peer. A transaction that came from peer `origin` was also gossiped
+    /// by it to all of its peers (the node re-broadcasts each new transaction once): it goes
+    /// only where the origin's last peer exchange shows no link, and in a full mesh nowhere,
+    /// without even being encoded. Each transaction crosses each link once.
+    fn broadcast(&self, msg: &Message, origin: Option<PeerId>) {
         let is_tx = matches!(msg, Message::Tx(_));
-        let mut st = self.lock();
-        st.seen.insert(digest, Instant::now());
-        // A transaction that came from peer P was also gossiped by P to all of P's peers
-        // (the node re-broadcasts each new transaction once): send it only where P's last
-        // peer exchange shows no link. In a full mesh each transaction crosses each link once.
-        let via = if is_tx { st.tx_from.get(&digest).copied() } else { None };
-        let skip: HashSet<PeerId> = match via.and_then(|p| st.peers.get(&p).map(|q| (p, q))) {
-            Some((p, q)) => q.neighbors.iter().copied().chain([p]).collect(),
-            None => HashSet::new(),
+        let origin = origin.filter(|_| is_tx);
+        let skip = |st: &State, id: &PeerId| {
+            origin.is_some_and(|o| *id == o || st.peers.get(&o).is_some_and(|p| p.neighbors.contains(id)))
         };
-        let ids: Vec<PeerId> = st.peers.keys().filter(|id| !skip.contains(id)).copied().collect();
-        for id in ids {
-            self.enqueue(&mut st, &id, &frame, is_tx);
+        if origin.is_some() {
+            let st = self.lock();
+            if st.peers.keys().all(|id| skip(&st, id)) {
+                return;
+            }
         }
-    }
-
-    /// Remembers which peer first sent us a transaction, for [`Shared::broadcast`].
-    pub(crate) fn note_tx_from(&self, digest: Hash, from: PeerId) {
-        self.lock().tx_from.insert(digest, from);
+        let (frame, digest) = wire::message_frame(msg);
+        let mut st = self.lock();
+        if origin.is_none() {
+            st.seen.insert(digest, Instant::now()); // (a relayed one was noted when it came in)
+        }
+        let mut dropped = 0;
+        for (id, p) in &st.peers {
+            if !skip(&st, id) && !self.try_enqueue(p, &frame, is_tx) {
+                dropped += 1;
+            }
+        }
+        st.dropped_frames += dropped;
     }
 
     fn send(&self, to: PeerId, msg: &Message) {
@@ -482,8 +546,8 @@ impl Shared {
             let mut st = self.lock();
             if let Some(p) = st.peers.get_mut(&to) {
                 let h = block.height();
-                if p.requested == Some(h) {
-                    p.requested = None;
+                if let Some(i) = p.requested.iter().position(|r| *r == h) {
+                    p.requested.remove(i);
                 } else if p.last == Some(h) {
                     return;
                 }
@@ -524,14 +588,27 @@ impl Shared {
             .collect()
     }
 
-    /// Disconnects a peer and keeps it out for `limits.ban`.
+    /// Disconnects a peer and keeps it out for `limits.ban`, by node id and by the IP address
+    /// it connected from (unless that is a seed's).
     fn ban(&self, id: PeerId, reason: &str, code: u32) {
         let now = Instant::now();
         let mut st = self.lock();
-        st.bans.ban(id, now + self.limits.ban, reason.to_string(), now);
+        let until = now + self.limits.ban;
+        st.bans.ban(id, until, reason.to_string(), now);
         if let Some(p) = st.peers.remove(&id) {
             st.peers_banned += 1;
-            tracing::warn!(peer = %id, addr = %p.info.addr, "disconnected and banned for {}s: {reason}", self.limits.ban.as_secs());
+            let ip = p.conn.remote_address().ip().to_canonical();
+            let by_ip = !self.seed_ips.contains(&ip);
+            if by_ip {
+                st.ip_bans
+                    .ban(ip, until, format!("node {id} from there: {reason}"), now);
+            }
+            let also = if by_ip {
+                format!(" (and its address {ip})")
+            } else {
+                String::new()
+            };
+            tracing::warn!(peer = %id, addr = %p.info.addr, "disconnected and banned{also} for {}s: {reason}", self.limits.ban.as_secs());
             let mut r = reason.as_bytes().to_vec();
             r.truncate(200);
             p.conn.close(code.into(), &r);
@@ -603,6 +680,7 @@ impl Shared {
                     && !st.dialing.contains(*addr)
                     && !connected.contains(*addr)
                     && **addr != self.hello.advertise
+                    && st.ip_bans.banned(&addr.ip().to_canonical(), now).is_none()
                     && e.id.is_none_or(|id| {
                         id != self.local_id && !st.peers.contains_key(&id) && st.bans.banned(&id, now).is_none()
                     })
@@ -634,6 +712,17 @@ impl Shared {
             e.fails = fails;
             e.next_try = now + delay;
         }
+    }
+
+    /// Why a connection from `ip` is refused, if that address is banned.
+    fn ip_banned(&self, ip: IpAddr) -> Option<String> {
+        let ip = ip.to_canonical();
+        let st = self.lock();
+        let (left, why) = st.ip_bans.banned(&ip, Instant::now())?;
+        Some(format!(
+            "address {ip} is banned for {}s more: {why}",
+            left.as_secs() + 1
+        ))
     }
 
     /// Checks before registering: not ourselves, not banned, room for one more peer.
@@ -694,6 +783,38 @@ impl NetHandle {
             .take()
     }
 
+    /// Tells the handle that the transaction the driver is about to hand to the node came
+    /// from `origin` (`None` afterwards), so that the node's re-broadcast of it is not sent
+    /// back over links that already carry it.
+    pub fn set_tx_origin(&mut self, origin: Option<PeerId>) {
+        self.tx_origin = origin;
+    }
+
+    /// Whether connections from `ip` are currently refused.
+    pub fn is_ip_banned(&self, ip: IpAddr) -> bool {
+        self.shared.ip_banned(ip).is_some()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    /// The driver took a transaction out of the transaction inbox.
+    pub(crate) fn tx_taken(&self, inc: &Incoming) {
+        if let Message::Tx(t) = &inc.msg {
+            self.shared.tx_inbox_bytes.fetch_sub(t.len(), Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn note_far_future(&self, answered: bool) {
+        let c = if answered {
+            &self.shared.far_answered
+        } else {
+            &self.shared.far_challenges
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Whether `peer` is currently banned.
     pub fn is_banned(&self, peer: &PeerId) -> bool {
         self.shared.lock().bans.banned(peer, Instant::now()).is_some()
@@ -706,7 +827,7 @@ impl NetHandle {
 
 impl tendr_core::traits::Network for NetHandle {
     fn broadcast(&mut self, msg: &Message) {
-        self.shared.broadcast(msg);
+        self.shared.broadcast(msg, self.tx_origin);
     }
     fn send(&mut self, to: PeerId, msg: &Message) {
         self.shared.send(to, msg);

@@ -40,6 +40,15 @@ pub struct Limits {
     pub incoming_queue: usize,
     pub bulk_inbox: usize,
     pub tx_inbox: usize,
+    /// Bytes of transactions waiting in the transaction inbox (beyond, gossiped transactions
+    /// are dropped): `tx_inbox` maximal transactions would be 512 MiB.
+    pub tx_inbox_bytes: usize,
+    /// A peer that sends messages for heights more than `MAX_FUTURE_HEIGHTS` beyond ours is
+    /// asked for the decided block of our height; it must serve it within this time, or the
+    /// challenge counts as failed (see [`crate::claims`]).
+    pub far_future_answer: Duration,
+    /// Failed challenges in a row before the peer is banned.
+    pub far_future_strikes: u32,
 }
 
 impl Default for Limits {
@@ -63,6 +72,9 @@ impl Default for Limits {
             incoming_queue: 4096,
             bulk_inbox: 8,
             tx_inbox: 8192,
+            tx_inbox_bytes: 16 * 1024 * 1024,
+            far_future_answer: Duration::from_secs(5),
+            far_future_strikes: 3,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `Node::start` itself and owns the node until [`Command::Shutdown`] (or until every command
 //! sender is dropped).
 
+use crate::claims::{Claims, Verdict};
 use crate::{Incoming, NetHandle, PeerInfo};
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tendr_core::engine::{Engine, EngineError, Timeout};
 use tendr_core::limits::MAX_FUTURE_HEIGHTS;
 use tendr_core::mempool::Mempool;
-use tendr_core::traits::{Application, Clock, Node, NodeError, NodeEvent, Storage};
+use tendr_core::traits::{Application, Clock, Network, Node, NodeError, NodeEvent, Storage};
 use tendr_core::{Hash, Height, Message, PeerId, TimeMs};
 use tokio::sync::{mpsc, oneshot};
 
@@ -118,16 +119,25 @@ pub enum Command {
 const MAX_PARKED_PROPOSALS: usize = 16;
 
 /// Counts rejected messages per peer; too many within the window means a penalty. Also keeps
-/// the parked future proposals.
-#[derive(Default)]
+/// the parked future proposals and the far-future [`Claims`].
 struct Strikes {
     count: HashMap<PeerId, (u32, Instant)>,
     /// Peers penalized recently, whose already-queued messages are skipped.
     penalized: HashMap<PeerId, Instant>,
     parked: VecDeque<(PeerId, Message)>,
+    claims: Claims,
 }
 
 impl Strikes {
+    fn new(limits: &crate::Limits) -> Self {
+        Strikes {
+            count: HashMap::new(),
+            penalized: HashMap::new(),
+            parked: VecDeque::new(),
+            claims: Claims::new(limits.far_future_answer, limits.far_future_strikes),
+        }
+    }
+
     fn park(&mut self, from: PeerId, msg: Message) {
         if self.parked.len() >= MAX_PARKED_PROPOSALS {
             self.parked.pop_front();
@@ -172,15 +182,19 @@ impl Strikes {
         e.0 += 1;
         if e.0 >= STRIKES_BEFORE_PENALTY {
             self.count.remove(&peer);
-            if self.penalized.len() >= MAX_STRIKE_ENTRIES {
-                self.penalized.retain(|_, t| t.elapsed() < STRIKE_WINDOW);
-            }
-            if self.penalized.len() < MAX_STRIKE_ENTRIES {
-                self.penalized.insert(peer, now);
-            }
+            self.mark_penalized(peer, now);
             return true;
         }
         false
+    }
+
+    fn mark_penalized(&mut self, peer: PeerId, now: Instant) {
+        if self.penalized.len() >= MAX_STRIKE_ENTRIES {
+            self.penalized.retain(|_, t| t.elapsed() < STRIKE_WINDOW);
+        }
+        if self.penalized.len() < MAX_STRIKE_ENTRIES {
+            self.penalized.insert(peer, now);
+        }
     }
 }
 
@@ -213,12 +227,41 @@ fn on_incoming<S: Storage, A: Application>(
         strikes.park(from, msg);
         return;
     }
+    // Messages far beyond our height are claims that we are behind; they are never relayed
+    // (the engine only takes them as a hint), and their sender must back them (see `claims`).
+    let far = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Decided { .. })
+        .then(|| msg.height())
+        .flatten()
+        .filter(|h| h.0 > current.0.saturating_add(MAX_FUTURE_HEIGHTS));
+    if far.is_some_and(|h| strikes.claims.holds(from, h, started)) {
+        return; // already asked this peer to back such claims; nothing to verify meanwhile
+    }
+    let answer = match &msg {
+        Message::Decided { block, .. } if strikes.claims.pending(&from) == Some(block.height()) => {
+            Some((block.height(), block.id()))
+        }
+        _ => None,
+    };
     let relayable = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Evidence(_));
-    let copy = (relayable && node.net.would_relay(from, &msg)).then(|| msg.clone());
-    match node.on_message(from, msg) {
+    let copy = (relayable && far.is_none() && node.net.would_relay(from, &msg)).then(|| msg.clone());
+    let is_tx = matches!(msg, Message::Tx(_));
+    if is_tx {
+        node.net.set_tx_origin(Some(from));
+    }
+    let result = node.on_message(from, msg);
+    if is_tx {
+        node.net.set_tx_origin(None);
+    }
+    match result {
         Ok(()) => {
             if let Some(m) = copy {
                 node.net.relay(from, &m);
+            }
+            if let Some(h) = far {
+                on_far_future(node, strikes, from, h, current);
+            }
+            if let Some((h, id)) = answer {
+                on_claim_answer(node, strikes, from, h, id);
             }
         }
         Err(e) if counts_against_sender(&e) && !future_proposal => {
@@ -234,6 +277,46 @@ fn on_incoming<S: Storage, A: Application>(
     let took = started.elapsed();
     if took > SLOW_MESSAGE {
         tracing::debug!(peer = %from, kind, ms = took.as_millis() as u64, "slow message");
+    }
+}
+
+/// A validly signed message for height `claimed`, far beyond `ours`: challenge its sender,
+/// or cut it off when it failed too many challenges.
+fn on_far_future<S: Storage, A: Application>(
+    node: &mut Node<SystemClock, NetHandle, S, A>,
+    strikes: &mut Strikes,
+    from: PeerId,
+    claimed: Height,
+    ours: Height,
+) {
+    let now = Instant::now();
+    match strikes.claims.far_message(from, claimed, ours, now) {
+        Verdict::Wait => {}
+        Verdict::Challenge(h) => {
+            tracing::debug!(peer = %from, claimed = claimed.0, ours = ours.0, "far-future message; asking the peer for our height's decided block");
+            node.net.note_far_future(false);
+            node.net.send(from, &Message::RequestDecided(h));
+        }
+        Verdict::Penalize(reason) => {
+            strikes.mark_penalized(from, now);
+            node.net.penalize(from, &reason);
+        }
+    }
+}
+
+/// A decided block from a peer we challenged: the challenge is answered when the block is
+/// the one our chain decided at that height (the engine has just verified and applied it, or
+/// had already decided that height).
+fn on_claim_answer<S: Storage, A: Application>(
+    node: &mut Node<SystemClock, NetHandle, S, A>,
+    strikes: &mut Strikes,
+    from: PeerId,
+    height: Height,
+    id: tendr_core::BlockId,
+) {
+    let ours = node.storage.decided(height).ok().flatten().map(|(b, _)| b.id());
+    if ours == Some(id) && strikes.claims.decided(from, height) {
+        node.net.note_far_future(true);
     }
 }
 
@@ -253,7 +336,7 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
     if let Err(e) = node.start() {
         tracing::error!("starting the node failed: {e}");
     }
-    let mut strikes = Strikes::default();
+    let mut strikes = Strikes::new(node.net.limits());
     let (mut txs, mut bulk) = match node.net.take_side_inboxes() {
         Some(s) => (s.txs, s.bulk),
         None => (mpsc::channel(1).1, mpsc::channel(1).1),
@@ -280,7 +363,10 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
                 }
                 Some(Command::Query(f)) => f(&View(&node)),
             },
-            Some(inc) = txs.recv() => on_incoming(&mut node, inc, &mut strikes),
+            Some(inc) = txs.recv() => {
+                node.net.tx_taken(&inc);
+                on_incoming(&mut node, inc, &mut strikes)
+            }
         }
         let h = node.engine().height();
         if h != height {

@@ -278,6 +278,70 @@ mod tests {
         }
     }
 
+    /// Proposals and decided blocks travel whole, as one frame: the largest block the engine
+    /// accepts (`MAX_BLOCK_BYTES` of transactions, as `MAX_BLOCK_TXS` small ones or as the
+    /// fewest maximal ones), with a last commit of `MAX_VALIDATORS` signatures, the longest
+    /// chain id, and (for `Decided`) its own commit of as many, must fit a frame with room
+    /// to spare.
+    #[test]
+    fn the_largest_block_fits_one_frame_with_margin() {
+        use tendr_core::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_TX_BYTES, MAX_VALIDATORS};
+        use tendr_core::{Address, Block, Commit, CommitSig, Header, Height, Proposal, Round, TimeMs};
+        let commit = |h: u64| Commit {
+            height: Height(h),
+            round: Round(u32::MAX),
+            block_id: Hash([0xff; 32]),
+            signatures: (0..MAX_VALIDATORS)
+                .map(|i| CommitSig {
+                    validator: Address([i as u8; 20]),
+                    signature: Signature([0xff; 64]),
+                })
+                .collect(),
+        };
+        let small = MAX_BLOCK_BYTES / MAX_BLOCK_TXS;
+        let shapes = [
+            vec![vec![0xff; small]; MAX_BLOCK_TXS],
+            vec![vec![0xff; MAX_TX_BYTES]; MAX_BLOCK_BYTES / MAX_TX_BYTES],
+        ];
+        for txs in shapes {
+            assert!(txs.len() <= MAX_BLOCK_TXS && txs.iter().map(Vec::len).sum::<usize>() <= MAX_BLOCK_BYTES);
+            let block = Block {
+                header: Header {
+                    chain_id: "c".repeat(MAX_CHAIN_ID_BYTES),
+                    height: Height(u64::MAX),
+                    time: TimeMs(u64::MAX),
+                    prev_block_id: Some(Hash([0xff; 32])),
+                    proposer: Address([0xff; 20]),
+                    txs_hash: Hash([0xff; 32]),
+                    app_hash: Hash([0xff; 32]),
+                    validators_hash: Hash([0xff; 32]),
+                    last_commit_hash: Hash([0xff; 32]),
+                },
+                txs,
+                last_commit: Some(commit(u64::MAX - 1)),
+            };
+            let proposal = Message::Proposal(Proposal {
+                height: Height(u64::MAX),
+                round: Round(u32::MAX),
+                pol_round: Some(Round(u32::MAX - 1)),
+                block: block.clone(),
+                signature: Signature([0xff; 64]),
+            });
+            let decided = Message::Decided {
+                block,
+                commit: commit(u64::MAX),
+            };
+            for msg in [proposal, decided] {
+                let (f, digest) = message_frame(&msg);
+                let body = check_len(u32::from_be_bytes(f[..4].try_into().unwrap())).unwrap();
+                assert_eq!(body, f.len() - 4);
+                // At least a third of the frame limit to spare.
+                assert!(body * 3 <= MAX_FRAME_BYTES * 2, "{} frame of {body} bytes", msg.kind());
+                assert_eq!(decode_frame(&f[4..]), Ok(Frame::Message(msg, digest)));
+            }
+        }
+    }
+
     #[test]
     fn hello_binds_key_side_and_session() {
         let k = PrivateKey::from_seed(b"n");

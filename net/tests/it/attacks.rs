@@ -1,11 +1,17 @@
-//! Peers that send garbage, oversized frames, or floods of future-height votes are cut off
-//! and banned while the validators keep deciding; memory stays bounded.
+//! Peers that send garbage, oversized frames, or floods of future-height votes or of large
+//! transactions are cut off and banned while the validators keep deciding; memory stays
+//! bounded. Each rogue connects from its own loopback address (bans keep addresses out too).
 
 use crate::cluster::*;
 use crate::rogue::{closed_reason, Rogue};
 use std::time::Duration;
 use tendr_core::codec::encode_message;
 use tendr_core::{Height, Message, Round, Signature, Vote, VoteType};
+
+/// Transactions of `MAX_TX_BYTES` in the transaction flood: 256 MiB.
+const TX_FLOOD_COUNT: u64 = 4096;
+/// Bound on the growth of the process's RSS at its peak during the attacks.
+const PEAK_GROWTH_MIB: u64 = 128;
 
 async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) {
     let mut s = conn.open_uni().await.unwrap();
@@ -21,19 +27,24 @@ fn framed(body: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() {
+    // Alone in a child process, so that the RSS measured is that of these nodes only.
+    if run_alone("attacks::garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide") {
+        return;
+    }
     init_tracing();
     let (nodes, keys, g) = cluster(4).await;
     let gh = genesis_hash(&g);
     wait_for("first 5 heights", 30, || nodes.iter().all(|n| n.height() >= 5)).await;
     let rss_before = rss_kib();
+    let rss = RssPeak::start();
     let target = nodes[0].addr;
 
     // Garbage: a well-framed body that does not decode.
-    let r = Rogue::new("garbage", CHAIN, gh);
+    let r = Rogue::new_at("garbage", CHAIN, gh, "127.0.0.10");
     let (conn, res) = r.connect(target).await;
     res.unwrap();
     send_raw(&conn, &framed(&[0xff; 40])).await;
-    let why = tokio::time::timeout(Duration::from_secs(5), closed_reason(&conn))
+    let why = tokio::time::timeout(Duration::from_secs(20), closed_reason(&conn))
         .await
         .unwrap();
     assert!(why.contains("undecodable message"), "{why}");
@@ -41,28 +52,28 @@ async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() 
     assert!(e.contains("banned"), "a cut-off peer is kept out: {e}");
 
     // Oversized: a length prefix far above the limit; nothing is allocated for it.
-    let r = Rogue::new("oversized", CHAIN, gh);
+    let r = Rogue::new_at("oversized", CHAIN, gh, "127.0.0.11");
     let (conn, res) = r.connect(target).await;
     res.unwrap();
     send_raw(&conn, &u32::MAX.to_be_bytes()).await;
-    let why = tokio::time::timeout(Duration::from_secs(5), closed_reason(&conn))
+    let why = tokio::time::timeout(Duration::from_secs(20), closed_reason(&conn))
         .await
         .unwrap();
     assert!(why.contains("exceeds the limit"), "{why}");
 
     // A transaction above MAX_TX_BYTES (but within the frame limit) is refused at the door.
-    let r = Rogue::new("big-tx", CHAIN, gh);
+    let r = Rogue::new_at("big-tx", CHAIN, gh, "127.0.0.12");
     let (conn, res) = r.connect(target).await;
     res.unwrap();
     send_raw(&conn, &framed(&encode_message(&Message::Tx(vec![b'a'; 100_000])))).await;
-    let why = tokio::time::timeout(Duration::from_secs(5), closed_reason(&conn))
+    let why = tokio::time::timeout(Duration::from_secs(20), closed_reason(&conn))
         .await
         .unwrap();
     assert!(why.contains("transaction of 100000 bytes exceeds"), "{why}");
 
     // Flood: far-future-height votes with bad signatures, as fast as QUIC takes them. The
     // rogue never reads what the node sends it either (a slow peer).
-    let r = Rogue::new("flooder", CHAIN, gh);
+    let r = Rogue::new_at("flooder", CHAIN, gh, "127.0.0.13");
     let (conn, res) = r.connect(target).await;
     res.unwrap();
     let flood = tokio::spawn({
@@ -102,23 +113,56 @@ async fn garbage_oversized_and_flooding_peers_are_cut_off_while_others_decide() 
     assert!(nodes[0].net.peers().iter().all(|p| p.id != flooder));
     eprintln!("flooder cut off after {sent} votes: {why}");
 
+    // Flood of maximal (64 KiB), distinct, invalid transactions, as fast as QUIC takes them:
+    // far more bytes than any queue may hold. They are dropped beyond the transaction inbox's
+    // byte cap, and the peer is cut off when over its byte rate.
+    let r = Rogue::new_at("tx-flooder", CHAIN, gh, "127.0.0.15");
+    let (conn, res) = r.connect(target).await;
+    res.unwrap();
+    let flood = tokio::spawn({
+        let conn = conn.clone();
+        async move {
+            let Ok(mut s) = conn.open_uni().await else { return 0u64 };
+            let mut sent = 0u64;
+            for i in 0..TX_FLOOD_COUNT {
+                let mut tx = vec![0xAA; tendr_core::limits::MAX_TX_BYTES];
+                tx[..8].copy_from_slice(&i.to_be_bytes());
+                if s.write_all(&framed(&encode_message(&Message::Tx(tx)))).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            let _ = s.finish();
+            sent
+        }
+    });
+    let tx_sent = tokio::time::timeout(Duration::from_secs(60), flood)
+        .await
+        .unwrap()
+        .unwrap();
+    let sent_mib = (tx_sent * tendr_core::limits::MAX_TX_BYTES as u64) >> 20;
+    let during = nodes[0].net.stats();
+    eprintln!("tx flooder pushed {sent_mib} MiB ({tx_sent} txs); node 0 then: {during:?}");
+    assert!(during.tx_inbox_bytes <= test_limits().tx_inbox_bytes, "{during:?}");
+
     let h = nodes.iter().map(|n| n.height()).max().unwrap();
     wait_for("the validators to keep deciding", 30, || {
         nodes.iter().all(|n| n.height() >= h + 10)
     })
     .await;
     let stats = nodes[0].net.stats();
-    let rss_after = rss_kib();
+    let (peak, rss_after) = (rss.finish(), rss_kib());
     eprintln!(
-        "memory: RSS {} KiB before the attacks, {} KiB after; node 0: {stats:?}",
-        rss_before, rss_after
+        "memory: RSS {rss_before} KiB before the attacks, peak {peak} KiB during them, {rss_after} KiB after \
+         (floods of {sent_mib} MiB of transactions and {sent} votes); node 0: {stats:?}"
     );
     assert!(stats.peers_banned >= 4, "{stats:?}");
     assert!(stats.seen_entries <= test_limits().seen_entries);
+    assert!(stats.inbox_queued <= 16, "{stats:?}");
+    let grew_mib = peak.saturating_sub(rss_before) >> 10;
     assert!(
-        rss_after.saturating_sub(rss_before) < 256 * 1024,
-        "RSS grew by {} KiB",
-        rss_after - rss_before
+        grew_mib < PEAK_GROWTH_MIB,
+        "RSS grew by {grew_mib} MiB at its peak (bound {PEAK_GROWTH_MIB} MiB)"
     );
     for n in nodes {
         n.stop().await;
@@ -135,7 +179,7 @@ async fn a_peer_over_its_message_rate_is_cut_off() {
     let mut spec = Spec::validator(&keys[0], &g, vec![]);
     spec.limits.msgs_per_sec = 500;
     let node = start(spec, None).await;
-    let r = Rogue::new("rate-flooder", CHAIN, genesis_hash(&g));
+    let r = Rogue::new_at("rate-flooder", CHAIN, genesis_hash(&g), "127.0.0.14");
     let (conn, res) = r.connect(node.addr).await;
     res.unwrap();
     let flood = tokio::spawn({
@@ -150,12 +194,12 @@ async fn a_peer_over_its_message_rate_is_cut_off() {
             }
         }
     });
-    let why = tokio::time::timeout(Duration::from_secs(10), closed_reason(&conn))
+    let why = tokio::time::timeout(Duration::from_secs(30), closed_reason(&conn))
         .await
         .unwrap();
     assert!(why.contains("message flood: over 500 messages per second"), "{why}");
     let _ = flood.await;
     let h = node.height();
-    wait_for("the node to keep deciding", 10, || node.height() >= h + 5).await;
+    wait_for("the node to keep deciding", 30, || node.height() >= h + 5).await;
     node.stop().await;
 }

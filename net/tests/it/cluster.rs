@@ -4,9 +4,9 @@
 
 #![allow(dead_code)] // helpers shared by the test modules; not every one uses all of them
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tendr_core::app::KvApp;
 use tendr_core::chain::ChainState;
@@ -123,7 +123,7 @@ pub async fn start(spec: Spec, on_event: Option<OnEvent>) -> TestNode {
         is_validator: spec.validator_key.is_some(),
         advertise: None,
     };
-    let (transport, incoming) = Transport::start_with(cfg, spec.limits).await.expect("transport starts");
+    let (transport, incoming) = start_transport(cfg, spec.limits).await;
     let net = transport.handle();
     let (clock, timers) = SystemClock::new();
     let t = spec.timeouts.unwrap_or_else(|| timeouts(spec.commit_ms));
@@ -153,19 +153,48 @@ pub async fn start(spec: Spec, on_event: Option<OnEvent>) -> TestNode {
     }
 }
 
+/// Starts a transport; a restart on a given port waits for the port (another process may hold
+/// it for a moment on a busy machine) and takes a fresh one after 10 s.
+async fn start_transport(mut cfg: NetConfig, limits: Limits) -> (Transport, mpsc::Receiver<tendr_net::Incoming>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Transport::start_with(cfg.clone(), limits.clone()).await {
+            Ok(x) => return x,
+            Err(tendr_net::NetError::Bind { addr, source }) if addr.port() != 0 => {
+                if tokio::time::Instant::now() > deadline {
+                    eprintln!("port of {addr} still taken ({source}); restarting on a fresh port");
+                    cfg.listen.set_port(0);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("transport starts: {e}"),
+        }
+    }
+}
+
 impl TestNode {
     pub fn height(&self) -> u64 {
         self.store.height()
     }
 
     /// Stops driver and transport; returns the store and address for a restart.
-    pub async fn stop(mut self) -> (MemStore, SocketAddr) {
-        let _ = self.cmd.send(Command::Shutdown).await;
-        let _ = self.driver.await;
-        if let Some(t) = self.transport.take() {
+    pub async fn stop(self) -> (MemStore, SocketAddr) {
+        let TestNode {
+            store,
+            addr,
+            transport,
+            net,
+            cmd,
+            driver,
+            ..
+        } = self;
+        let _ = cmd.send(Command::Shutdown).await;
+        let _ = driver.await;
+        drop(net); // the socket is released with the last handle
+        if let Some(t) = transport {
             t.shutdown().await;
         }
-        (self.store, self.addr)
+        (store, addr)
     }
 
     pub async fn submit(&self, tx: Vec<u8>) -> Result<Hash, String> {
@@ -229,4 +258,70 @@ pub fn init_tracing() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TENDR_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
+}
+
+/// Runs the test `path` alone in a child process (this test binary, `--exact`), so that a
+/// measurement of the process (RSS) sees that test's nodes only, not the tests running beside
+/// it. Returns true in the parent, after asserting the child passed (its output is printed);
+/// false in the child, which then runs the test body.
+pub fn run_alone(path: &str) -> bool {
+    const CHILD: &str = "TENDR_NET_TEST_ALONE";
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([path, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .expect("the test binary runs");
+    eprintln!(
+        "--- {path} in a child process:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{path} failed in its child process ({})",
+        out.status
+    );
+    let ran = String::from_utf8_lossy(&out.stdout).contains("1 passed");
+    assert!(ran, "the child process did not run {path}");
+    true
+}
+
+/// The peak RSS of this process (KiB) over the life of the returned sampler.
+pub struct RssPeak {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssPeak {
+    pub fn start() -> RssPeak {
+        let peak = Arc::new(AtomicU64::new(rss_kib()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let (peak, stop) = (peak.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        });
+        RssPeak {
+            peak,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::Relaxed).max(rss_kib())
+    }
 }

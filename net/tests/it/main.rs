@@ -3,5 +3,6 @@
 mod attacks;
 mod cluster;
 mod consensus;
+mod far_future;
 mod refusals;
 mod rogue;

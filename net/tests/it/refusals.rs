@@ -37,7 +37,7 @@ async fn wrong_genesis_chain_identity_or_version_is_refused_with_the_reason() {
     let honest = Rogue::new("honest", CHAIN, gh);
     let (_conn, res) = honest.connect(node.addr).await;
     res.unwrap();
-    wait_for("the honest peer to be registered", 5, || node.net.peers().len() == 1).await;
+    wait_for("the honest peer to be registered", 20, || node.net.peers().len() == 1).await;
 
     // A whole node with another genesis dials the validator and is never admitted.
     let cfg = NetConfig {
@@ -76,7 +76,7 @@ async fn peers_beyond_max_peers_are_refused() {
     let (_c2, b) = r2.connect(node.addr).await;
     a.unwrap();
     b.unwrap();
-    wait_for("two peers registered", 5, || node.net.peers().len() == 2).await;
+    wait_for("two peers registered", 20, || node.net.peers().len() == 2).await;
     let e = r3.connect(node.addr).await.1.unwrap_err();
     assert!(e.contains("max_peers = 2"), "{e}");
     assert_eq!(node.net.peers().len(), 2);
@@ -101,7 +101,7 @@ async fn a_shut_down_transport_frees_its_port_for_a_restart() {
     let addr = t.local_addr();
     t.shutdown().await;
     let mut again = None;
-    for _ in 0..50 {
+    for _ in 0..500 {
         match Transport::start(cfg(addr)).await {
             Ok(x) => {
                 again = Some(x);
@@ -110,7 +110,7 @@ async fn a_shut_down_transport_frees_its_port_for_a_restart() {
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
-    let (t, _rx) = again.expect("the port is free within 500 ms of shutdown");
+    let (t, _rx) = again.expect("the port is free within 5 s of shutdown");
     assert_eq!(t.local_addr(), addr);
     t.shutdown().await;
 }

@@ -16,8 +16,15 @@ pub struct Rogue {
 
 impl Rogue {
     pub fn new(seed: &str, chain_id: &str, genesis_hash: Hash) -> Rogue {
+        Self::new_at(seed, chain_id, genesis_hash, "127.0.0.1")
+    }
+
+    /// A rogue whose connections come from `ip` (any of 127.0.0.0/8 works on Linux), so that
+    /// bans by address can be told apart from the honest nodes on 127.0.0.1.
+    pub fn new_at(seed: &str, chain_id: &str, genesis_hash: Hash, ip: &str) -> Rogue {
         let (_, client) = tendr_net::tls::configs(Arc::new(quinn::TransportConfig::default())).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let bind = SocketAddr::new(ip.parse().unwrap(), 0);
+        let mut endpoint = quinn::Endpoint::client(bind).unwrap();
         endpoint.set_default_client_config(client);
         let key = PrivateKey::from_seed(seed.as_bytes());
         Rogue {
@@ -42,10 +49,19 @@ impl Rogue {
             advertise: self.endpoint.local_addr().unwrap(),
         };
         let hello = Hello::sign(&self.key, Side::Dialer, &exporter, body);
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        send.write_all(&wire::hello_frame_with_version(&hello, self.version))
+        // A refused peer may be closed before its hello stream opens (a banned address).
+        let Ok((mut send, mut recv)) = conn.open_bi().await else {
+            let why = closed_reason(&conn).await;
+            return (conn, Err(why));
+        };
+        if send
+            .write_all(&wire::hello_frame_with_version(&hello, self.version))
             .await
-            .unwrap();
+            .is_err()
+        {
+            let why = closed_reason(&conn).await;
+            return (conn, Err(why));
+        }
         let res = match wire::read_frame(&mut recv).await {
             Ok(Some(b)) => match wire::decode_frame(&b) {
                 Ok(Frame::Hello(h)) => h.verify(Side::Listener, &exporter).map(|_| ()),
