@@ -224,6 +224,10 @@ pub enum EngineError {
     RoundTooFar { got: Round, current: Round },
     #[error("vote from {0}, which is not a validator at this height")]
     UnknownValidator(Address),
+    /// A vote of a later height from someone outside our validator set: that height may have
+    /// another set, so it can be neither checked nor blamed yet.
+    #[error("vote of height {height} from {validator}, not in the validator set of our height: cannot be checked yet")]
+    NotYetVerifiable { height: Height, validator: Address },
     #[error("{what}: signature does not verify ({detail})")]
     BadSignature { what: &'static str, detail: String },
     #[error("proposer of height {height} round {round} sent a second, different proposal")]
@@ -1135,9 +1139,16 @@ impl Engine {
         }
 
         let vs = &self.chain.validators;
-        let idx = vs
-            .index_of(&v.validator)
-            .ok_or(EngineError::UnknownValidator(v.validator))?;
+        let Some(idx) = vs.index_of(&v.validator) else {
+            return Err(if v.height > self.chain.height {
+                EngineError::NotYetVerifiable {
+                    height: v.height,
+                    validator: v.validator,
+                }
+            } else {
+                EngineError::UnknownValidator(v.validator)
+            });
+        };
         let bytes = vote_sign_bytes(&self.cfg.chain_id, v.vote_type, v.height, v.round, v.block_id);
         self.verifier
             .verify(&vs.get(idx).pub_key, vs.key(idx), &bytes, &v.signature)

@@ -203,7 +203,10 @@ impl Strikes {
 fn counts_against_sender(e: &NodeError) -> bool {
     match e {
         NodeError::Decode(_) => true,
-        NodeError::Rejected(e) => !matches!(e, EngineError::BufferFull | EngineError::ConflictingProposal { .. }),
+        NodeError::Rejected(e) => !matches!(
+            e,
+            EngineError::BufferFull | EngineError::ConflictingProposal { .. } | EngineError::NotYetVerifiable { .. }
+        ),
         _ => false,
     }
 }

@@ -53,6 +53,21 @@ fn unknown_validator_is_rejected() {
 }
 
 #[test]
+fn a_later_heights_vote_from_outside_our_set_is_not_blamed() {
+    // It may come from a validator added by a block we have not decided yet.
+    let (mut e, _) = engine(0);
+    let newcomer = PrivateKey::from_seed(b"added at height 1");
+    let r = msg(&mut e, &newcomer, Message::Vote(vote(&newcomer, CHAIN, 3, 0)));
+    assert_eq!(
+        r,
+        Err(EngineError::NotYetVerifiable {
+            height: Height(3),
+            validator: newcomer.address()
+        })
+    );
+}
+
+#[test]
 fn forged_signature_is_rejected() {
     let (mut e, keys) = engine(0);
     let mut v = vote(&keys[1], CHAIN, 1, 0);
