@@ -26,12 +26,13 @@ pub enum MempoolError {
 /// Committed transaction hashes remembered, so gossip does not bring them back.
 const COMMITTED_MEMORY: usize = 200_000;
 
-/// Folds a SHA-256 digest into a table index. The digest is already uniform, so SipHash's
-/// per-lookup cost buys nothing; and the sets are only looked up, never iterated, so their
-/// order cannot leak into behaviour (the simulator stays deterministic). Steering many entries
-/// into one bucket would take a SHA-256 preimage search per entry.
+/// A [`Hasher`] for tables keyed by SHA-256 digests (the pool's, and the network's seen-set):
+/// a digest is already uniform, so folding its words is enough and SipHash's cost per lookup
+/// buys nothing. Steering many keys into one bucket would take a SHA-256 preimage search per
+/// key. The pool's tables are only looked up, never iterated, so their order cannot leak into
+/// behaviour (the simulator stays deterministic).
 #[derive(Debug, Default, Clone, Copy)]
-struct DigestHasher(u64);
+pub struct DigestHasher(u64);
 
 impl Hasher for DigestHasher {
     fn finish(&self) -> u64 {
@@ -46,7 +47,8 @@ impl Hasher for DigestHasher {
     }
 }
 
-type ByDigest = BuildHasherDefault<DigestHasher>;
+/// Builds [`DigestHasher`]s.
+pub type ByDigest = BuildHasherDefault<DigestHasher>;
 
 #[derive(Debug, Default, Clone)]
 pub struct Mempool {
