@@ -1,9 +1,15 @@
 //! A bounded, deduplicating, first-in-first-out pool of transactions waiting for a block.
+//!
+//! How to drive it: [`Mempool::add`] (or [`Mempool::add_hashed`] when the caller already has
+//! the transaction's SHA-256), [`Mempool::take`] to build a block, [`Mempool::remove_committed`]
+//! with every decided block. Each transaction is hashed once on its way in; the pool keeps the
+//! hash with it.
 
 use crate::crypto::sha256;
 use crate::limits::{MAX_TX_BYTES, MEMPOOL_MAX_BYTES, MEMPOOL_MAX_TXS};
 use crate::types::Hash;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MempoolError {
@@ -20,13 +26,38 @@ pub enum MempoolError {
 /// Committed transaction hashes remembered, so gossip does not bring them back.
 const COMMITTED_MEMORY: usize = 200_000;
 
+/// A [`Hasher`] for tables keyed by SHA-256 digests (the pool's, and the network's seen-set):
+/// a digest is already uniform, so folding its words is enough and SipHash's cost per lookup
+/// buys nothing. Steering many keys into one bucket would take a SHA-256 preimage search per
+/// key. The pool's tables are only looked up, never iterated, so their order cannot leak into
+/// behaviour (the simulator stays deterministic).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+}
+
+/// Builds [`DigestHasher`]s.
+pub type ByDigest = BuildHasherDefault<DigestHasher>;
+
 #[derive(Debug, Default, Clone)]
 pub struct Mempool {
+    /// Pending transactions in arrival order, with their hashes.
     queue: BTreeMap<u64, (Hash, Vec<u8>)>,
-    by_hash: BTreeMap<Hash, u64>,
+    by_hash: HashMap<Hash, u64, ByDigest>,
     bytes: usize,
     next: u64,
-    committed: BTreeSet<Hash>,
+    committed: HashSet<Hash, ByDigest>,
     committed_order: VecDeque<Hash>,
 }
 
@@ -49,27 +80,57 @@ impl Mempool {
 
     /// Adds a transaction; `Ok(false)` if it is already pending.
     pub fn add(&mut self, tx: Vec<u8>) -> Result<bool, MempoolError> {
-        if tx.is_empty() {
-            return Err(MempoolError::Empty);
-        }
-        if tx.len() > MAX_TX_BYTES {
-            return Err(MempoolError::TooLarge(tx.len()));
-        }
         let h = sha256(&tx);
-        if self.by_hash.contains_key(&h) {
+        self.add_hashed(tx, h)
+    }
+
+    /// [`Mempool::add`] of a transaction whose hash `h` (`sha256(&tx)`) the caller computed.
+    pub fn add_hashed(&mut self, tx: Vec<u8>, h: Hash) -> Result<bool, MempoolError> {
+        if !self.admits(&h, tx.len())? {
             return Ok(false);
         }
-        if self.committed.contains(&h) {
+        self.insert(tx, h);
+        Ok(true)
+    }
+
+    /// Whether [`Mempool::insert`] may take a transaction of `len` bytes with hash `h`:
+    /// `Ok(false)` if it is already pending, an error if it is refused.
+    pub fn admits(&self, h: &Hash, len: usize) -> Result<bool, MempoolError> {
+        if len == 0 {
+            return Err(MempoolError::Empty);
+        }
+        if len > MAX_TX_BYTES {
+            return Err(MempoolError::TooLarge(len));
+        }
+        if self.by_hash.contains_key(h) {
+            return Ok(false);
+        }
+        if self.committed.contains(h) {
             return Err(MempoolError::AlreadyCommitted);
         }
-        if self.queue.len() >= MEMPOOL_MAX_TXS || self.bytes + tx.len() > MEMPOOL_MAX_BYTES {
+        if self.queue.len() >= MEMPOOL_MAX_TXS || self.bytes + len > MEMPOOL_MAX_BYTES {
             return Err(MempoolError::Full(self.queue.len(), self.bytes));
         }
-        self.bytes += tx.len();
-        self.by_hash.insert(h, self.next);
+        Ok(true)
+    }
+
+    /// Pools a transaction that [`Mempool::admits`] just accepted (`h` is `sha256(&tx)`).
+    pub fn insert(&mut self, tx: Vec<u8>, h: Hash) {
+        debug_assert_eq!(h, sha256(&tx), "the hash given with a transaction is its SHA-256");
+        debug_assert!(!self.committed.contains(&h), "insert after admits: not committed");
+        let len = tx.len();
+        assert!(
+            len > 0
+                && len <= MAX_TX_BYTES
+                && self.queue.len() < MEMPOOL_MAX_TXS
+                && self.bytes + len <= MEMPOOL_MAX_BYTES,
+            "insert after admits: within the limits"
+        );
+        let pending = self.by_hash.insert(h, self.next);
+        assert!(pending.is_none(), "insert after admits: not pending yet");
+        self.bytes += len;
         self.queue.insert(self.next, (h, tx));
         self.next += 1;
-        Ok(true)
     }
 
     /// Oldest transactions first, up to the given caps.

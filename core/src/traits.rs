@@ -27,6 +27,12 @@ pub trait Clock {
 pub trait Network {
     fn broadcast(&mut self, msg: &Message);
     fn send(&mut self, to: PeerId, msg: &Message);
+    /// Broadcasts `msg`, a [`Message::Tx`] whose transaction hashes to `tx_hash`, so that a
+    /// network that keys transactions by their hash need not hash it again.
+    fn broadcast_tx(&mut self, msg: &Message, tx_hash: &Hash) {
+        let _ = tx_hash;
+        self.broadcast(msg);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -453,11 +459,8 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
     pub fn on_message(&mut self, from: PeerId, msg: Message) -> Result<(), NodeError> {
         match msg {
             Message::Tx(tx) => {
-                if self.add_tx(tx.clone())? {
-                    self.sync()?;
-                    self.net.broadcast(&Message::Tx(tx)); // gossip each new transaction once
-                }
-                Ok(())
+                let h = sha256(&tx);
+                self.on_tx(tx, h)
             }
             msg => {
                 let kind = msg.kind();
@@ -474,22 +477,41 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         }
     }
 
+    /// A gossiped transaction (what [`Node::on_message`] does with a [`Message::Tx`]) whose
+    /// hash `h` (`sha256(&tx)`) the caller already computed, e.g. to deduplicate it.
+    pub fn on_tx(&mut self, tx: Vec<u8>, h: Hash) -> Result<(), NodeError> {
+        self.add_tx(tx, h).map(|_| ())
+    }
+
     /// A transaction from a client: checked, pooled and gossiped.
     pub fn submit_tx(&mut self, tx: Vec<u8>) -> Result<Hash, NodeError> {
         let h = sha256(&tx);
-        if self.add_tx(tx.clone())? {
-            self.sync()?;
-            self.net.broadcast(&Message::Tx(tx));
-        }
+        self.add_tx(tx, h)?;
         Ok(h)
     }
 
-    fn add_tx(&mut self, tx: Vec<u8>) -> Result<bool, NodeError> {
-        if self.mempool.contains(&sha256(&tx)) {
+    /// Checks and pools a transaction and gossips it if it is new (each new transaction is
+    /// gossiped once). `h` is `sha256(&tx)`: the one hash of the transaction on this path.
+    fn add_tx(&mut self, tx: Vec<u8>, h: Hash) -> Result<bool, NodeError> {
+        if self.mempool.contains(&h) {
             return Ok(false);
         }
         self.app.check_tx(&tx).map_err(NodeError::TxRejected)?;
-        Ok(self.mempool.add(tx)?)
+        if !self.mempool.admits(&h, tx.len())? {
+            return Ok(false);
+        }
+        // The message is built from the transaction itself and handed to the pool after the
+        // broadcast: no copy. The pool takes it even when the sync fails, as it always did.
+        let msg = Message::Tx(tx);
+        let synced = self.sync();
+        if synced.is_ok() {
+            self.net.broadcast_tx(&msg, &h);
+        }
+        let Message::Tx(tx) = msg else {
+            unreachable!("built above as a transaction")
+        };
+        self.mempool.insert(tx, h);
+        synced.map(|()| true)
     }
 
     fn event(&mut self, e: NodeEvent) {

@@ -5,7 +5,8 @@
 //! 1. `target_block_time 0`, 250-byte transactions submitted to all four nodes as fast as they
 //!    are accepted, with at most `WINDOW` (env, default 1000) uncommitted transactions per node (beyond that the
 //!    latency is only mempool queueing): committed tx/s and commit latency p50/p99 (submit to
-//!    decision at node 0), per window of `seconds`, three windows, medians printed.
+//!    decision at node 0), per window of `seconds`, three windows, medians printed; also the
+//!    process's CPU time (all nodes and the clients) per committed transaction.
 //! 2. `target_block_time 0`, no transactions: empty heights per second.
 //! 3. `target_block_time 1 s`: block interval over 10 blocks.
 
@@ -100,6 +101,17 @@ fn tx(node: usize, seq: u64) -> Vec<u8> {
     t
 }
 
+/// CPU seconds this process has used (user and system, all threads), from `/proc/self/stat`;
+/// `None` where that file does not exist.
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -150,7 +162,7 @@ async fn throughput(secs: u64) {
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
-    let (mut tps, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut tps, mut p50s, mut p99s, mut cpus) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for w in 0..3 {
         let (c0, h0) = {
             let mut b = book.lock().unwrap();
@@ -158,17 +170,25 @@ async fn throughput(secs: u64) {
             (b.committed, b.heights.last().map(|h| h.0).unwrap_or(0))
         };
         let t0 = Instant::now();
+        let cpu0 = cpu_secs();
         tokio::time::sleep(Duration::from_secs(secs)).await;
+        let cpu1 = cpu_secs();
         let mut b = book.lock().unwrap();
         let dt = t0.elapsed().as_secs_f64();
         let rate = (b.committed - c0) as f64 / dt;
         let h1 = b.heights.last().map(|h| h.0).unwrap_or(0);
         let (p50, p99) = (pct(&mut b.latencies_ms, 0.5), pct(&mut b.latencies_ms, 0.99));
+        // CPU time of the whole process (4 nodes and the submitting clients) per committed tx.
+        let cpu_us = match (cpu0, cpu1) {
+            (Some(a), Some(b1)) if b.committed > c0 => (b1 - a) * 1e6 / (b.committed - c0) as f64,
+            _ => f64::NAN,
+        };
         println!(
-            "  window {w}: {rate:.0} committed tx/s, {:.1} heights/s, latency p50 {p50:.1} ms p99 {p99:.1} ms, {} heights so far decided after round 0",
+            "  window {w}: {rate:.0} committed tx/s, {:.1} heights/s, latency p50 {p50:.1} ms p99 {p99:.1} ms, {cpu_us:.1} CPU us per committed tx, {} heights so far decided after round 0",
             (h1 - h0) as f64 / dt,
             b.late_rounds
         );
+        cpus.push(cpu_us);
         tps.push(rate);
         p50s.push(p50);
         p99s.push(p99);
@@ -178,10 +198,11 @@ async fn throughput(secs: u64) {
         let _ = s.await;
     }
     println!(
-        "target_block_time 0, {TX_BYTES}-byte txs: median {:.0} committed tx/s, commit latency p50 {:.1} ms, p99 {:.1} ms",
+        "target_block_time 0, {TX_BYTES}-byte txs: median {:.0} committed tx/s, commit latency p50 {:.1} ms, p99 {:.1} ms, {:.1} CPU us per committed tx",
         median(tps),
         median(p50s),
-        median(p99s)
+        median(p99s),
+        median(cpus)
     );
     shutdown(nodes).await;
 }

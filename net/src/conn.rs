@@ -472,7 +472,11 @@ async fn read_stream(
                         ));
                     }
                 }
-                let inc = Incoming { from: id, msg };
+                let inc = Incoming {
+                    from: id,
+                    msg,
+                    tx_hash: digest.tx_hash(),
+                };
                 let queue = if let Message::Tx(tx) = &inc.msg {
                     // Transactions are best effort: a busy driver drops them, never a vote.
                     let (n, held) = (tx.len(), &shared.tx_inbox_bytes);

@@ -83,6 +83,9 @@ pub struct PeerInfo {
 pub struct Incoming {
     pub from: PeerId,
     pub msg: Message,
+    /// For a transaction, its SHA-256 (computed once, for deduplication, and handed on to the
+    /// node's mempool).
+    pub tx_hash: Option<Hash>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +175,7 @@ struct AddrEntry {
 
 pub(crate) struct State {
     peers: HashMap<PeerId, Peer>,
-    seen: SeenSet<Hash>,
+    seen: SeenSet<wire::Digest, tendr_core::mempool::ByDigest>,
     bans: BanList<PeerId>,
     /// Addresses of banned peers: a banned node cannot come back with a fresh key from the
     /// same address. The IPs of configured seeds are never banned this way.
@@ -510,7 +513,7 @@ impl Shared {
     /// by it to all of its peers (the node re-broadcasts each new transaction once): it goes
     /// only where the origin's last peer exchange shows no link, and in a full mesh nowhere,
     /// without even being encoded. Each transaction crosses each link once.
-    fn broadcast(&self, msg: &Message, origin: Option<PeerId>) {
+    fn broadcast(&self, msg: &Message, origin: Option<PeerId>, tx_hash: Option<&Hash>) {
         let is_tx = matches!(msg, Message::Tx(_));
         let origin = origin.filter(|_| is_tx);
         let skip = |st: &State, id: &PeerId| {
@@ -522,7 +525,10 @@ impl Shared {
                 return;
             }
         }
-        let (frame, digest) = wire::message_frame(msg);
+        let (frame, digest) = match tx_hash {
+            Some(h) if is_tx => (wire::message_frame_only(msg), wire::Digest::Tx(*h)),
+            _ => wire::message_frame(msg),
+        };
         let mut st = self.lock();
         if origin.is_none() {
             st.seen.insert(digest, Instant::now()); // (a relayed one was noted when it came in)
@@ -554,7 +560,7 @@ impl Shared {
             }
             drop(st);
         }
-        let (frame, _) = wire::message_frame(msg);
+        let frame = wire::message_frame_only(msg);
         let mut st = self.lock();
         self.enqueue(&mut st, &to, &frame, matches!(msg, Message::Tx(_)));
     }
@@ -567,7 +573,7 @@ impl Shared {
         if targets.is_empty() {
             return;
         }
-        let (frame, _) = wire::message_frame(msg);
+        let frame = wire::message_frame_only(msg);
         let mut st = self.lock();
         for id in targets {
             self.enqueue(&mut st, &id, &frame, false);
@@ -827,7 +833,10 @@ impl NetHandle {
 
 impl tendr_core::traits::Network for NetHandle {
     fn broadcast(&mut self, msg: &Message) {
-        self.shared.broadcast(msg, self.tx_origin);
+        self.shared.broadcast(msg, self.tx_origin, None);
+    }
+    fn broadcast_tx(&mut self, msg: &Message, tx_hash: &Hash) {
+        self.shared.broadcast(msg, self.tx_origin, Some(tx_hash));
     }
     fn send(&mut self, to: PeerId, msg: &Message) {
         self.shared.send(to, msg);

@@ -1,7 +1,8 @@
 //! Small bounded helpers: a token bucket, a bounded seen-set, a bounded ban list.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::time::{Duration, Instant};
 
 /// Tuning of the transport. Every queue and map is bounded by one of these.
@@ -112,18 +113,21 @@ impl Bucket {
 
 /// Remembers the last `cap` items inserted, each for `ttl`: a repeat within `ttl` is a
 /// duplicate, a repeat after it counts as new (periodic re-broadcasts must get through).
+/// Items older than `ttl` are forgotten as soon as a newer one comes in (they would count as
+/// new anyway), so the table holds one `ttl` of traffic, not `cap` items, and stays small.
 #[derive(Debug)]
-pub struct SeenSet<T> {
-    at: HashMap<T, Instant>,
-    order: VecDeque<T>,
+pub struct SeenSet<T, S = RandomState> {
+    at: HashMap<T, Instant, S>,
+    /// Insertions in time order; an entry whose time no longer matches `at` is stale.
+    order: VecDeque<(T, Instant)>,
     cap: usize,
     ttl: Duration,
 }
 
-impl<T: Hash + Eq + Copy> SeenSet<T> {
+impl<T: Hash + Eq + Copy, S: BuildHasher + Default> SeenSet<T, S> {
     pub fn new(cap: usize, ttl: Duration) -> Self {
         SeenSet {
-            at: HashMap::new(),
+            at: HashMap::default(),
             order: VecDeque::new(),
             cap: cap.max(1),
             ttl,
@@ -131,27 +135,38 @@ impl<T: Hash + Eq + Copy> SeenSet<T> {
     }
     /// True when `t` was not seen within the last `ttl`.
     pub fn insert(&mut self, t: T, now: Instant) -> bool {
+        while let Some(&(_, at)) = self.order.front() {
+            if now.saturating_duration_since(at) < self.ttl {
+                break;
+            }
+            self.forget_oldest();
+        }
         if let Some(seen) = self.at.get_mut(&t) {
             if now.saturating_duration_since(*seen) < self.ttl {
                 return false;
             }
-            *seen = now;
-            return true;
+            *seen = now; // (only when `now` went back in time: expired items were forgotten)
+        } else {
+            if self.order.len() >= self.cap {
+                self.forget_oldest();
+            }
+            self.at.insert(t, now);
         }
-        if self.order.len() >= self.cap {
-            if let Some(old) = self.order.pop_front() {
+        self.order.push_back((t, now));
+        true
+    }
+    fn forget_oldest(&mut self) {
+        if let Some((old, at)) = self.order.pop_front() {
+            if self.at.get(&old) == Some(&at) {
                 self.at.remove(&old);
             }
         }
-        self.at.insert(t, now);
-        self.order.push_back(t);
-        true
     }
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.at.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.at.is_empty()
     }
 }
 
@@ -262,11 +277,14 @@ mod tests {
         assert!(b.take(20.0, t0));
         assert!(!b.take(1.0, t0));
         assert!(b.take(10.0, t0 + Duration::from_secs(1)));
-        let mut s = SeenSet::new(2, Duration::from_secs(1));
+        let mut s = SeenSet::<i32>::new(2, Duration::from_secs(1));
         assert!(s.insert(1, t0) && s.insert(2, t0) && !s.insert(1, t0));
         assert!(s.insert(3, t0) && s.insert(1, t0));
         assert_eq!(s.len(), 2);
         assert!(!s.insert(1, t0) && s.insert(1, t0 + Duration::from_secs(2)));
+        // The expired 3 is forgotten, not kept until the cap pushes it out.
+        assert_eq!(s.len(), 1);
+        assert!(!s.insert(1, t0 + Duration::from_millis(2500)) && s.insert(3, t0 + Duration::from_millis(2500)));
         let mut m = BoundedMap::new(2);
         m.insert(1, 'a');
         m.insert(1, 'b');

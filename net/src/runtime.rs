@@ -216,7 +216,7 @@ fn on_incoming<S: Storage, A: Application>(
     inc: Incoming,
     strikes: &mut Strikes,
 ) {
-    let Incoming { from, msg } = inc;
+    let Incoming { from, msg, tx_hash } = inc;
     if strikes.penalized(&from) {
         return; // still queued from before the ban; not worth verifying
     }
@@ -251,7 +251,10 @@ fn on_incoming<S: Storage, A: Application>(
     if is_tx {
         node.net.set_tx_origin(Some(from));
     }
-    let result = node.on_message(from, msg);
+    let result = match (msg, tx_hash) {
+        (Message::Tx(tx), Some(h)) => node.on_tx(tx, h),
+        (msg, _) => node.on_message(from, msg),
+    };
     if is_tx {
         node.net.set_tx_origin(None);
     }
@@ -375,7 +378,12 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
         if h != height {
             height = h;
             for (from, msg) in strikes.unpark(h) {
-                on_incoming(&mut node, Incoming { from, msg }, &mut strikes);
+                let inc = Incoming {
+                    from,
+                    msg,
+                    tx_hash: None,
+                };
+                on_incoming(&mut node, inc, &mut strikes);
             }
         }
     }

@@ -52,10 +52,38 @@ pub enum WireError {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// A consensus message and the SHA-256 of its canonical encoding (the relay digest).
-    Message(Message, Hash),
+    /// A consensus message and its relay digest.
+    Message(Message, Digest),
     Peers(Vec<PexEntry>),
     Hello(Hello),
+}
+
+/// What deduplication keys a message by (its relay digest): a transaction by its SHA-256, the
+/// hash the node keys it by too (so a gossiped transaction is hashed once on its way in), any
+/// other message by the SHA-256 of its canonical encoding. The two kinds never compare equal,
+/// so a transaction whose bytes are some message's encoding cannot shadow that message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Digest {
+    Tx(Hash),
+    Message(Hash),
+}
+
+impl Digest {
+    /// The relay digest of `msg`, whose canonical encoding is `body`.
+    fn of(msg: &Message, body: &[u8]) -> Digest {
+        match msg {
+            Message::Tx(tx) => Digest::Tx(sha256(tx)),
+            _ => Digest::Message(sha256(body)),
+        }
+    }
+
+    /// The transaction's SHA-256, for a transaction's digest.
+    pub fn tx_hash(&self) -> Option<Hash> {
+        match self {
+            Digest::Tx(h) => Some(*h),
+            Digest::Message(_) => None,
+        }
+    }
 }
 
 /// One entry of peer exchange: a peer we are connected to, as it advertises itself.
@@ -146,10 +174,16 @@ fn frame(tag: u8, body: &[u8]) -> Bytes {
 }
 
 /// A message frame and its relay digest.
-pub fn message_frame(msg: &Message) -> (Bytes, Hash) {
+pub fn message_frame(msg: &Message) -> (Bytes, Digest) {
     let body = encode_message(msg);
-    let digest = sha256(&body);
+    let digest = Digest::of(msg, &body);
     (frame(TAG_MESSAGE, &body), digest)
+}
+
+/// A message frame alone, for sends whose digest nobody needs (point-to-point messages,
+/// relays, transactions whose hash the caller has).
+pub fn message_frame_only(msg: &Message) -> Bytes {
+    frame(TAG_MESSAGE, &encode_message(msg))
 }
 
 pub fn peers_frame(entries: &[PexEntry]) -> Bytes {
@@ -192,7 +226,8 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame, WireError> {
                 what: "message",
                 detail: e.to_string(),
             })?;
-            Ok(Frame::Message(msg, sha256(body)))
+            let digest = Digest::of(&msg, body);
+            Ok(Frame::Message(msg, digest))
         }
         TAG_PEERS => {
             let entries: Vec<PexEntry> = decode_bounded(body, MAX_CONTROL_BYTES).map_err(|e| WireError::Malformed {
