@@ -3,7 +3,7 @@
 //! `cargo run --release -p tendr-net --example loopback_bench [seconds]`
 //!
 //! 1. `target_block_time 0`, 250-byte transactions submitted to all four nodes as fast as they
-//!    are accepted, with at most `WINDOW` (env, default 1000) uncommitted transactions per node (beyond that the
+//!    are accepted, with at most `WINDOW` (env, default 700) uncommitted transactions per node (beyond that the
 //!    latency is only mempool queueing): committed tx/s and commit latency p50/p99 (submit to
 //!    decision at node 0), per window of `seconds`, three windows, medians printed; also the
 //!    process's CPU time (all nodes and the clients) per committed transaction.
@@ -24,7 +24,7 @@ use tendr_core::{Hash, TimeoutConfig};
 
 const TX_BYTES: usize = 250;
 /// Default of `WINDOW`: uncommitted transactions per submitting node.
-const DEFAULT_WINDOW: u64 = 1_000;
+const DEFAULT_WINDOW: u64 = 700;
 
 #[derive(Default)]
 struct Book {
