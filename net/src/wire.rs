@@ -15,8 +15,9 @@ use tendr_core::crypto::{sha256, verify};
 use tendr_core::limits::{MAX_CHAIN_ID_BYTES, MAX_MESSAGE_BYTES};
 use tendr_core::{Hash, Message, PeerId, PrivateKey, PublicKey, Signature};
 
-/// Version of this wire format; peers speaking another one are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of this wire format; peers speaking another one are refused. 2: hashes and
+/// addresses are length-prefixed byte strings; transaction digests are their SHA-256.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame body (tag included).
 pub const MAX_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + 1;
 /// Consensus messages larger than this go through the short bulk queue to the driver.
@@ -391,8 +392,9 @@ mod tests {
         assert_eq!(h.verify(Side::Dialer, &[7; 32]), Ok(k.address()));
         assert!(h.verify(Side::Listener, &[7; 32]).is_err());
         assert!(h.verify(Side::Dialer, &[8; 32]).is_err());
-        let f = hello_frame_with_version(&h, 2);
-        assert_eq!(decode_frame(&f[4..]), Err(WireError::Version { got: 2 }));
+        let other = PROTOCOL_VERSION + 1;
+        let f = hello_frame_with_version(&h, other);
+        assert_eq!(decode_frame(&f[4..]), Err(WireError::Version { got: other }));
         assert_eq!(decode_frame(&hello_frame(&h)[4..]), Ok(Frame::Hello(h)));
     }
 }
