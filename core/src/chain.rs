@@ -75,6 +75,20 @@ impl ChainState {
     /// are dropped identically on every node; the set then stays as it was.
     pub fn advance(&mut self, block: &Block, commit: &Commit, app_hash: Hash, updates: &[ValidatorUpdate]) {
         assert_eq!(block.height(), self.height, "advance with a block of another height");
+        self.advance_decided(block.id(), block.header.time, commit.clone(), app_hash, updates);
+    }
+
+    /// [`ChainState::advance`] past the block `id` (the block's own id, which the caller
+    /// computed), decided at `time` by `commit`.
+    pub fn advance_decided(
+        &mut self,
+        id: BlockId,
+        time: TimeMs,
+        commit: Commit,
+        app_hash: Hash,
+        updates: &[ValidatorUpdate],
+    ) {
+        assert_eq!(commit.height, self.height, "advance with a commit of another height");
         let next = if updates.is_empty() {
             None
         } else {
@@ -90,8 +104,8 @@ impl ChainState {
                 self.last_validators = Some(self.validators.clone());
             }
         }
-        self.last_block = Some((block.id(), block.header.time));
-        self.last_commit = Some(commit.clone());
+        self.last_block = Some((id, time));
+        self.last_commit = Some(commit);
         self.app_hash = app_hash;
         self.height = self.height.next();
     }

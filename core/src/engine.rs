@@ -201,6 +201,8 @@ pub enum Output {
     /// Ask the application whether a block is valid; answer with [`Input::BlockValidity`].
     ValidateBlock {
         block: Block,
+        /// The block's id, computed once by the engine.
+        id: BlockId,
     },
     /// The height is decided: store block and commit, execute, answer with [`Input::Executed`].
     Decide {
@@ -273,7 +275,8 @@ struct HeightState {
     /// A commit received from a peer (catch-up), used instead of assembling our own.
     external_commit: Option<Commit>,
     started: bool,
-    executing: Option<(Block, Commit)>,
+    /// The decided block (its id and time) and commit, while the application executes it.
+    executing: Option<(BlockId, TimeMs, Commit)>,
     started_at: TimeMs,
 }
 
@@ -404,11 +407,27 @@ impl Engine {
     /// The one entry point. On error nothing changed.
     pub fn handle(&mut self, now: TimeMs, input: Input) -> Result<Vec<Output>, EngineError> {
         let mut out = Vec::new();
+        self.handle_into(now, input, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Engine::handle`], appending the outputs to `out` (a buffer the caller reuses). On
+    /// error nothing changed and nothing was appended.
+    pub fn handle_into(&mut self, now: TimeMs, input: Input, out: &mut Vec<Output>) -> Result<(), EngineError> {
+        let start = out.len();
+        let r = self.handle_input(now, input, out);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
+    fn handle_input(&mut self, now: TimeMs, input: Input, out: &mut Vec<Output>) -> Result<(), EngineError> {
         match input {
-            Input::Start => self.on_start(now, &mut out),
-            Input::Message { from, msg } => self.on_message(now, from, msg, &mut out)?,
-            Input::TimeoutElapsed(t) => self.on_timeout(now, t, &mut out),
-            Input::BlockTxs { height, round, txs } => self.on_block_txs(now, height, round, txs, &mut out),
+            Input::Start => self.on_start(now, out),
+            Input::Message { from, msg } => self.on_message(now, from, msg, out)?,
+            Input::TimeoutElapsed(t) => self.on_timeout(now, t, out),
+            Input::BlockTxs { height, round, txs } => self.on_block_txs(now, height, round, txs, out),
             Input::BlockValidity {
                 height,
                 block_id,
@@ -426,10 +445,10 @@ impl Engine {
                 height,
                 app_hash,
                 validator_updates,
-            } => self.on_executed(now, height, app_hash, &validator_updates, &mut out),
+            } => self.on_executed(now, height, app_hash, &validator_updates, out),
         }
-        self.evaluate(now, &mut out);
-        Ok(out)
+        self.evaluate(now, out);
+        Ok(())
     }
 
     fn reset_height(&mut self) {
@@ -764,7 +783,7 @@ impl Engine {
             Some(c) if c.block_id == id => c,
             _ => self.assemble_commit(round, id),
         };
-        self.hs.executing = Some((block.clone(), commit.clone()));
+        self.hs.executing = Some((id, block.header.time, commit.clone()));
         out.push(Output::Decide { block, commit });
     }
 
@@ -837,11 +856,11 @@ impl Engine {
         if height != self.chain.height {
             return;
         }
-        let Some((block, commit)) = self.hs.executing.take() else {
+        let Some((id, time, commit)) = self.hs.executing.take() else {
             return;
         };
         let prev_start = self.hs.started_at;
-        self.chain.advance(&block, &commit, app_hash, updates);
+        self.chain.advance_decided(id, time, commit, app_hash, updates);
         self.reset_height();
         // Pacing: the next height starts `commit_ms` after this one started.
         let at = TimeMs(now.0.max(prev_start.0.saturating_add(self.cfg.timeouts.commit_ms)));
@@ -1117,7 +1136,7 @@ impl Engine {
             match self.chain.check_block(&p.block, self.verifier.as_mut()) {
                 Ok(()) => {
                     self.hs.blocks.insert(id, (p.block.clone(), Validity::Pending));
-                    out.push(Output::ValidateBlock { block: p.block });
+                    out.push(Output::ValidateBlock { block: p.block, id });
                 }
                 Err(_) => {
                     self.hs.blocks.insert(id, (p.block, Validity::Invalid));

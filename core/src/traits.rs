@@ -15,6 +15,7 @@ use crate::types::*;
 use crate::validator::{ValidatorSet, ValidatorUpdate};
 use k256::ecdsa::VerifyingKey;
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 /// Time and timers. `now` is virtual in the simulator, wall-clock in the real node.
 pub trait Clock {
@@ -91,13 +92,15 @@ pub trait Storage {
 /// Storage in memory, for tests, tools and the simulator. Clones share one content, so a node
 /// rebuilt from a clone after a (simulated) crash finds what its predecessor made durable.
 #[derive(Clone, Default, Debug)]
-pub struct MemStorage(std::sync::Arc<std::sync::Mutex<MemStorageInner>>);
+pub struct MemStorage(Arc<std::sync::Mutex<MemStorageInner>>);
 
+/// Entries are immutable once written, so they are held by `Arc`: a copy of the store (the
+/// simulator keeps a durable and a live one) shares them instead of cloning blocks.
 #[derive(Default, Debug)]
 struct MemStorageInner {
-    wal: Vec<WalEntry>,
-    blocks: std::collections::BTreeMap<u64, (Block, Commit)>,
-    snapshot: Option<Snapshot>,
+    wal: Vec<Arc<WalEntry>>,
+    blocks: std::collections::BTreeMap<u64, Arc<(Block, Commit)>>,
+    snapshot: Option<Arc<Snapshot>>,
     /// Highest decided height ever stored (blocks below a snapshot may be pruned).
     last: u64,
 }
@@ -115,15 +118,16 @@ impl MemStorage {
         self.inner().blocks.len()
     }
     pub fn block_id(&self, h: u64) -> Option<BlockId> {
-        self.inner().blocks.get(&h).map(|(b, _)| b.id())
+        self.inner().blocks.get(&h).map(|d| d.0.id())
     }
     pub fn commit(&self, h: u64) -> Option<Commit> {
-        self.inner().blocks.get(&h).map(|(_, c)| c.clone())
+        self.inner().blocks.get(&h).map(|d| d.1.clone())
     }
-    /// A copy that shares nothing with this one (what a crashed disk held).
+    /// A copy whose later writes are its own (what a crashed disk held). The entries written
+    /// so far are immutable and shared.
     pub fn deep_copy(&self) -> MemStorage {
         let s = self.inner();
-        MemStorage(std::sync::Arc::new(std::sync::Mutex::new(MemStorageInner {
+        MemStorage(Arc::new(std::sync::Mutex::new(MemStorageInner {
             wal: s.wal.clone(),
             blocks: s.blocks.clone(),
             snapshot: s.snapshot.clone(),
@@ -134,36 +138,54 @@ impl MemStorage {
     pub fn clear_wal(&self) {
         self.inner().wal.clear();
     }
+    /// [`Storage::append_wal`] of an entry the caller shares.
+    pub fn append_wal_shared(&self, e: Arc<WalEntry>) {
+        self.inner().wal.push(e);
+    }
+    /// [`Storage::save_decided`] of a block and commit the caller shares.
+    pub fn save_decided_shared(&self, d: Arc<(Block, Commit)>) {
+        let mut s = self.inner();
+        let h = d.0.height();
+        s.blocks.insert(h.0, d);
+        s.last = s.last.max(h.0);
+        s.wal.retain(|e| e.height() > h);
+    }
+    /// [`Storage::save_snapshot`] of a snapshot the caller shares.
+    pub fn save_snapshot_shared(&self, snapshot: Arc<Snapshot>) {
+        self.inner().snapshot = Some(snapshot);
+    }
 }
 
 impl Storage for MemStorage {
     fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
-        self.inner().wal.push(e.clone());
+        self.append_wal_shared(Arc::new(e.clone()));
         Ok(())
     }
     fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
-        Ok(self.inner().wal.iter().filter(|e| e.height() == h).cloned().collect())
+        Ok(self
+            .inner()
+            .wal
+            .iter()
+            .filter(|e| e.height() == h)
+            .map(|e| WalEntry::clone(e))
+            .collect())
     }
     fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
-        let mut s = self.inner();
-        let h = b.height();
-        s.blocks.insert(h.0, (b.clone(), c.clone()));
-        s.last = s.last.max(h.0);
-        s.wal.retain(|e| e.height() > h);
+        self.save_decided_shared(Arc::new((b.clone(), c.clone())));
         Ok(())
     }
     fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
-        Ok(self.inner().blocks.get(&h.0).cloned())
+        Ok(self.inner().blocks.get(&h.0).map(|d| (**d).clone()))
     }
     fn last_height(&self) -> Result<Height, StorageError> {
         Ok(Height(self.height()))
     }
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.inner().snapshot = Some(snapshot.clone());
+        self.save_snapshot_shared(Arc::new(snapshot.clone()));
         Ok(())
     }
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.inner().snapshot.clone())
+        Ok(self.inner().snapshot.as_deref().cloned())
     }
     fn prune_decided(&mut self, below: Height) -> Result<(), StorageError> {
         let mut s = self.inner();
@@ -316,6 +338,9 @@ pub struct Node<C, N, S, A> {
     snapshots: SnapshotPolicy,
     /// Written since the last [`Storage::sync`].
     unsynced: bool,
+    /// Buffers of [`Node::run`], empty between calls.
+    inputs: VecDeque<Input>,
+    outputs: Vec<Output>,
 }
 
 impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
@@ -387,6 +412,8 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             events: VecDeque::new(),
             snapshots: SnapshotPolicy::default(),
             unsynced: false,
+            inputs: VecDeque::new(),
+            outputs: Vec::new(),
         })
     }
 
@@ -523,7 +550,19 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
 
     /// Runs one input and every input its outputs lead to, carrying outputs out in order.
     fn run(&mut self, input: Input) -> Result<(), NodeError> {
-        let mut inputs = VecDeque::from([input]);
+        // The queues are the node's own buffers, kept for their capacity between calls.
+        let mut inputs = std::mem::take(&mut self.inputs);
+        let mut outputs = std::mem::take(&mut self.outputs);
+        inputs.push_back(input);
+        let r = self.run_queue(&mut inputs, &mut outputs);
+        inputs.clear();
+        outputs.clear();
+        self.inputs = inputs;
+        self.outputs = outputs;
+        r
+    }
+
+    fn run_queue(&mut self, inputs: &mut VecDeque<Input>, outputs: &mut Vec<Output>) -> Result<(), NodeError> {
         let mut first = true;
         while let Some(input) = inputs.pop_front() {
             let now = self.clock.now();
@@ -531,16 +570,16 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 Input::Executed { height, .. } => Some(*height),
                 _ => None,
             };
-            let outputs = match self.engine.handle(now, input) {
-                Ok(o) => o,
+            match self.engine.handle_into(now, input, outputs) {
+                Ok(()) => {}
                 Err(e) if first => return Err(e.into()),
                 Err(_) => continue,
-            };
+            }
             first = false;
             if let Some(h) = executed {
                 self.maybe_snapshot(h)?;
             }
-            for o in outputs {
+            for o in outputs.drain(..) {
                 if let Some(next) = self.execute(o)? {
                     inputs.push_back(next);
                 }
@@ -574,11 +613,11 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 let txs = self.app.prepare_txs(&self.mempool, MAX_BLOCK_TXS, MAX_BLOCK_BYTES / 2);
                 Some(Input::BlockTxs { height, round, txs })
             }
-            Output::ValidateBlock { block } => {
+            Output::ValidateBlock { block, id } => {
                 let valid = self.app.validate_block(&block);
                 Some(Input::BlockValidity {
                     height: block.height(),
-                    block_id: block.id(),
+                    block_id: id,
                     valid,
                 })
             }

@@ -9,6 +9,7 @@ use crate::limits::{MAX_TOTAL_VOTING_POWER, MAX_VALIDATORS};
 use crate::types::{Address, Hash, ValidatorIndex, VotingPower};
 use k256::ecdsa::VerifyingKey;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidatorSetError {
@@ -40,11 +41,13 @@ pub struct ValidatorUpdate {
     pub power: VotingPower,
 }
 
-/// An address-sorted, validated set. Verifying keys are decoded once, at construction.
+/// An address-sorted, validated set. Verifying keys are decoded once, at construction. The
+/// set is immutable (updates make a new one), so clones share it: every node keeps the set of
+/// the last height beside the current one.
 #[derive(Clone, Debug)]
 pub struct ValidatorSet {
-    validators: Vec<Validator>,
-    keys: Vec<VerifyingKey>,
+    validators: Arc<[Validator]>,
+    keys: Arc<[VerifyingKey]>,
     total: u64,
     hash: Hash,
 }
@@ -97,8 +100,8 @@ impl ValidatorSet {
             .collect::<Result<Vec<_>, _>>()?;
         let hash = sha256(&crate::codec::encode(&validators));
         Ok(ValidatorSet {
-            validators,
-            keys,
+            validators: validators.into(),
+            keys: keys.into(),
             total,
             hash,
         })

@@ -62,6 +62,15 @@ const MAX_VIOLATIONS: usize = 64;
 
 type VoteKey = (u64, u32, VoteType, Address);
 
+/// The first honest decision of a height, as checked: a later node deciding the same block
+/// (compared field by field, no hashing) with the same commit needs no second check.
+struct Decided {
+    id: BlockId,
+    block: Block,
+    /// The commit, when it was verified against the validator set and held.
+    verified: Option<Commit>,
+}
+
 pub struct Checker {
     chain_id: String,
     app: KvApp,
@@ -70,7 +79,7 @@ pub struct Checker {
     honest: BTreeMap<Address, bool>,
     keys: BTreeMap<Address, PublicKey>,
     total_power: u64,
-    decided: BTreeMap<u64, BlockId>,
+    decided: BTreeMap<u64, Decided>,
     proposed: BTreeMap<u64, BTreeSet<BlockId>>,
     votes: BTreeMap<VoteKey, Vote>,
     /// Culprits convicted by verifiable evidence, from the wire or from the nodes.
@@ -245,33 +254,46 @@ impl Checker {
     pub fn on_decided(
         &mut self,
         slot: usize,
-        block: &Block,
+        block: Block,
         commit: &Commit,
         validators: Option<&ValidatorSet>,
         now: u64,
     ) {
         let h = block.height().0;
-        let id = block.id();
         if h < self.prune_below {
             // Every honest node decided this height long ago (and it was checked then).
             return;
         }
+        if let Some(first) = self.decided.get(&h) {
+            if first.block == block {
+                // The block checked already (agreement, validity); only a different commit
+                // needs checking.
+                if first.verified.as_ref() != Some(commit) {
+                    let id = first.id;
+                    self.check_commit(slot, h, id, &block, commit, validators, now);
+                }
+                return;
+            }
+        }
+        let id = block.id();
         match self.decided.get(&h) {
             None => {
-                self.decided.insert(h, id);
                 self.rounds_sum += commit.round.0 as u64;
                 self.decisions += 1;
             }
-            Some(prev) if *prev != id => {
-                self.fork_heights.insert(h);
-                self.violate(
-                    Invariant::Agreement,
-                    now,
-                    format!("node {slot} decided {id} at height {h}, another honest node decided {prev}"),
-                );
-                self.check_accountability(now);
+            Some(prev) => {
+                // A different block (equal blocks returned above): a fork when the ids differ.
+                let prev = prev.id;
+                if prev != id {
+                    self.fork_heights.insert(h);
+                    self.violate(
+                        Invariant::Agreement,
+                        now,
+                        format!("node {slot} decided {id} at height {h}, another honest node decided {prev}"),
+                    );
+                    self.check_accountability(now);
+                }
             }
-            Some(_) => {}
         }
         if !self.proposed.get(&h).is_some_and(|s| s.contains(&id)) {
             self.violate(
@@ -280,28 +302,56 @@ impl Checker {
                 format!("node {slot} decided {id} at height {h}, which nobody proposed"),
             );
         }
-        if !self.app.validate_block(block) {
+        if !self.app.validate_block(&block) {
             self.violate(
                 Invariant::Validity,
                 now,
                 format!("node {slot} decided an invalid block at height {h}"),
             );
         }
+        let verified = self.check_commit(slot, h, id, &block, commit, validators, now);
+        if !self.decided.contains_key(&h) {
+            self.decided.insert(
+                h,
+                Decided {
+                    id,
+                    block,
+                    verified: verified.then(|| commit.clone()),
+                },
+            );
+        }
+    }
+
+    /// Commit integrity of one decision. True when the commit was verified and holds.
+    #[allow(clippy::too_many_arguments)]
+    fn check_commit(
+        &mut self,
+        slot: usize,
+        h: u64,
+        id: BlockId,
+        block: &Block,
+        commit: &Commit,
+        validators: Option<&ValidatorSet>,
+        now: u64,
+    ) -> bool {
         if commit.block_id != id || commit.height != block.height() {
             self.violate(
                 Invariant::CommitIntegrity,
                 now,
                 format!("node {slot}: commit at height {h} is for another block"),
             );
-        } else if let Some(vs) = validators {
-            if let Err(e) = verify_commit(&self.chain_id, vs, commit, self.verifier.as_mut()) {
-                self.violate(
-                    Invariant::CommitIntegrity,
-                    now,
-                    format!("node {slot}: commit at height {h}: {e}"),
-                );
-            }
+            return false;
         }
+        let Some(vs) = validators else { return false };
+        if let Err(e) = verify_commit(&self.chain_id, vs, commit, self.verifier.as_mut()) {
+            self.violate(
+                Invariant::CommitIntegrity,
+                now,
+                format!("node {slot}: commit at height {h}: {e}"),
+            );
+            return false;
+        }
+        true
     }
 
     /// Convicted power must exceed 1/3 whenever agreement broke.

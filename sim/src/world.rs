@@ -12,7 +12,7 @@ use crate::rng::Rng;
 use crate::trace::Trace;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use tendr_core::app::{KvApp, ValidatorApproval};
@@ -31,7 +31,7 @@ pub struct Outbox {
 
 #[derive(Debug)]
 pub enum OutItem {
-    Persist(WalEntry),
+    Persist(Arc<WalEntry>),
     Broadcast(Message),
     Send(PeerId, Message),
 }
@@ -79,12 +79,13 @@ impl Network for SimNet {
     }
 }
 
-/// A write a node made and has not synced yet.
+/// A write a node made and has not synced yet (shared with the live store: entries are
+/// immutable once written).
 #[derive(Debug)]
 enum Write {
-    Wal(WalEntry),
-    Decided(Block, Commit),
-    Snapshot(Box<Snapshot>),
+    Wal(Arc<WalEntry>),
+    Decided(Arc<(Block, Commit)>),
+    Snapshot(Arc<Snapshot>),
     Prune(Height),
 }
 
@@ -141,17 +142,17 @@ impl SimStore {
     fn apply(&mut self, w: Write) -> Result<(), StorageError> {
         match w {
             Write::Wal(e) => {
+                self.out.borrow_mut().log.push(OutItem::Persist(e.clone()));
                 if self.lose_unsynced {
-                    self.durable.append_wal(&e)?;
+                    self.durable.append_wal_shared(e);
                 }
-                self.out.borrow_mut().log.push(OutItem::Persist(e));
-                Ok(())
             }
-            Write::Decided(b, c) if self.lose_unsynced => self.durable.save_decided(&b, &c),
-            Write::Snapshot(s) if self.lose_unsynced => self.durable.save_snapshot(&s),
-            Write::Prune(h) if self.lose_unsynced => self.durable.prune_decided(h),
-            _ => Ok(()),
+            Write::Decided(d) if self.lose_unsynced => self.durable.save_decided_shared(d),
+            Write::Snapshot(s) if self.lose_unsynced => self.durable.save_snapshot_shared(s),
+            Write::Prune(h) if self.lose_unsynced => self.durable.prune_decided(h)?,
+            _ => {}
         }
+        Ok(())
     }
 
     pub fn fail_disk(&self) {
@@ -183,16 +184,18 @@ impl SimStore {
 impl Storage for SimStore {
     fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
         self.check_disk()?;
-        self.live.append_wal(e)?;
-        self.record(Write::Wal(e.clone()))
+        let e = Arc::new(e.clone());
+        self.live.append_wal_shared(e.clone());
+        self.record(Write::Wal(e))
     }
     fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
         self.live.wal(h)
     }
     fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
         self.check_disk()?;
-        self.live.save_decided(b, c)?;
-        self.record(Write::Decided(b.clone(), c.clone()))
+        let d = Arc::new((b.clone(), c.clone()));
+        self.live.save_decided_shared(d.clone());
+        self.record(Write::Decided(d))
     }
     fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
         self.live.decided(h)
@@ -210,8 +213,9 @@ impl Storage for SimStore {
     }
     fn save_snapshot(&mut self, s: &Snapshot) -> Result<(), StorageError> {
         self.check_disk()?;
-        self.live.save_snapshot(s)?;
-        self.record(Write::Snapshot(Box::new(s.clone())))
+        let s = Arc::new(s.clone());
+        self.live.save_snapshot_shared(s.clone());
+        self.record(Write::Snapshot(s))
     }
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         self.live.snapshot()
@@ -316,6 +320,31 @@ impl Payload {
     }
 }
 
+/// An event in the queue, taken in order of (virtual time, sequence number): the earliest
+/// first, and among equal times the one scheduled first.
+struct Queued {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    /// Reversed: `BinaryHeap` pops its greatest element.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
 #[derive(Debug)]
 enum Ev {
     Deliver {
@@ -399,7 +428,10 @@ pub struct World {
     pub cfg: SimConfig,
     now: Rc<Cell<u64>>,
     seq: u64,
-    queue: BTreeMap<(u64, u64), Ev>,
+    queue: BinaryHeap<Queued>,
+    /// The outbox buffers of the call being carried out, kept for their capacity.
+    scratch_log: Vec<OutItem>,
+    scratch_timers: Vec<(TimeMs, Timeout)>,
     pub(crate) slots: Vec<Slot>,
     pub(crate) keys: Vec<PrivateKey>,
     genesis: ChainState,
@@ -443,7 +475,9 @@ impl World {
         let mut w = World {
             now,
             seq: 0,
-            queue: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            scratch_log: Vec::new(),
+            scratch_timers: Vec::new(),
             slots: vec![],
             keys,
             genesis,
@@ -550,7 +584,7 @@ impl World {
 
     fn push(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.insert((at, self.seq), ev);
+        self.queue.push(Queued { at, seq: self.seq, ev });
     }
 
     pub fn now(&self) -> u64 {
@@ -565,7 +599,7 @@ impl World {
             self.start_slot(i);
         }
         while !self.stop {
-            let Some(((t, _), ev)) = self.queue.pop_first() else {
+            let Some(Queued { at: t, ev, .. }) = self.queue.pop() else {
                 break;
             };
             if t > self.cfg.max_time_ms {
@@ -649,43 +683,58 @@ impl World {
     }
 
     fn flush(&mut self, slot: usize) {
-        let (log, timers) = {
+        let (mut log, mut timers) = (
+            std::mem::take(&mut self.scratch_log),
+            std::mem::take(&mut self.scratch_timers),
+        );
+        {
             let mut o = self.slots[slot].out.borrow_mut();
-            (std::mem::take(&mut o.log), std::mem::take(&mut o.timers))
-        };
+            std::mem::swap(&mut o.log, &mut log);
+            std::mem::swap(&mut o.timers, &mut timers);
+        }
         let inc = self.slots[slot].incarnation;
         let delay = self.slots[slot].slow_ms;
         let local = self.slots[slot].local.get();
-        for (at, t) in timers {
+        for (at, t) in timers.drain(..) {
             let g = local.global(at.0).max(self.now()) + delay;
             self.push(g, Ev::Timer { slot, inc, t });
         }
         let me = self.keys[self.slots[slot].key].address();
-        for item in log {
+        for item in log.drain(..) {
             match item {
                 OutItem::Persist(e) => self.checker.on_persist(slot, &e),
                 OutItem::Broadcast(m) => self.emit(slot, me, None, m),
                 OutItem::Send(to, m) => self.emit(slot, me, Some(to), m),
             }
         }
+        self.scratch_log = log;
+        self.scratch_timers = timers;
     }
 
     fn emit(&mut self, slot: usize, me: Address, to: Option<PeerId>, msg: Message) {
-        if self.slots[slot].byz.is_none() {
+        let key = self.slots[slot].key;
+        let Some(b) = self.slots[slot].byz else {
+            // Honest: the message as the engine made it, to every other node (or to `to`).
             self.checker.on_own_send(slot, me, &msg, self.now());
-        }
+            self.checker.on_wire(&msg, self.now());
+            let payload = Payload::msg(msg);
+            for j in 0..self.slots.len() {
+                if j != slot
+                    && self.slots[j].key != key
+                    && to.is_none_or(|p| self.keys[self.slots[j].key].address() == p)
+                {
+                    self.deliver(slot, j, payload.clone());
+                }
+            }
+            return;
+        };
         let dests: Vec<usize> = (0..self.slots.len())
-            .filter(|&j| j != slot && self.slots[j].key != self.slots[slot].key)
+            .filter(|&j| j != slot && self.slots[j].key != key)
             .filter(|&j| to.is_none_or(|p| self.keys[self.slots[j].key].address() == p))
             .collect();
-        let sends = match self.slots[slot].byz {
-            None => vec![(Payload::msg(msg), dests)],
-            Some(b) => {
-                let key = self.keys[self.slots[slot].key].clone();
-                let halves = self.halves();
-                self.adversary.transform(b, &key, msg, dests, &halves, CHAIN_ID)
-            }
-        };
+        let signer = self.keys[key].clone();
+        let halves = self.halves();
+        let sends = self.adversary.transform(b, &signer, msg, dests, &halves, CHAIN_ID);
         for (payload, dests) in sends {
             if let Payload::Msg(m) = &payload {
                 self.checker.on_wire(m, self.now());
@@ -786,12 +835,11 @@ impl World {
             match e {
                 NodeEvent::Decided { block, commit, .. } => {
                     let h = block.height().0;
-                    self.trace.decided(now, slot, h, &block.id());
+                    // The commit names the block's id (the checker holds it to that).
+                    self.trace.decided(now, slot, h, &commit.block_id);
                     if !honest {
                         continue;
                     }
-                    let vs = (engine_height == h + 1).then_some(last_vs.as_ref()).flatten();
-                    self.checker.on_decided(slot, &block, &commit, vs, now);
                     if h > self.decisions.last().map(|d| d.1).unwrap_or(0) {
                         self.decisions.push((now, h));
                         for tx in &block.txs {
@@ -800,6 +848,8 @@ impl World {
                             }
                         }
                     }
+                    let vs = (engine_height == h + 1).then_some(last_vs.as_ref()).flatten();
+                    self.checker.on_decided(slot, block, &commit, vs, now);
                     let s = &mut self.slots[slot];
                     s.last_height = s.last_height.max(h);
                     s.last_decided_at = now;
