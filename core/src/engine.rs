@@ -687,7 +687,7 @@ impl Engine {
 
     fn propose(&mut self, round: Round, id: BlockId, pol_round: Option<Round>, out: &mut Vec<Output>) {
         if let Some(p) = self.hs.own_proposals.get(&round) {
-            out.push(Output::Broadcast(Message::Proposal(p.clone()))); // already signed: resend it
+            out.push(Output::Broadcast(Message::Proposal(Box::new(p.clone())))); // already signed: resend it
             return;
         }
         let Some(key) = &self.key else { return };
@@ -708,7 +708,7 @@ impl Engine {
             signature: key.sign(&bytes),
         };
         out.push(Output::Persist(WalEntry::Proposal(p.clone())));
-        out.push(Output::Broadcast(Message::Proposal(p.clone())));
+        out.push(Output::Broadcast(Message::Proposal(Box::new(p.clone()))));
         self.hs.proposals.insert(round, ProposalEntry { id, pol_round });
         self.hs.own_proposals.insert(round, p);
         self.send_polka(round, out);
@@ -929,7 +929,7 @@ impl Engine {
     /// their round (they cannot skip ahead on our votes alone).
     fn rebroadcast(&self, round: Round, out: &mut Vec<Output>) {
         if let Some(p) = self.hs.own_proposals.get(&round) {
-            out.push(Output::Broadcast(Message::Proposal(p.clone())));
+            out.push(Output::Broadcast(Message::Proposal(Box::new(p.clone()))));
             self.send_polka(round, out);
         }
         for r in round.0.saturating_sub(REBROADCAST_PAST_ROUNDS)..=round.0 {
@@ -969,7 +969,7 @@ impl Engine {
         match msg {
             Message::Proposal(p) => self.on_proposal(now, from, p, out),
             Message::Vote(v) => self.on_vote(now, from, v, out),
-            Message::Decided { block, commit } => self.on_decided(block, commit),
+            Message::Decided { block, commit } => self.on_decided(*block, commit),
             Message::RequestDecided(h) => {
                 if h < self.chain.height && h.0 >= 1 {
                     out.push(Output::SendDecided { to: from, height: h });
@@ -980,9 +980,9 @@ impl Engine {
                 if ev.height() == self.chain.height {
                     verify_evidence(&self.cfg.chain_id, &self.chain.validators, &ev)
                         .map_err(EngineError::BadEvidence)?;
-                    let Evidence::DuplicateVote { a, .. } = &ev;
+                    let Evidence::DuplicateVote { a, .. } = ev.as_ref();
                     if self.hs.evidence_seen.insert((a.validator, a.round, a.vote_type)) {
-                        out.push(Output::Evidence(ev));
+                        out.push(Output::Evidence(*ev));
                     }
                 }
                 Ok(())
@@ -1064,7 +1064,7 @@ impl Engine {
         &mut self,
         now: TimeMs,
         from: PeerId,
-        p: Proposal,
+        p: Box<Proposal>,
         out: &mut Vec<Output>,
     ) -> Result<(), EngineError> {
         if p.block.header.chain_id != self.cfg.chain_id {

@@ -641,13 +641,19 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             Output::SendDecided { to, height } => {
                 if let Some((block, commit)) = self.storage.decided(height)? {
                     self.sync()?;
-                    self.net.send(to, &Message::Decided { block, commit });
+                    self.net.send(
+                        to,
+                        &Message::Decided {
+                            block: Box::new(block),
+                            commit,
+                        },
+                    );
                 }
                 None
             }
             Output::Evidence(ev) => {
                 self.sync()?;
-                self.net.broadcast(&Message::Evidence(ev.clone()));
+                self.net.broadcast(&Message::Evidence(Box::new(ev.clone())));
                 self.event(NodeEvent::Evidence(ev));
                 None
             }

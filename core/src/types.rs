@@ -280,7 +280,9 @@ mod tx_list {
 /// Everything the consensus protocol sends between nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    Proposal(Proposal),
+    // The large variants are boxed: a vote, the most frequent message, then moves as a
+    // small value through the node and the engine.
+    Proposal(Box<Proposal>),
     Vote(Vote),
     /// A transaction for the mempool.
     Tx(#[serde(with = "serde_bytes")] Vec<u8>),
@@ -288,11 +290,11 @@ pub enum Message {
     RequestDecided(Height),
     /// A decided block with the commit that decided it (catch-up).
     Decided {
-        block: Block,
+        block: Box<Block>,
         commit: Commit,
     },
     /// Evidence of misbehaviour, gossiped so every node can record it.
-    Evidence(Evidence),
+    Evidence(Box<Evidence>),
 }
 
 impl Message {

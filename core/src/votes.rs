@@ -29,10 +29,24 @@ pub enum AddVote {
 /// Distinct values one validator's votes are counted for, per (round, type).
 pub const MAX_VALUES_PER_VALIDATOR: usize = 3;
 
+/// One validator's votes in one tally: its first, then the conflicting ones counted (held
+/// apart so that the usual single vote needs no allocation of its own).
+#[derive(Debug, Clone)]
+struct ValidatorVotes {
+    first: Vote,
+    conflicting: Vec<Vote>,
+}
+
+impl ValidatorVotes {
+    fn iter(&self) -> impl Iterator<Item = &Vote> {
+        std::iter::once(&self.first).chain(&self.conflicting)
+    }
+}
+
 /// Tally of one (round, type).
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    votes: BTreeMap<ValidatorIndex, Vec<Vote>>,
+    votes: BTreeMap<ValidatorIndex, ValidatorVotes>,
     by_value: BTreeMap<Option<BlockId>, u64>,
     total: u64,
 }
@@ -51,10 +65,13 @@ impl Tally {
         self.by_value.iter().find(|(_, &p)| vs.is_quorum(p)).map(|(v, _)| *v)
     }
     pub fn votes(&self) -> impl Iterator<Item = &Vote> {
-        self.votes.values().flatten()
+        self.votes.values().flat_map(ValidatorVotes::iter)
     }
     pub fn votes_for(&self, value: Option<BlockId>) -> impl Iterator<Item = &Vote> {
-        self.votes.values().flatten().filter(move |v| v.block_id == value)
+        self.votes
+            .values()
+            .flat_map(ValidatorVotes::iter)
+            .filter(move |v| v.block_id == value)
     }
 }
 
@@ -112,18 +129,24 @@ impl VoteKeeper {
                 return AddVote::Duplicate;
             }
             let ev = Evidence::DuplicateVote {
-                a: existing[0].clone(),
+                a: existing.first.clone(),
                 b: vote.clone(),
             };
-            if existing.len() < MAX_VALUES_PER_VALIDATOR {
+            if 1 + existing.conflicting.len() < MAX_VALUES_PER_VALIDATOR {
                 *tally.by_value.entry(vote.block_id).or_insert(0) += w;
-                existing.push(vote);
+                existing.conflicting.push(vote);
             }
             return AddVote::Conflict(Box::new(ev));
         }
         *tally.by_value.entry(vote.block_id).or_insert(0) += w;
         tally.total += w;
-        tally.votes.insert(index, vec![vote]);
+        tally.votes.insert(
+            index,
+            ValidatorVotes {
+                first: vote,
+                conflicting: Vec::new(),
+            },
+        );
         if rv.heard.insert(index, w).is_none() {
             rv.heard_power += w;
         }

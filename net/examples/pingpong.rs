@@ -32,7 +32,7 @@ fn big_proposal(i: u8) -> Message {
         validators_hash: Hash([0; 32]),
         last_commit_hash: Hash([0; 32]),
     };
-    Message::Proposal(tendr_core::Proposal {
+    Message::Proposal(Box::new(tendr_core::Proposal {
         height: Height(i as u64 + 1),
         round: tendr_core::Round(0),
         pol_round: None,
@@ -42,7 +42,7 @@ fn big_proposal(i: u8) -> Message {
             last_commit: None,
         },
         signature: tendr_core::Signature::EMPTY,
-    })
+    }))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

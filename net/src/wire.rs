@@ -356,15 +356,15 @@ mod tests {
                 txs,
                 last_commit: Some(commit(u64::MAX - 1)),
             };
-            let proposal = Message::Proposal(Proposal {
+            let proposal = Message::Proposal(Box::new(Proposal {
                 height: Height(u64::MAX),
                 round: Round(u32::MAX),
                 pol_round: Some(Round(u32::MAX - 1)),
                 block: block.clone(),
                 signature: Signature([0xff; 64]),
-            });
+            }));
             let decided = Message::Decided {
-                block,
+                block: Box::new(block),
                 commit: commit(u64::MAX),
             };
             for msg in [proposal, decided] {

@@ -167,10 +167,13 @@ impl Adversary {
                 let alt = Proposal {
                     block,
                     signature: sig,
-                    ..p.clone()
+                    ..Proposal::clone(p)
                 };
                 self.saw_proposal(&alt);
-                vec![(Payload::msg(msg), a), (Payload::msg(Message::Proposal(alt)), z)]
+                vec![
+                    (Payload::msg(msg), a),
+                    (Payload::msg(Message::Proposal(Box::new(alt))), z),
+                ]
             }
             _ => vec![(Payload::msg(msg), [a, z].concat())],
         }

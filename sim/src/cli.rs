@@ -57,6 +57,15 @@ pub struct BenchArgs {
     /// Only the throughput-under-partition part.
     #[arg(long)]
     pub partition_only: bool,
+    /// Only these network sizes (repeat or separate with commas; default 4, 16 and 100).
+    #[arg(long, value_delimiter = ',')]
+    pub validators: Vec<u32>,
+    /// Only these verification modes: full, cached, trusted (default all three).
+    #[arg(long, value_delimiter = ',')]
+    pub verify: Vec<VerifyMode>,
+    /// Skip the throughput-under-partition part.
+    #[arg(long, conflicts_with = "partition_only")]
+    pub speed_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -605,11 +614,21 @@ fn cmd_bench(a: &BenchArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
             "{:>10} {:>9} {:>14} {:>16} {:>12}",
             "validators", "verify", "heights/s", "virtual/wall", "wall ms"
         );
-        for n in [4u32, 16, 100] {
-            for verify in [VerifyMode::Full, VerifyMode::Cached, VerifyMode::Trusted] {
+        let sizes = if a.validators.is_empty() {
+            vec![4u32, 16, 100]
+        } else {
+            a.validators.clone()
+        };
+        let modes = if a.verify.is_empty() {
+            vec![VerifyMode::Full, VerifyMode::Cached, VerifyMode::Trusted]
+        } else {
+            a.verify.clone()
+        };
+        for &n in &sizes {
+            for &verify in &modes {
                 let heights = match n {
-                    100 => (a.heights / 30).max(5),
-                    16 => (a.heights / 5).max(10),
+                    51.. => (a.heights / 30).max(5),
+                    11.. => (a.heights / 5).max(10),
                     _ => a.heights,
                 };
                 // Trusted runs are ~20x faster: give them enough heights to time.
@@ -628,6 +647,8 @@ fn cmd_bench(a: &BenchArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
                     c.verify = verify;
                     c.timeouts.commit_ms = 1000;
                     c.network.latency = Latency::Uniform { min_ms: 5, max_ms: 15 };
+                    // Room for every height (the default stops at ten virtual minutes).
+                    c.max_time_ms = c.max_time_ms.max(heights * 3 * c.timeouts.commit_ms);
                     let t0 = wall_ms();
                     let r = crate::world::run(c)?;
                     let wall = ((wall_ms() - t0) as f64 / 1000.0).max(1e-3);
@@ -652,6 +673,9 @@ fn cmd_bench(a: &BenchArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
                 );
             }
         }
+    }
+    if a.speed_only {
+        return Ok(0);
     }
     println!(
         "\nThroughput under a partition (7 validators, 500 tx/s of 100 bytes, 2/5 split at 20 s, heal at 40 s, 60 s):"

@@ -73,16 +73,16 @@ fn arb_message() -> impl Strategy<Value = Message> {
             proptest::option::of(any::<u32>()),
             proptest::collection::vec(any::<u8>(), 64)
         )
-            .prop_map(|(b, r, pr, s)| Message::Proposal(Proposal {
+            .prop_map(|(b, r, pr, s)| Message::Proposal(Box::new(Proposal {
                 height: b.header.height,
                 round: Round(r),
                 pol_round: pr.map(Round),
                 block: b,
                 signature: Signature(s.try_into().unwrap())
-            })),
+            }))),
         proptest::collection::vec(any::<u8>(), 0..100).prop_map(Message::Tx),
         any::<u64>().prop_map(|h| Message::RequestDecided(Height(h))),
-        (arb_vote(), arb_vote()).prop_map(|(a, b)| Message::Evidence(Evidence::DuplicateVote { a, b })),
+        (arb_vote(), arb_vote()).prop_map(|(a, b)| Message::Evidence(Box::new(Evidence::DuplicateVote { a, b }))),
     ]
 }
 

@@ -117,7 +117,7 @@ fn proposal_for_another_chain_is_rejected_by_name() {
         signature: sig,
     };
     assert!(matches!(
-        msg(&mut e, &proposer, Message::Proposal(p)),
+        msg(&mut e, &proposer, Message::Proposal(Box::new(p))),
         Err(EngineError::WrongChain { .. })
     ));
 }
@@ -146,7 +146,7 @@ fn proposal_not_from_the_proposer_is_rejected() {
         signature: sig,
     };
     assert!(matches!(
-        msg(&mut e, &impostor, Message::Proposal(p)),
+        msg(&mut e, &impostor, Message::Proposal(Box::new(p))),
         Err(EngineError::BadSignature { what: "proposal", .. })
     ));
 }
