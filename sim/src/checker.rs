@@ -2,7 +2,9 @@
 //! what goes on the wire, what they decide — and nothing flows back into the run.
 
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 use tendr_core::app::KvApp;
 use tendr_core::chain::verify_commit;
 use tendr_core::engine::WalEntry;
@@ -81,7 +83,9 @@ pub struct Checker {
     total_power: u64,
     decided: BTreeMap<u64, Decided>,
     proposed: BTreeMap<u64, BTreeSet<BlockId>>,
-    votes: BTreeMap<VoteKey, Vote>,
+    /// Looked up and pruned, never iterated: a hash map with a fixed-key hasher, so nothing
+    /// depends on an order.
+    votes: HashMap<VoteKey, Vote, BuildHasherDefault<DefaultHasher>>,
     /// Culprits convicted by verifiable evidence, from the wire or from the nodes.
     pub evidence: BTreeMap<Address, Evidence>,
     persisted: Vec<BTreeSet<(u64, u32, u8)>>,
@@ -124,7 +128,7 @@ impl Checker {
             total_power: members.iter().map(|(_, p, _)| p).sum(),
             decided: BTreeMap::new(),
             proposed: BTreeMap::new(),
-            votes: BTreeMap::new(),
+            votes: HashMap::default(),
             evidence: BTreeMap::new(),
             persisted: vec![BTreeSet::new(); slots],
             verifier,
@@ -397,7 +401,7 @@ impl Checker {
         let below = min_honest_height.saturating_sub(10);
         if below > self.prune_below + 50 {
             self.prune_below = below;
-            self.votes = self.votes.split_off(&(below, 0, VoteType::Prevote, Address::default()));
+            self.votes.retain(|k, _| k.0 >= below);
             self.decided = self.decided.split_off(&below);
             self.proposed = self.proposed.split_off(&below);
             for p in &mut self.persisted {
