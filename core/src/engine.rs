@@ -896,23 +896,33 @@ impl Engine {
         }
     }
 
-    fn on_timeout(&mut self, now: TimeMs, t: Timeout, out: &mut Vec<Output>) {
+    /// Whether handling timeout `t` now would do anything. When it is false, handling it
+    /// changes nothing and outputs nothing, so a driver may drop it (the simulator does).
+    pub fn timeout_matters(&self, t: &Timeout) -> bool {
         if t.height != self.chain.height {
-            return; // stale
+            return false; // stale
+        }
+        let hs = &self.hs;
+        match t.kind {
+            TimeoutKind::Commit => !hs.started && hs.executing.is_none() && hs.sm.step != Step::Commit,
+            TimeoutKind::Rebroadcast => hs.started && t.round == hs.sm.round && hs.sm.step != Step::Commit,
+            kind => crate::state_machine::timeout_applies(&hs.sm, kind, t.round),
+        }
+    }
+
+    fn on_timeout(&mut self, now: TimeMs, t: Timeout, out: &mut Vec<Output>) {
+        if !self.timeout_matters(&t) {
+            return;
         }
         let r = t.round;
         let ev = match t.kind {
             TimeoutKind::Commit => {
-                if !self.hs.started && self.hs.executing.is_none() && self.hs.sm.step != Step::Commit {
-                    self.on_start(now, out);
-                }
+                self.on_start(now, out);
                 return;
             }
             TimeoutKind::Rebroadcast => {
-                if self.hs.started && r == self.hs.sm.round && self.hs.sm.step != Step::Commit {
-                    self.rebroadcast(r, out);
-                    self.schedule(now, TimeoutKind::Rebroadcast, r, out);
-                }
+                self.rebroadcast(r, out);
+                self.schedule(now, TimeoutKind::Rebroadcast, r, out);
                 return;
             }
             TimeoutKind::Propose => Event::TimeoutPropose { round: r },

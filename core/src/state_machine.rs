@@ -122,6 +122,20 @@ pub enum Action {
 
 /// Applies one event. Events that do not match the current round and step are no-ops (stale
 /// timeouts, late messages), which is exactly how the paper's guards read.
+/// Whether the guard of a timeout's rule (L57, L61, L65) holds: `apply` of that timeout event
+/// does something exactly when this is true (a test checks every state). A driver may skip a
+/// timeout for which it is false.
+pub fn timeout_applies(s: &State, kind: TimeoutKind, round: Round) -> bool {
+    s.step != Step::Commit
+        && round == s.round
+        && match kind {
+            TimeoutKind::Propose => s.step == Step::Propose,
+            TimeoutKind::Prevote => s.step == Step::Prevote,
+            TimeoutKind::Precommit => true,
+            TimeoutKind::Commit | TimeoutKind::Rebroadcast => false,
+        }
+}
+
 pub fn apply(s: &mut State, ev: Event) -> Vec<Action> {
     use Event::*;
     use Step::*;
@@ -567,6 +581,24 @@ mod tests {
         );
         let mut s = st(0, Step::Precommit);
         assert_eq!(apply(&mut s, Event::TimeoutPrevote { round: r(0) }), vec![]);
+    }
+
+    #[test]
+    fn timeout_applies_exactly_when_apply_acts() {
+        for step in [Step::Propose, Step::Prevote, Step::Precommit, Step::Commit] {
+            for (kind, ev) in [
+                (TimeoutKind::Propose, Event::TimeoutPropose { round: r(1) }),
+                (TimeoutKind::Prevote, Event::TimeoutPrevote { round: r(1) }),
+                (TimeoutKind::Precommit, Event::TimeoutPrecommit { round: r(1) }),
+            ] {
+                for round in 0..3 {
+                    let mut s = st(round, step);
+                    let applies = timeout_applies(&s, kind, r(1));
+                    let acted = !apply(&mut s, ev.clone()).is_empty();
+                    assert_eq!(applies, acted, "{kind:?} of round 1 at round {round}, {step:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -646,13 +646,14 @@ impl World {
                 }
             }
             Ev::Timer { slot, inc, t } => {
-                // A timer of a height the node has left is dropped, as the engine's first check
-                // would drop it; not delivering it saves a third of the events.
-                let current = self.slots[slot]
+                // A timer that would do nothing (of a height the node has left, or whose rule's
+                // guard no longer holds) is dropped: the engine says so itself, and handling it
+                // would change nothing. Most timers end this way.
+                let matters = self.slots[slot]
                     .node
                     .as_ref()
-                    .is_some_and(|n| n.engine().height() == t.height);
-                if self.slots[slot].incarnation == inc && current {
+                    .is_some_and(|n| n.engine().timeout_matters(&t));
+                if self.slots[slot].incarnation == inc && matters {
                     self.trace.timer(self.now(), slot, &t);
                     let _ = self.call(slot, |n| n.on_timeout(t));
                 }
