@@ -126,8 +126,8 @@ pub struct Timeout {
 // an allocation per message.
 #[allow(clippy::large_enum_variant)]
 pub enum WalEntry {
-    /// A proposal we signed.
-    Proposal(Proposal),
+    /// A proposal we signed. (Large variants are boxed, so a vote entry stays small.)
+    Proposal(Box<Proposal>),
     /// A vote we signed.
     Vote(Vote),
     /// What justifies a lock (L36-L38): the block we precommitted and the +2/3 prevotes for
@@ -136,7 +136,7 @@ pub enum WalEntry {
     /// validator stays locked on a block that neither it nor anyone else can re-propose with
     /// its proof, and with f Byzantine validators voting nil the height stalls forever (found
     /// by `tendr sim explore`, seed 5081).
-    Lock { block: Block, prevotes: Vec<Vote> },
+    Lock { block: Box<Block>, prevotes: Vec<Vote> },
 }
 
 impl WalEntry {
@@ -200,13 +200,13 @@ pub enum Output {
     },
     /// Ask the application whether a block is valid; answer with [`Input::BlockValidity`].
     ValidateBlock {
-        block: Block,
+        block: Box<Block>,
         /// The block's id, computed once by the engine.
         id: BlockId,
     },
     /// The height is decided: store block and commit, execute, answer with [`Input::Executed`].
     Decide {
-        block: Block,
+        block: Box<Block>,
         commit: Commit,
     },
     /// A peer is behind: send it our stored decided block of `height` with its commit.
@@ -215,7 +215,7 @@ pub enum Output {
         height: Height,
     },
     /// Misbehaviour observed and verified.
-    Evidence(Evidence),
+    Evidence(Box<Evidence>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -486,7 +486,7 @@ impl Engine {
                         },
                     );
                     self.hs.sm.round = self.hs.sm.round.max(p.round);
-                    self.hs.own_proposals.insert(p.round, p);
+                    self.hs.own_proposals.insert(p.round, *p);
                 }
                 WalEntry::Vote(v) if Some(v.validator) == me => {
                     if let (VoteType::Precommit, Some(id)) = (v.vote_type, v.block_id) {
@@ -504,7 +504,7 @@ impl Engine {
                 }
                 WalEntry::Vote(_) => {}
                 WalEntry::Lock { block, prevotes } => {
-                    self.hs.blocks.insert(block.id(), (block, Validity::Valid));
+                    self.hs.blocks.insert(block.id(), (*block, Validity::Valid));
                     for v in prevotes {
                         if let Some(idx) = self.chain.validators.index_of(&v.validator) {
                             let power = self.chain.validators.get(idx).power;
@@ -707,7 +707,7 @@ impl Engine {
             block: block.clone(),
             signature: key.sign(&bytes),
         };
-        out.push(Output::Persist(WalEntry::Proposal(p.clone())));
+        out.push(Output::Persist(WalEntry::Proposal(Box::new(p.clone()))));
         out.push(Output::Broadcast(Message::Proposal(Box::new(p.clone()))));
         self.hs.proposals.insert(round, ProposalEntry { id, pol_round });
         self.hs.own_proposals.insert(round, p);
@@ -760,7 +760,7 @@ impl Engine {
                     .map(|t| t.votes_for(Some(id)).cloned().collect())
                     .unwrap_or_default();
                 out.push(Output::Persist(WalEntry::Lock {
-                    block: block.clone(),
+                    block: Box::new(block.clone()),
                     prevotes,
                 }));
             }
@@ -784,7 +784,10 @@ impl Engine {
             _ => self.assemble_commit(round, id),
         };
         self.hs.executing = Some((id, block.header.time, commit.clone()));
-        out.push(Output::Decide { block, commit });
+        out.push(Output::Decide {
+            block: Box::new(block),
+            commit,
+        });
     }
 
     fn assemble_commit(&self, round: Round, id: BlockId) -> Commit {
@@ -992,7 +995,7 @@ impl Engine {
                         .map_err(EngineError::BadEvidence)?;
                     let Evidence::DuplicateVote { a, .. } = ev.as_ref();
                     if self.hs.evidence_seen.insert((a.validator, a.round, a.vote_type)) {
-                        out.push(Output::Evidence(*ev));
+                        out.push(Output::Evidence(ev));
                     }
                 }
                 Ok(())
@@ -1146,7 +1149,9 @@ impl Engine {
             match self.chain.check_block(&p.block, self.verifier.as_mut()) {
                 Ok(()) => {
                     self.hs.blocks.insert(id, (p.block.clone(), Validity::Pending));
-                    out.push(Output::ValidateBlock { block: p.block, id });
+                    out.push(Output::ValidateBlock { block: Box::new(p.block),
+                        id,
+                     });
                 }
                 Err(_) => {
                     self.hs.blocks.insert(id, (p.block, Validity::Invalid));
@@ -1198,7 +1203,7 @@ impl Engine {
         if let AddVote::Conflict(ev) = self.hs.keeper.add(v, idx, power) {
             let Evidence::DuplicateVote { a, .. } = ev.as_ref();
             if self.hs.evidence_seen.insert((a.validator, a.round, a.vote_type)) {
-                out.push(Output::Evidence(*ev));
+                out.push(Output::Evidence(ev));
             }
         }
         Ok(())

@@ -632,7 +632,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                     validator_updates: res.validator_updates.clone(),
                 };
                 self.event(NodeEvent::Decided {
-                    block,
+                    block: *block,
                     commit,
                     results: res.tx_results,
                 });
@@ -653,8 +653,8 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             }
             Output::Evidence(ev) => {
                 self.sync()?;
-                self.net.broadcast(&Message::Evidence(Box::new(ev.clone())));
-                self.event(NodeEvent::Evidence(ev));
+                self.net.broadcast(&Message::Evidence(ev.clone()));
+                self.event(NodeEvent::Evidence(*ev));
                 None
             }
         })
