@@ -1149,9 +1149,10 @@ impl Engine {
             match self.chain.check_block(&p.block, self.verifier.as_mut()) {
                 Ok(()) => {
                     self.hs.blocks.insert(id, (p.block.clone(), Validity::Pending));
-                    out.push(Output::ValidateBlock { block: Box::new(p.block),
+                    out.push(Output::ValidateBlock {
+                        block: Box::new(p.block),
                         id,
-                     });
+                    });
                 }
                 Err(_) => {
                     self.hs.blocks.insert(id, (p.block, Validity::Invalid));

@@ -43,10 +43,15 @@ impl ValidatorVotes {
     }
 }
 
+const NONE: u32 = u32::MAX;
+
 /// Tally of one (round, type).
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    votes: BTreeMap<ValidatorIndex, ValidatorVotes>,
+    /// Each validator's votes, in order of arrival; `slot` finds them by validator index
+    /// (a dense table of `u32`: a set has at most `MAX_VALIDATORS` members).
+    votes: Vec<ValidatorVotes>,
+    slot: Vec<u32>,
     by_value: BTreeMap<Option<BlockId>, u64>,
     total: u64,
 }
@@ -64,14 +69,15 @@ impl Tally {
     pub fn quorum_value(&self, vs: &ValidatorSet) -> Option<Option<BlockId>> {
         self.by_value.iter().find(|(_, &p)| vs.is_quorum(p)).map(|(v, _)| *v)
     }
+    /// The votes, by validator index.
     pub fn votes(&self) -> impl Iterator<Item = &Vote> {
-        self.votes.values().flat_map(ValidatorVotes::iter)
+        self.slot
+            .iter()
+            .filter(|&&k| k != NONE)
+            .flat_map(|&k| self.votes[k as usize].iter())
     }
     pub fn votes_for(&self, value: Option<BlockId>) -> impl Iterator<Item = &Vote> {
-        self.votes
-            .values()
-            .flat_map(ValidatorVotes::iter)
-            .filter(move |v| v.block_id == value)
+        self.votes().filter(move |v| v.block_id == value)
     }
 }
 
@@ -80,7 +86,7 @@ struct RoundVotes {
     prevotes: Tally,
     precommits: Tally,
     /// Validators heard from in this round (any vote), for the round skip of line 55.
-    heard: BTreeMap<ValidatorIndex, u64>,
+    heard: Vec<bool>,
     heard_power: u64,
 }
 
@@ -124,7 +130,12 @@ impl VoteKeeper {
             VoteType::Prevote => &mut rv.prevotes,
             VoteType::Precommit => &mut rv.precommits,
         };
-        if let Some(existing) = tally.votes.get_mut(&index) {
+        let i = index.0 as usize;
+        if tally.slot.len() <= i {
+            tally.slot.resize(i + 1, NONE);
+        }
+        if tally.slot[i] != NONE {
+            let existing = &mut tally.votes[tally.slot[i] as usize];
             if existing.iter().any(|v| v.block_id == vote.block_id) {
                 return AddVote::Duplicate;
             }
@@ -140,14 +151,15 @@ impl VoteKeeper {
         }
         *tally.by_value.entry(vote.block_id).or_insert(0) += w;
         tally.total += w;
-        tally.votes.insert(
-            index,
-            ValidatorVotes {
-                first: vote,
-                conflicting: Vec::new(),
-            },
-        );
-        if rv.heard.insert(index, w).is_none() {
+        tally.slot[i] = tally.votes.len() as u32;
+        tally.votes.push(ValidatorVotes {
+            first: vote,
+            conflicting: Vec::new(),
+        });
+        if rv.heard.len() <= i {
+            rv.heard.resize(i + 1, false);
+        }
+        if !std::mem::replace(&mut rv.heard[i], true) {
             rv.heard_power += w;
         }
         AddVote::Added

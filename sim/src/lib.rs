@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod explore;
 pub mod picture;
+pub mod queue;
 pub mod rng;
 pub mod scenario;
 pub mod trace;

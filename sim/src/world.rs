@@ -8,11 +8,12 @@
 use crate::adversary::Adversary;
 use crate::checker::{Checker, Invariant, Violation};
 use crate::config::{Behaviour, FaultKind, SimConfig, VerifyMode};
+use crate::queue::EventQueue;
 use crate::rng::Rng;
 use crate::trace::Trace;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use tendr_core::app::{KvApp, ValidatorApproval};
@@ -320,31 +321,6 @@ impl Payload {
     }
 }
 
-/// An event in the queue, taken in order of (virtual time, sequence number): the earliest
-/// first, and among equal times the one scheduled first.
-struct Queued {
-    at: u64,
-    seq: u64,
-    ev: Ev,
-}
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    /// Reversed: `BinaryHeap` pops its greatest element.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 #[derive(Debug)]
 enum Ev {
     Deliver {
@@ -427,8 +403,7 @@ pub fn validator_key(i: usize) -> PrivateKey {
 pub struct World {
     pub cfg: SimConfig,
     now: Rc<Cell<u64>>,
-    seq: u64,
-    queue: BinaryHeap<Queued>,
+    queue: EventQueue<Ev>,
     /// The outbox buffers of the call being carried out, kept for their capacity.
     scratch_log: Vec<OutItem>,
     scratch_timers: Vec<(TimeMs, Timeout)>,
@@ -474,8 +449,7 @@ impl World {
         let seed = cfg.seed;
         let mut w = World {
             now,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             scratch_log: Vec::new(),
             scratch_timers: Vec::new(),
             slots: vec![],
@@ -583,8 +557,7 @@ impl World {
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Queued { at, seq: self.seq, ev });
+        self.queue.push(at, ev);
     }
 
     pub fn now(&self) -> u64 {
@@ -599,7 +572,7 @@ impl World {
             self.start_slot(i);
         }
         while !self.stop {
-            let Some(Queued { at: t, ev, .. }) = self.queue.pop() else {
+            let Some((t, ev)) = self.queue.pop() else {
                 break;
             };
             if t > self.cfg.max_time_ms {
