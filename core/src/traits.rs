@@ -62,7 +62,7 @@ pub struct SnapshotPolicy {
 /// sends anything that depends on what it wrote (persist before send).
 pub trait Storage {
     /// Appends one of our signed messages to the consensus log.
-    fn append_wal(&mut self, entry: &WalEntry) -> Result<(), StorageError>;
+    fn append_wal(&mut self, entry: WalEntry) -> Result<(), StorageError>;
     /// Our signed messages of `height`, in the order they were appended.
     fn wal(&self, height: Height) -> Result<Vec<WalEntry>, StorageError>;
     /// Stores a decided block and its commit; the log of earlier heights may be pruned.
@@ -157,8 +157,8 @@ impl MemStorage {
 }
 
 impl Storage for MemStorage {
-    fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
-        self.append_wal_shared(Arc::new(e.clone()));
+    fn append_wal(&mut self, e: WalEntry) -> Result<(), StorageError> {
+        self.append_wal_shared(Arc::new(e));
         Ok(())
     }
     fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
@@ -591,7 +591,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
     fn execute(&mut self, o: Output) -> Result<Option<Input>, NodeError> {
         Ok(match o {
             Output::Persist(entry) => {
-                self.storage.append_wal(&entry)?;
+                self.storage.append_wal(entry)?;
                 self.unsynced = true;
                 None
             }

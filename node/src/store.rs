@@ -152,7 +152,7 @@ impl Store {
 }
 
 impl Storage for Store {
-    fn append_wal(&mut self, entry: &WalEntry) -> Result<(), StorageError> {
+    fn append_wal(&mut self, entry: WalEntry) -> Result<(), StorageError> {
         let h = entry.height().0;
         let tx = self.db.begin_write().map_err(err)?;
         {
@@ -165,7 +165,7 @@ impl Storage for Store {
                 .map_err(err)?
                 .map(|(k, _)| k.value().1 + 1)
                 .unwrap_or(0);
-            t.insert((h, next), encode(entry).as_slice()).map_err(err)?;
+            t.insert((h, next), encode(&entry).as_slice()).map_err(err)?;
         }
         tx.commit().map_err(err)
     }
@@ -236,9 +236,9 @@ mod tests {
         let p = dir.path().join("db.redb");
         {
             let mut s = Store::open(&p).unwrap();
-            s.append_wal(&vote(1, 0)).unwrap();
-            s.append_wal(&vote(1, 1)).unwrap();
-            s.append_wal(&vote(2, 0)).unwrap();
+            s.append_wal(vote(1, 0)).unwrap();
+            s.append_wal(vote(1, 1)).unwrap();
+            s.append_wal(vote(2, 0)).unwrap();
         }
         let s = Store::open(&p).unwrap();
         assert_eq!(s.wal(Height(1)).unwrap(), vec![vote(1, 0), vote(1, 1)]);
@@ -275,7 +275,7 @@ mod tests {
         let res = app.execute_block(&block, &vs);
         {
             let mut s = Store::open(&p).unwrap();
-            s.append_wal(&vote(1, 0)).unwrap();
+            s.append_wal(vote(1, 0)).unwrap();
             s.save_decided(&block, &commit).unwrap();
             s.save_results(&block, &res.tx_results).unwrap();
             s.check_genesis("g1").unwrap();

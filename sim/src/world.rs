@@ -183,9 +183,9 @@ impl SimStore {
 }
 
 impl Storage for SimStore {
-    fn append_wal(&mut self, e: &WalEntry) -> Result<(), StorageError> {
+    fn append_wal(&mut self, e: WalEntry) -> Result<(), StorageError> {
         self.check_disk()?;
-        let e = Arc::new(e.clone());
+        let e = Arc::new(e);
         self.live.append_wal_shared(e.clone());
         self.record(Write::Wal(e))
     }
