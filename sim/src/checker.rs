@@ -314,16 +314,11 @@ impl Checker {
             );
         }
         let verified = self.check_commit(slot, h, id, &block, commit, validators, now);
-        if !self.decided.contains_key(&h) {
-            self.decided.insert(
-                h,
-                Decided {
-                    id,
-                    block,
-                    verified: verified.then(|| commit.clone()),
-                },
-            );
-        }
+        self.decided.entry(h).or_insert_with(|| Decided {
+            id,
+            block,
+            verified: verified.then(|| commit.clone()),
+        });
     }
 
     /// Commit integrity of one decision. True when the commit was verified and holds.
