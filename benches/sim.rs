@@ -1,5 +1,6 @@
 //! Simulator benchmarks (criterion): decided heights per wall-clock second for 4 validators
-//! (cached and full verification), and a workload through a partition that heals.
+//! (cached and full verification over 50 heights, trusted over 1,000), and a workload through
+//! a partition that heals.
 //! `tendr sim bench` prints the fuller tables (16 and 100 validators, per-phase latencies).
 //! Run: `cargo bench --bench sim`.
 
@@ -22,6 +23,20 @@ fn heights(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+    let mut g = c.benchmark_group("sim_4_validators_1000_heights");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("trusted", |b| {
+        b.iter(|| {
+            let mut cfg = SimConfig::new(4);
+            cfg.heights = 1000;
+            cfg.verify = VerifyMode::Trusted;
+            cfg.max_time_ms = cfg.max_time_ms.max(1000 * 3 * cfg.timeouts.commit_ms);
+            let r = run(cfg).unwrap();
+            assert!(r.ok() && r.heights >= 1000);
+        })
+    });
     g.finish();
 }
 
