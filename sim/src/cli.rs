@@ -133,6 +133,10 @@ pub struct RunArgs {
     /// Crashes keep unsynced writes (default: a crash loses what the node had not synced).
     #[arg(long)]
     pub keep_unsynced: bool,
+    /// Keep every decision time and transaction latency in the JSON report (they grow with
+    /// the run; off by default so memory stays flat).
+    #[arg(long)]
+    pub timeline: bool,
     /// Each node snapshots every this many heights (0: never; default 100).
     #[arg(long)]
     pub snapshot_every: Option<u64>,
@@ -319,6 +323,9 @@ pub fn build_config(a: &RunArgs) -> Result<SimConfig, String> {
     }
     if a.keep_unsynced {
         c.storage.lose_unsynced = false;
+    }
+    if a.timeline {
+        c.timeline = true;
     }
     if let Some(n) = a.snapshot_every {
         c.storage.snapshot_every = n;

@@ -347,6 +347,11 @@ pub struct SimConfig {
     /// A planted core bug (needs the `planted-bugs` feature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planted: Option<String>,
+    /// Keep the time of every decided height and the latency of every committed transaction
+    /// in the report (`Report::decisions`, `Report::tx_latencies`), for per-phase statistics.
+    /// Off unless asked for: both grow with the run, and a long run's memory must not.
+    #[serde(skip)]
+    pub timeline: bool,
 }
 
 fn default_heights() -> u64 {
@@ -406,6 +411,7 @@ impl SimConfig {
             verify: VerifyMode::Full,
             liveness_bound_ms: default_liveness(),
             planted: None,
+            timeline: false,
         }
     }
 
@@ -525,6 +531,7 @@ impl SimConfig {
         c.heights = u64::MAX;
         c.max_time_ms = end_ms;
         c.workload.txs_per_sec = txs_per_sec;
+        c.timeline = true;
         c.faults = vec![
             Fault {
                 at_ms: split_ms,

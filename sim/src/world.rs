@@ -368,9 +368,11 @@ pub struct Report {
     pub convicted: Vec<(String, u64)>,
     pub fork_heights: Vec<u64>,
     pub trace_hash: String,
-    /// (decision time, height) of the first honest decision of each height.
+    /// (decision time, height) of the first honest decision of each height (kept with
+    /// `SimConfig::timeline`).
     pub decisions: Vec<(u64, u64)>,
-    /// (commit time, latency) of each committed workload transaction.
+    /// (commit time, latency) of each committed workload transaction (kept with
+    /// `SimConfig::timeline`).
     pub tx_latencies: Vec<(u64, u64)>,
     /// Addresses of the validator set an honest node ends with (shows validator changes).
     pub final_validators: Vec<String>,
@@ -423,6 +425,8 @@ pub struct World {
     tx_submitted: BTreeMap<Hash, u64>,
     tx_latencies: Vec<(u64, u64)>,
     decisions: Vec<(u64, u64)>,
+    /// The highest height any honest node decided.
+    first_decided: u64,
     stop: bool,
 }
 
@@ -468,6 +472,7 @@ impl World {
             tx_submitted: BTreeMap::new(),
             tx_latencies: vec![],
             decisions: vec![],
+            first_decided: 0,
             stop: false,
             cfg,
         };
@@ -814,11 +819,16 @@ impl World {
                     if !honest {
                         continue;
                     }
-                    if h > self.decisions.last().map(|d| d.1).unwrap_or(0) {
-                        self.decisions.push((now, h));
+                    if h > self.first_decided {
+                        self.first_decided = h;
+                        if self.cfg.timeline {
+                            self.decisions.push((now, h));
+                        }
                         for tx in &block.txs {
                             if let Some(t0) = self.tx_submitted.remove(&tendr_core::crypto::sha256(tx)) {
-                                self.tx_latencies.push((now, now - t0));
+                                if self.cfg.timeline {
+                                    self.tx_latencies.push((now, now - t0));
+                                }
                             }
                         }
                     }

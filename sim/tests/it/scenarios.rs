@@ -79,6 +79,7 @@ fn majority_partition_stops_progress_until_healed() {
     let s = load(&dir().join("majority-partition.toml")).unwrap();
     let mut cfg = s.config.clone();
     cfg.seed = 2;
+    cfg.timeline = true;
     let r = tendr_sim::run(cfg).unwrap();
     assert!(r.ok(), "{:?}", r.violations);
     // In-flight heights may finish just after the split; then nothing until the heal.
