@@ -1201,7 +1201,8 @@ impl Engine {
             self.help_lagging_peer(from, v.round, out);
         }
         let power = self.chain.validators.get(idx).power;
-        if let AddVote::Conflict(ev) = self.hs.keeper.add(v, idx, power) {
+        let wanted = v.block_id.is_some_and(|id| self.hs.blocks.contains_key(&id));
+        if let AddVote::Conflict(ev) = self.hs.keeper.add_vote(v, idx, power, wanted) {
             let Evidence::DuplicateVote { a, .. } = ev.as_ref();
             if self.hs.evidence_seen.insert((a.validator, a.round, a.vote_type)) {
                 out.push(Output::Evidence(ev));

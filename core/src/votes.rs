@@ -5,7 +5,8 @@
 //! identical vote is a duplicate and ignored. A vote for a different value is equivocation:
 //! the two signed votes become [`Evidence::DuplicateVote`], and — as the paper counts
 //! messages per value — the new value's tally also counts it (up to
-//! [`MAX_VALUES_PER_VALIDATOR`] values per validator, so memory stays bounded). Counting it is
+//! [`MAX_VALUES_PER_VALIDATOR`] values per validator, so memory stays bounded, and always for
+//! a value the node holds a proposal of: see [`VoteKeeper::add_vote`]). Counting it is
 //! what lets honest nodes that saw different halves of an equivocation still reach the same
 //! +2/3 once the votes are gossiped; it cannot help a fork, since quorum intersection already
 //! assumes Byzantine validators vote both ways. The keeper assumes the caller verified
@@ -124,6 +125,17 @@ impl VoteKeeper {
 
     /// Adds a verified vote of validator `index` (whose power is `power`).
     pub fn add(&mut self, vote: Vote, index: ValidatorIndex, power: VotingPower) -> AddVote {
+        self.add_vote(vote, index, power, false)
+    }
+
+    /// [`VoteKeeper::add`]; a `wanted` vote (for a value we hold a proposal of) is counted
+    /// even when its validator already has [`MAX_VALUES_PER_VALIDATOR`] values. Without
+    /// that, a Byzantine validator that floods one node with equivocating votes fills its
+    /// quota there, and its vote in the polka the other nodes locked on never counts at that
+    /// node: the node can never see the proof of lock (L28) and rounds fail forever (found by
+    /// `tendr sim explore`, seed 12231). Memory stays bounded: a node holds one proposal per
+    /// round, for a bounded number of rounds.
+    pub fn add_vote(&mut self, vote: Vote, index: ValidatorIndex, power: VotingPower, wanted: bool) -> AddVote {
         let w = self.weight(power);
         let rv = self.rounds.entry(vote.round).or_default();
         let tally = match vote.vote_type {
@@ -143,7 +155,7 @@ impl VoteKeeper {
                 a: existing.first.clone(),
                 b: vote.clone(),
             };
-            if 1 + existing.conflicting.len() < MAX_VALUES_PER_VALIDATOR {
+            if wanted || 1 + existing.conflicting.len() < MAX_VALUES_PER_VALIDATOR {
                 *tally.by_value.entry(vote.block_id).or_insert(0) += w;
                 existing.conflicting.push(vote);
             }
@@ -234,6 +246,35 @@ mod tests {
             validator: k.address(),
             signature: sig,
         }
+    }
+
+    #[test]
+    fn a_flooding_validator_cannot_hide_its_vote_for_a_wanted_value() {
+        let ks = keys(1);
+        let mut vk = VoteKeeper::new(Counting::ByPower);
+        let i = ValidatorIndex(0);
+        for b in 0..MAX_VALUES_PER_VALIDATOR as u8 {
+            vk.add(vote(&ks[0], VoteType::Prevote, 0, Some(b)), i, VotingPower(5));
+        }
+        let tally = |vk: &VoteKeeper, b: u8| vk.power_for(Round(0), VoteType::Prevote, Some(Hash([b; 32])));
+        // Over the quota an arbitrary value is not counted (evidence is still produced) ...
+        let extra = vote(&ks[0], VoteType::Prevote, 0, Some(100));
+        assert!(matches!(vk.add(extra, i, VotingPower(5)), AddVote::Conflict(_)));
+        assert_eq!(tally(&vk, 100), 0);
+        // ... but a vote for a value the node holds a proposal of is.
+        let wanted = vote(&ks[0], VoteType::Prevote, 0, Some(101));
+        assert!(matches!(
+            vk.add_vote(wanted.clone(), i, VotingPower(5), true),
+            AddVote::Conflict(_)
+        ));
+        assert_eq!(tally(&vk, 101), 5);
+        assert_eq!(vk.add_vote(wanted, i, VotingPower(5), true), AddVote::Duplicate);
+        assert_eq!(tally(&vk, 101), 5, "counted once");
+        assert_eq!(
+            vk.power_any(Round(0), VoteType::Prevote),
+            5,
+            "one validator's power, once"
+        );
     }
 
     #[test]
