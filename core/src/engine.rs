@@ -122,9 +122,6 @@ pub struct Timeout {
 
 /// What the engine persists in the consensus log before it sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-// Entries and inputs are short-lived values moved once; boxing the proposal would only add
-// an allocation per message.
-#[allow(clippy::large_enum_variant)]
 pub enum WalEntry {
     /// A proposal we signed. (Large variants are boxed, so a vote entry stays small.)
     Proposal(Box<Proposal>),
@@ -150,7 +147,6 @@ impl WalEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)]
 pub enum Input {
     /// Begin (or, after recovery, resume) the current height.
     Start,

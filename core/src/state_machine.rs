@@ -120,8 +120,6 @@ pub enum Action {
     NewRound { round: Round },
 }
 
-/// Applies one event. Events that do not match the current round and step are no-ops (stale
-/// timeouts, late messages), which is exactly how the paper's guards read.
 /// Whether the guard of a timeout's rule (L57, L61, L65) holds: `apply` of that timeout event
 /// does something exactly when this is true (a test checks every state). A driver may skip a
 /// timeout for which it is false.
@@ -136,6 +134,8 @@ pub fn timeout_applies(s: &State, kind: TimeoutKind, round: Round) -> bool {
         }
 }
 
+/// Applies one event. Events that do not match the current round and step are no-ops (stale
+/// timeouts, late messages), which is exactly how the paper's guards read.
 pub fn apply(s: &mut State, ev: Event) -> Vec<Action> {
     use Event::*;
     use Step::*;

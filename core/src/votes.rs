@@ -70,6 +70,9 @@ impl Tally {
     pub fn quorum_value(&self, vs: &ValidatorSet) -> Option<Option<BlockId>> {
         self.by_value.iter().find(|(_, &p)| vs.is_quorum(p)).map(|(v, _)| *v)
     }
+    fn has(&self, i: usize) -> bool {
+        self.slot.get(i).is_some_and(|&k| k != NONE)
+    }
     /// The votes, by validator index.
     pub fn votes(&self) -> impl Iterator<Item = &Vote> {
         self.slot
@@ -86,8 +89,8 @@ impl Tally {
 struct RoundVotes {
     prevotes: Tally,
     precommits: Tally,
-    /// Validators heard from in this round (any vote), for the round skip of line 55.
-    heard: Vec<bool>,
+    /// Power of the validators heard from in this round (any vote, counted once), for the
+    /// round skip of line 55.
     heard_power: u64,
 }
 
@@ -138,11 +141,12 @@ impl VoteKeeper {
     pub fn add_vote(&mut self, vote: Vote, index: ValidatorIndex, power: VotingPower, wanted: bool) -> AddVote {
         let w = self.weight(power);
         let rv = self.rounds.entry(vote.round).or_default();
+        let i = index.0 as usize;
+        let heard_before = rv.prevotes.has(i) || rv.precommits.has(i);
         let tally = match vote.vote_type {
             VoteType::Prevote => &mut rv.prevotes,
             VoteType::Precommit => &mut rv.precommits,
         };
-        let i = index.0 as usize;
         if tally.slot.len() <= i {
             tally.slot.resize(i + 1, NONE);
         }
@@ -168,10 +172,7 @@ impl VoteKeeper {
             first: vote,
             conflicting: Vec::new(),
         });
-        if rv.heard.len() <= i {
-            rv.heard.resize(i + 1, false);
-        }
-        if !std::mem::replace(&mut rv.heard[i], true) {
+        if !heard_before {
             rv.heard_power += w;
         }
         AddVote::Added

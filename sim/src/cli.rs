@@ -324,9 +324,7 @@ pub fn build_config(a: &RunArgs) -> Result<SimConfig, String> {
     if a.keep_unsynced {
         c.storage.lose_unsynced = false;
     }
-    if a.timeline {
-        c.timeline = true;
-    }
+    c.timeline |= a.timeline;
     if let Some(n) = a.snapshot_every {
         c.storage.snapshot_every = n;
     }

@@ -426,7 +426,7 @@ pub struct World {
     tx_latencies: Vec<(u64, u64)>,
     decisions: Vec<(u64, u64)>,
     /// The highest height any honest node decided.
-    first_decided: u64,
+    highest_decided: u64,
     stop: bool,
 }
 
@@ -472,7 +472,7 @@ impl World {
             tx_submitted: BTreeMap::new(),
             tx_latencies: vec![],
             decisions: vec![],
-            first_decided: 0,
+            highest_decided: 0,
             stop: false,
             cfg,
         };
@@ -691,27 +691,22 @@ impl World {
     }
 
     fn emit(&mut self, slot: usize, me: Address, to: Option<PeerId>, msg: Message) {
-        let key = self.slots[slot].key;
         let Some(b) = self.slots[slot].byz else {
             // Honest: the message as the engine made it, to every other node (or to `to`).
             self.checker.on_own_send(slot, me, &msg, self.now());
             self.checker.on_wire(&msg, self.now());
             let payload = Payload::msg(msg);
             for j in 0..self.slots.len() {
-                if j != slot
-                    && self.slots[j].key != key
-                    && to.is_none_or(|p| self.keys[self.slots[j].key].address() == p)
-                {
+                if self.is_destination(slot, j, to) {
                     self.deliver(slot, j, payload.clone());
                 }
             }
             return;
         };
         let dests: Vec<usize> = (0..self.slots.len())
-            .filter(|&j| j != slot && self.slots[j].key != key)
-            .filter(|&j| to.is_none_or(|p| self.keys[self.slots[j].key].address() == p))
+            .filter(|&j| self.is_destination(slot, j, to))
             .collect();
-        let signer = self.keys[key].clone();
+        let signer = self.keys[self.slots[slot].key].clone();
         let halves = self.halves();
         let sends = self.adversary.transform(b, &signer, msg, dests, &halves, CHAIN_ID);
         for (payload, dests) in sends {
@@ -722,6 +717,13 @@ impl World {
                 self.deliver(slot, j, payload.clone());
             }
         }
+    }
+
+    /// Whether slot `j` receives what slot `from` sends to `to` (everyone else, when `None`):
+    /// never itself nor another copy of its key (a twin).
+    fn is_destination(&self, from: usize, j: usize, to: Option<PeerId>) -> bool {
+        let key = self.slots[j].key;
+        j != from && key != self.slots[from].key && to.is_none_or(|p| self.keys[key].address() == p)
     }
 
     /// Which half of the network each slot is in (for split-vote style attacks and twins):
@@ -819,8 +821,8 @@ impl World {
                     if !honest {
                         continue;
                     }
-                    if h > self.first_decided {
-                        self.first_decided = h;
+                    if h > self.highest_decided {
+                        self.highest_decided = h;
                         if self.cfg.timeline {
                             self.decisions.push((now, h));
                         }
