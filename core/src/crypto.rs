@@ -105,7 +105,7 @@ impl fmt::Debug for PrivateKey {
 impl PrivateKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         let key = SigningKey::from_slice(bytes).map_err(|_| CryptoError::InvalidPrivateKey)?;
-        let point = key.verifying_key().to_encoded_point(true);
+        let point = key.verifying_key().to_sec1_point(true);
         let mut arr = [0u8; 33];
         arr.copy_from_slice(point.as_bytes());
         let public = PublicKey(arr);
@@ -142,7 +142,7 @@ impl PrivateKey {
             .key
             .sign_prehash(&digest.0)
             .expect("signing a 32-byte prehash with a valid key cannot fail");
-        let sig = sig.normalize_s().unwrap_or(sig);
+        let sig = sig.normalize_s();
         Signature(sig.to_bytes().into())
     }
 }
@@ -162,7 +162,7 @@ impl Signer for PrivateKey {
 /// Verifies `sig` over SHA-256 of `msg`.
 pub fn verify(key: &VerifyingKey, msg: &[u8], sig: &Signature) -> Result<(), CryptoError> {
     let s = k256::ecdsa::Signature::from_slice(&sig.0).map_err(|_| CryptoError::InvalidSignature)?;
-    if s.normalize_s().is_some() {
+    if s.normalize_s() != s {
         return Err(CryptoError::InvalidSignature);
     }
     key.verify_prehash(&sha256(msg).0, &s)
