@@ -173,7 +173,12 @@ pub fn verify(key: &VerifyingKey, msg: &[u8], sig: &Signature) -> Result<(), Cry
 const VOTE_DOMAIN: &[u8] = b"tendr/vote/v1";
 const PROPOSAL_DOMAIN: &[u8] = b"tendr/proposal/v1";
 
-fn push_common(out: &mut Vec<u8>, domain: &[u8], chain_id: &str, height: Height, round: Round) {
+/// Sign bytes, on the stack: a vote's or a proposal's take at most 136 bytes with a chain id
+/// of [`crate::limits::MAX_CHAIN_ID_BYTES`] (a longer one spills to the heap). Every vote a
+/// node receives is checked against them, so they are built without an allocation.
+pub type SignBytes = smallvec::SmallVec<[u8; 144]>;
+
+fn push_common(out: &mut SignBytes, domain: &[u8], chain_id: &str, height: Height, round: Round) {
     out.extend_from_slice(domain);
     out.push(0);
     out.extend_from_slice(&(chain_id.len() as u32).to_be_bytes());
@@ -182,7 +187,7 @@ fn push_common(out: &mut Vec<u8>, domain: &[u8], chain_id: &str, height: Height,
     out.extend_from_slice(&round.0.to_be_bytes());
 }
 
-fn push_block_id(out: &mut Vec<u8>, id: Option<BlockId>) {
+fn push_block_id(out: &mut SignBytes, id: Option<BlockId>) {
     match id {
         None => out.push(0),
         Some(id) => {
@@ -199,8 +204,8 @@ pub fn vote_sign_bytes(
     height: Height,
     round: Round,
     block_id: Option<BlockId>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(96);
+) -> SignBytes {
+    let mut out = SignBytes::new();
     push_common(&mut out, VOTE_DOMAIN, chain_id, height, round);
     out.push(match vote_type {
         VoteType::Prevote => 1,
@@ -217,8 +222,8 @@ pub fn proposal_sign_bytes(
     round: Round,
     pol_round: Option<Round>,
     block_id: BlockId,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(96);
+) -> SignBytes {
+    let mut out = SignBytes::new();
     push_common(&mut out, PROPOSAL_DOMAIN, chain_id, height, round);
     match pol_round {
         None => out.push(0),

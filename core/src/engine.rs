@@ -133,7 +133,7 @@ pub enum WalEntry {
     /// validator stays locked on a block that neither it nor anyone else can re-propose with
     /// its proof, and with f Byzantine validators voting nil the height stalls forever (found
     /// by `tendr sim explore`, seed 5081).
-    Lock { block: Box<Block>, prevotes: Vec<Vote> },
+    Lock { block: Block, prevotes: Vec<Vote> },
 }
 
 impl WalEntry {
@@ -196,13 +196,13 @@ pub enum Output {
     },
     /// Ask the application whether a block is valid; answer with [`Input::BlockValidity`].
     ValidateBlock {
-        block: Box<Block>,
+        block: Block,
         /// The block's id, computed once by the engine.
         id: BlockId,
     },
     /// The height is decided: store block and commit, execute, answer with [`Input::Executed`].
     Decide {
-        block: Box<Block>,
+        block: Block,
         commit: Commit,
     },
     /// A peer is behind: send it our stored decided block of `height` with its commit.
@@ -500,7 +500,7 @@ impl Engine {
                 }
                 WalEntry::Vote(_) => {}
                 WalEntry::Lock { block, prevotes } => {
-                    self.hs.blocks.insert(block.id(), (*block, Validity::Valid));
+                    self.hs.blocks.insert(block.id(), (block, Validity::Valid));
                     for v in prevotes {
                         if let Some(idx) = self.chain.validators.index_of(&v.validator) {
                             let power = self.chain.validators.get(idx).power;
@@ -756,7 +756,7 @@ impl Engine {
                     .map(|t| t.votes_for(Some(id)).cloned().collect())
                     .unwrap_or_default();
                 out.push(Output::Persist(WalEntry::Lock {
-                    block: Box::new(block.clone()),
+                    block: block.clone(),
                     prevotes,
                 }));
             }
@@ -780,10 +780,7 @@ impl Engine {
             _ => self.assemble_commit(round, id),
         };
         self.hs.executing = Some((id, block.header.time, commit.clone()));
-        out.push(Output::Decide {
-            block: Box::new(block),
-            commit,
-        });
+        out.push(Output::Decide { block, commit });
     }
 
     fn assemble_commit(&self, round: Round, id: BlockId) -> Commit {
@@ -832,11 +829,7 @@ impl Engine {
             .count();
         txs.truncate(keep);
         let header = self.chain.new_header(me, now, &txs);
-        let block = Block {
-            header,
-            txs,
-            last_commit: self.chain.last_commit.clone(),
-        };
+        let block = Block::new(header, txs, self.chain.last_commit.clone());
         let id = block.id();
         self.hs.blocks.insert(id, (block, Validity::Valid));
         for a in apply(&mut self.hs.sm, Event::ProposeValue { round, id }) {
@@ -978,7 +971,7 @@ impl Engine {
         match msg {
             Message::Proposal(p) => self.on_proposal(now, from, p, out),
             Message::Vote(v) => self.on_vote(now, from, v, out),
-            Message::Decided { block, commit } => self.on_decided(*block, commit),
+            Message::Decided { block, commit } => self.on_decided(block, commit),
             Message::RequestDecided(h) => {
                 if h < self.chain.height && h.0 >= 1 {
                     out.push(Output::SendDecided { to: from, height: h });
@@ -1079,7 +1072,7 @@ impl Engine {
         if p.block.header.chain_id != self.cfg.chain_id {
             return Err(EngineError::WrongChain {
                 expected: self.cfg.chain_id.clone(),
-                got: p.block.header.chain_id,
+                got: p.block.header.chain_id.clone(),
             });
         }
         if p.block.header.height != p.height {
@@ -1145,10 +1138,7 @@ impl Engine {
             match self.chain.check_block(&p.block, self.verifier.as_mut()) {
                 Ok(()) => {
                     self.hs.blocks.insert(id, (p.block.clone(), Validity::Pending));
-                    out.push(Output::ValidateBlock {
-                        block: Box::new(p.block),
-                        id,
-                    });
+                    out.push(Output::ValidateBlock { block: p.block, id });
                 }
                 Err(_) => {
                     self.hs.blocks.insert(id, (p.block, Validity::Invalid));

@@ -632,7 +632,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                     validator_updates: res.validator_updates.clone(),
                 };
                 self.event(NodeEvent::Decided {
-                    block: *block,
+                    block,
                     commit,
                     results: res.tx_results,
                 });
@@ -641,13 +641,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             Output::SendDecided { to, height } => {
                 if let Some((block, commit)) = self.storage.decided(height)? {
                     self.sync()?;
-                    self.net.send(
-                        to,
-                        &Message::Decided {
-                            block: Box::new(block),
-                            commit,
-                        },
-                    );
+                    self.net.send(to, &Message::Decided { block, commit });
                 }
                 None
             }

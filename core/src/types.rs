@@ -156,9 +156,17 @@ pub struct Header {
     pub last_commit_hash: Hash,
 }
 
-/// A block: the value consensus decides on.
+/// A block: the value consensus decides on. Its contents ([`BlockData`], read through
+/// `Deref`) are immutable and shared, so a clone is a reference count: the engine, its log,
+/// the store, the application and the network all hold the same block. It encodes exactly as
+/// its contents.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Block {
+#[serde(transparent)]
+pub struct Block(std::sync::Arc<BlockData>);
+
+/// What a [`Block`] holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockData {
     pub header: Header,
     #[serde(with = "tx_list")]
     pub txs: Vec<Vec<u8>>,
@@ -166,7 +174,32 @@ pub struct Block {
     pub last_commit: Option<Commit>,
 }
 
+impl std::ops::Deref for Block {
+    type Target = BlockData;
+    fn deref(&self) -> &BlockData {
+        &self.0
+    }
+}
+
+impl From<BlockData> for Block {
+    fn from(d: BlockData) -> Self {
+        Block(std::sync::Arc::new(d))
+    }
+}
+
 impl Block {
+    pub fn new(header: Header, txs: Vec<Vec<u8>>, last_commit: Option<Commit>) -> Self {
+        BlockData {
+            header,
+            txs,
+            last_commit,
+        }
+        .into()
+    }
+    /// A block to change (tests, Byzantine wrappers): copies the contents if they are shared.
+    pub fn make_mut(&mut self) -> &mut BlockData {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
     /// `id(v)` of the paper: the hash of the canonical header encoding.
     pub fn id(&self) -> BlockId {
         sha256(&crate::codec::encode(&self.header))
@@ -290,7 +323,7 @@ pub enum Message {
     RequestDecided(Height),
     /// A decided block with the commit that decided it (catch-up).
     Decided {
-        block: Box<Block>,
+        block: Block,
         commit: Commit,
     },
     /// Evidence of misbehaviour, gossiped so every node can record it.

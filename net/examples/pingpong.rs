@@ -36,11 +36,12 @@ fn big_proposal(i: u8) -> Message {
         height: Height(i as u64 + 1),
         round: tendr_core::Round(0),
         pol_round: None,
-        block: tendr_core::Block {
+        block: tendr_core::BlockData {
             header,
             txs: vec![vec![i; 250]; 8000],
             last_commit: None,
-        },
+        }
+        .into(),
         signature: tendr_core::Signature::EMPTY,
     }))
 }

@@ -341,7 +341,7 @@ mod tests {
         ];
         for txs in shapes {
             assert!(txs.len() <= MAX_BLOCK_TXS && txs.iter().map(Vec::len).sum::<usize>() <= MAX_BLOCK_BYTES);
-            let block = Block {
+            let block: Block = tendr_core::types::BlockData {
                 header: Header {
                     chain_id: "c".repeat(MAX_CHAIN_ID_BYTES),
                     height: Height(u64::MAX),
@@ -355,7 +355,8 @@ mod tests {
                 },
                 txs,
                 last_commit: Some(commit(u64::MAX - 1)),
-            };
+            }
+            .into();
             let proposal = Message::Proposal(Box::new(Proposal {
                 height: Height(u64::MAX),
                 round: Round(u32::MAX),
@@ -364,7 +365,7 @@ mod tests {
                 signature: Signature([0xff; 64]),
             }));
             let decided = Message::Decided {
-                block: Box::new(block),
+                block,
                 commit: commit(u64::MAX),
             };
             for msg in [proposal, decided] {

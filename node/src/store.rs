@@ -261,11 +261,12 @@ mod tests {
         let mut app = KvApp::new("c");
         let chain = ChainState::genesis("c", vs.clone(), app.initial_app_hash(), TimeMs(1));
         let txs = vec![b"a=1".to_vec(), b"bad".to_vec()];
-        let block = Block {
+        let block: Block = tendr_core::types::BlockData {
             header: chain.new_header(k.address(), TimeMs(5), &txs),
             txs,
             last_commit: None,
-        };
+        }
+        .into();
         let commit = Commit {
             height: Height(1),
             round: Round(0),

@@ -161,7 +161,7 @@ impl Adversary {
             }
             Message::Proposal(p) if b == Behaviour::Equivocate => {
                 let mut block = p.block.clone();
-                block.header.time = TimeMs(block.header.time.0 + 1);
+                block.make_mut().header.time = TimeMs(block.header.time.0 + 1);
                 let id = block.id();
                 let sig = key.sign(&proposal_sign_bytes(chain, p.height, p.round, p.pol_round, id));
                 let alt = Proposal {

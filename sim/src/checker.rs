@@ -2,9 +2,8 @@
 //! what goes on the wire, what they decide — and nothing flows back into the run.
 
 use serde::Serialize;
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
 use tendr_core::app::KvApp;
 use tendr_core::chain::verify_commit;
 use tendr_core::engine::WalEntry;
@@ -83,9 +82,9 @@ pub struct Checker {
     total_power: u64,
     decided: BTreeMap<u64, Decided>,
     proposed: BTreeMap<u64, BTreeSet<BlockId>>,
-    /// Looked up and pruned, never iterated: a hash map with a fixed-key hasher, so nothing
-    /// depends on an order.
-    votes: HashMap<VoteKey, Vote, BuildHasherDefault<DefaultHasher>>,
+    /// Looked up and pruned, never iterated: a hash map with a fixed-key hasher (Fx: every
+    /// vote on the wire passes here), so nothing depends on an order.
+    votes: HashMap<VoteKey, Vote, rustc_hash::FxBuildHasher>,
     /// Culprits convicted by verifiable evidence, from the wire or from the nodes.
     pub evidence: BTreeMap<Address, Evidence>,
     persisted: Vec<BTreeSet<(u64, u32, u8)>>,
@@ -202,32 +201,34 @@ impl Checker {
             return;
         }
         let key = (v.height.0, v.round.0, v.vote_type, v.validator);
-        match self.votes.get(&key) {
-            None => {
-                self.votes.insert(key, v.clone());
+        let prev = match self.votes.entry(key) {
+            Entry::Vacant(e) => {
+                e.insert(v.clone());
+                return;
             }
-            Some(prev) if prev.block_id != v.block_id => {
-                let ev = Evidence::DuplicateVote {
-                    a: prev.clone(),
-                    b: v.clone(),
-                };
-                if !self.signed_by_validator(&ev) {
-                    return; // a forgery (someone else's signature), not a double sign
-                }
-                if self.honest.get(&v.validator).copied().unwrap_or(false) {
-                    self.violate(
-                        Invariant::HonestDoubleSign,
-                        now,
-                        format!(
-                            "honest {} signed two {:?} at height {} round {}",
-                            v.validator, v.vote_type, v.height, v.round
-                        ),
-                    );
-                }
-                self.on_evidence(&ev);
-            }
-            Some(_) => {}
+            Entry::Occupied(e) => e.into_mut(),
+        };
+        if prev.block_id == v.block_id {
+            return;
         }
+        let ev = Evidence::DuplicateVote {
+            a: prev.clone(),
+            b: v.clone(),
+        };
+        if !self.signed_by_validator(&ev) {
+            return; // a forgery (someone else's signature), not a double sign
+        }
+        if self.honest.get(&v.validator).copied().unwrap_or(false) {
+            self.violate(
+                Invariant::HonestDoubleSign,
+                now,
+                format!(
+                    "honest {} signed two {:?} at height {} round {}",
+                    v.validator, v.vote_type, v.height, v.round
+                ),
+            );
+        }
+        self.on_evidence(&ev);
     }
 
     fn signed_by_validator(&mut self, ev: &Evidence) -> bool {

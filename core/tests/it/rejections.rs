@@ -97,11 +97,12 @@ fn proposal_for_another_chain_is_rejected_by_name() {
     let (mut e, _) = engine(receiver);
     let mut header = g.new_header(proposer.address(), TimeMs(5), &[]);
     header.chain_id = "other-chain".into();
-    let block = Block {
+    let block: Block = BlockData {
         header,
         txs: vec![],
         last_commit: None,
-    };
+    }
+    .into();
     let sig = proposer.sign(&proposal_sign_bytes(
         "other-chain",
         Height(1),
@@ -132,11 +133,12 @@ fn proposal_not_from_the_proposer_is_rejected() {
         .unwrap()
         .clone();
     let (mut e, _) = engine(0);
-    let block = Block {
+    let block: Block = BlockData {
         header: g.new_header(impostor.address(), TimeMs(5), &[]),
         txs: vec![],
         last_commit: None,
-    };
+    }
+    .into();
     let sig = impostor.sign(&proposal_sign_bytes(CHAIN, Height(1), Round(0), None, block.id()));
     let p = Proposal {
         height: Height(1),
