@@ -158,11 +158,17 @@ pub struct Header {
 
 /// A block: the value consensus decides on. Its contents ([`BlockData`], read through
 /// `Deref`) are immutable and shared, so a clone is a reference count: the engine, its log,
-/// the store, the application and the network all hold the same block. It encodes exactly as
-/// its contents.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Block(std::sync::Arc<BlockData>);
+/// the store, the application and the network all hold the same block, and its id is hashed
+/// once for all of them. It encodes exactly as its contents.
+#[derive(Clone)]
+pub struct Block(std::sync::Arc<SharedBlock>);
+
+#[derive(Clone)]
+struct SharedBlock {
+    data: BlockData,
+    /// `id(v)`, computed on first use. Cleared by [`Block::make_mut`].
+    id: std::sync::OnceLock<BlockId>,
+}
 
 /// What a [`Block`] holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,13 +183,48 @@ pub struct BlockData {
 impl std::ops::Deref for Block {
     type Target = BlockData;
     fn deref(&self) -> &BlockData {
-        &self.0
+        &self.0.data
     }
 }
 
 impl From<BlockData> for Block {
-    fn from(d: BlockData) -> Self {
-        Block(std::sync::Arc::new(d))
+    fn from(data: BlockData) -> Self {
+        Block(std::sync::Arc::new(SharedBlock {
+            data,
+            id: std::sync::OnceLock::new(),
+        }))
+    }
+}
+
+impl PartialEq for Block {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.data == other.0.data
+    }
+}
+impl Eq for Block {}
+
+impl fmt::Debug for Block {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.data.fmt(f)
+    }
+}
+
+impl Serialize for Block {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.data.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Block {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BlockData::deserialize(d).map(Block::from)
+    }
+}
+
+impl BlockData {
+    /// The hash of the canonical header encoding (uncached; [`Block::id`] keeps it).
+    pub fn id(&self) -> BlockId {
+        sha256(&crate::codec::encode(&self.header))
     }
 }
 
@@ -196,13 +237,16 @@ impl Block {
         }
         .into()
     }
-    /// A block to change (tests, Byzantine wrappers): copies the contents if they are shared.
+    /// A block to change (tests, Byzantine wrappers): copies the contents if they are shared,
+    /// and forgets the id, which the change may alter.
     pub fn make_mut(&mut self) -> &mut BlockData {
-        std::sync::Arc::make_mut(&mut self.0)
+        let shared = std::sync::Arc::make_mut(&mut self.0);
+        shared.id = std::sync::OnceLock::new();
+        &mut shared.data
     }
-    /// `id(v)` of the paper: the hash of the canonical header encoding.
+    /// `id(v)` of the paper: the hash of the canonical header encoding (hashed once per block).
     pub fn id(&self) -> BlockId {
-        sha256(&crate::codec::encode(&self.header))
+        *self.0.id.get_or_init(|| self.0.data.id())
     }
     pub fn height(&self) -> Height {
         self.header.height

@@ -130,15 +130,22 @@ proptest! {
 
 proptest! {
     /// A block shares its contents: it encodes exactly as them (the wire and store formats
-    /// did not change when blocks became shared), and changing a clone leaves the original.
+    /// did not change when blocks became shared), and changing a clone leaves the original
+    /// and its id.
     #[test]
     fn shared_block_encodes_as_its_contents(b in arb_block()) {
         let data: &BlockData = &b;
         prop_assert_eq!(tendr_core::codec::encode(&b), tendr_core::codec::encode(data));
         let mut c = b.clone();
+        let before = c.id();
         c.make_mut().header.time = TimeMs(b.header.time.0.wrapping_add(1));
-        prop_assert_ne!(c.id(), b.id());
+        // The id is cached per block: a change must drop it.
+        prop_assert_ne!(c.id(), before);
+        prop_assert_eq!(c.id(), BlockData::id(&c));
+        prop_assert_eq!(b.id(), before);
         prop_assert_eq!(b.header.time, data.header.time);
+        let decoded: Block = tendr_core::codec::decode_bounded(&tendr_core::codec::encode(&c), 1 << 20).unwrap();
+        prop_assert_eq!(decoded.id(), c.id());
     }
 }
 
