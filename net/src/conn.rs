@@ -100,16 +100,43 @@ fn close_reason(conn: &quinn::Connection) -> Option<String> {
     }
 }
 
-fn stream_error(conn: &quinn::Connection, what: &str, e: impl std::fmt::Display) -> String {
-    match close_reason(conn) {
+/// Why a handshake failed, and whether it was for another chain or genesis (on either side).
+pub(crate) struct Refusal {
+    reason: String,
+    other_genesis: bool,
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal {
+            reason,
+            other_genesis: false,
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
+    }
+}
+
+fn stream_error(conn: &quinn::Connection, what: &str, e: impl std::fmt::Display) -> Refusal {
+    let other_genesis = matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == codes::OTHER_GENESIS.into()
+    );
+    let reason = match close_reason(conn) {
+        Some(r) if other_genesis => format!("the peer refused this node's genesis: {r}"),
         Some(r) => format!("the peer closed the connection during {what}: {r}"),
         None => format!("{what}: {e}"),
-    }
+    };
+    Refusal { reason, other_genesis }
 }
 
 /// Exchanges and verifies hellos. The dialer speaks first; the listener answers only after it
 /// has accepted the dialer, so a refused dialer learns nothing but the reason.
-async fn hello_exchange(shared: &Shared, conn: &quinn::Connection, outbound: bool) -> Result<(Hello, PeerId), String> {
+async fn hello_exchange(shared: &Shared, conn: &quinn::Connection, outbound: bool) -> Result<(Hello, PeerId), Refusal> {
     let exporter = wire::exporter(conn)?;
     let (mine, theirs) = if outbound {
         (Side::Dialer, Side::Listener)
@@ -131,13 +158,13 @@ async fn hello_exchange(shared: &Shared, conn: &quinn::Connection, outbound: boo
     let bytes = match wire::read_frame(&mut recv).await {
         Ok(Some(b)) => b,
         Ok(None) => return Err("the peer closed its hello stream without a hello".into()),
-        Err(ReadError::Wire(e)) => return Err(format!("hello: {e}")),
+        Err(ReadError::Wire(e)) => return Err(format!("hello: {e}").into()),
         Err(ReadError::Stream(e)) => return Err(stream_error(conn, "reading the hello", e)),
     };
     let hello = match wire::decode_frame(&bytes) {
         Ok(Frame::Hello(h)) => h,
         Ok(_) => return Err("the first frame is not a hello".into()),
-        Err(e) => return Err(format!("hello: {e}")),
+        Err(e) => return Err(format!("hello: {e}").into()),
     };
     let id = hello.verify(theirs, &exporter)?;
     check_peer_hello(shared, &hello, id)?;
@@ -151,22 +178,27 @@ async fn hello_exchange(shared: &Shared, conn: &quinn::Connection, outbound: boo
     Ok((hello, id))
 }
 
-fn check_peer_hello(shared: &Shared, hello: &Hello, id: PeerId) -> Result<(), String> {
+/// Refuses a peer of another chain or genesis.
+fn check_peer_hello(shared: &Shared, hello: &Hello, id: PeerId) -> Result<(), Refusal> {
     let (ours, theirs) = (&shared.hello, &hello.body);
-    if theirs.chain_id != ours.chain_id {
-        return Err(format!(
+    let why = if theirs.chain_id != ours.chain_id {
+        format!(
             "peer {id} runs chain `{}`, this node runs `{}`; check the peer's genesis file",
             theirs.chain_id, ours.chain_id
-        ));
-    }
-    if theirs.genesis_hash != ours.genesis_hash {
-        return Err(format!(
+        )
+    } else if theirs.genesis_hash != ours.genesis_hash {
+        format!(
             "peer {id} has genesis hash {}, this node has {}; both must use the same genesis file",
             theirs.genesis_hash.to_hex(),
             ours.genesis_hash.to_hex()
-        ));
-    }
-    Ok(())
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Refusal {
+        reason: why,
+        other_genesis: true,
+    })
 }
 
 struct Registered {
@@ -291,12 +323,30 @@ async fn run_connection(shared: Arc<Shared>, conn: quinn::Connection, dialed: Op
     let remote = conn.remote_address();
     let outbound = dialed.is_some();
     if let Some(reason) = shared.ip_banned(remote.ip()) {
-        return refuse(&shared, &conn, dialed, remote, &reason);
+        return refuse(&shared, &conn, dialed, remote, &reason, codes::REFUSED);
     }
     let (hello, id) = match timeout(shared.limits.handshake, hello_exchange(&shared, &conn, outbound)).await {
         Ok(Ok(x)) => x,
-        Ok(Err(reason)) => return refuse(&shared, &conn, dialed, remote, &reason),
-        Err(_) => return refuse(&shared, &conn, dialed, remote, "hello not completed in time"),
+        Ok(Err(r)) => {
+            // Either side of a genesis mismatch remembers it: `join` and `status` report it.
+            let code = if r.other_genesis {
+                shared.record_genesis_refusal(&r.reason);
+                codes::OTHER_GENESIS
+            } else {
+                codes::REFUSED
+            };
+            return refuse(&shared, &conn, dialed, remote, &r.reason, code);
+        }
+        Err(_) => {
+            return refuse(
+                &shared,
+                &conn,
+                dialed,
+                remote,
+                "hello not completed in time",
+                codes::REFUSED,
+            )
+        }
     };
     let reg = match register(&shared, &conn, &hello, id, dialed) {
         Ok(r) => r,
@@ -329,7 +379,14 @@ async fn run_connection(shared: Arc<Shared>, conn: quinn::Connection, dialed: Op
     unregister(&shared, id, reg.conn_id, dialed);
 }
 
-fn refuse(shared: &Shared, conn: &quinn::Connection, dialed: Option<SocketAddr>, remote: SocketAddr, reason: &str) {
+fn refuse(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    dialed: Option<SocketAddr>,
+    remote: SocketAddr,
+    reason: &str,
+    code: u32,
+) {
     if reason.contains("duplicate connection") {
         // The other end kept its other connection to us (simultaneous dials): not a refusal.
         tracing::debug!(addr = %remote, "closed: {reason}");
@@ -338,7 +395,7 @@ fn refuse(shared: &Shared, conn: &quinn::Connection, dialed: Option<SocketAddr>,
     }
     let mut r = reason.as_bytes().to_vec();
     r.truncate(400);
-    conn.close(codes::REFUSED.into(), &r);
+    conn.close(code.into(), &r);
     if let Some(a) = dialed {
         shared.dial_failed(a);
     }

@@ -40,7 +40,7 @@ pub use limit::Limits;
 
 use bytes::Bytes;
 use limit::{BanList, Jitter, SeenSet};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -147,6 +147,9 @@ pub(crate) mod codes {
     pub const PROTOCOL: u32 = 2;
     pub const DUPLICATE: u32 = 3;
     pub const PENALIZED: u32 = 4;
+    /// Refused for another chain id or genesis hash: the refused side records the reason
+    /// (see [`crate::Transport::genesis_refusals`]).
+    pub const OTHER_GENESIS: u32 = 5;
 }
 
 pub(crate) struct Peer {
@@ -209,6 +212,9 @@ pub(crate) struct Shared {
     seed_ips: HashSet<IpAddr>,
     far_challenges: AtomicU64,
     far_answered: AtomicU64,
+    /// Why the latest peers were refused for running another chain or genesis (at most
+    /// [`MAX_GENESIS_REFUSALS`], newest last).
+    genesis_refusals: Mutex<VecDeque<String>>,
     state: Mutex<State>,
     next_conn_id: AtomicU64,
     stopping: AtomicBool,
@@ -248,6 +254,9 @@ fn transport_config() -> quinn::TransportConfig {
 /// the kernel's default (~200 KB) receive buffer, or the losses collapse QUIC's congestion
 /// window. The kernel caps the request at `net.core.rmem_max` / `wmem_max`.
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Reasons kept by [`Transport::genesis_refusals`].
+pub const MAX_GENESIS_REFUSALS: usize = 16;
 
 fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -366,6 +375,7 @@ impl Transport {
             tx_inbox_bytes: AtomicUsize::new(0),
             far_challenges: AtomicU64::new(0),
             far_answered: AtomicU64::new(0),
+            genesis_refusals: Mutex::new(VecDeque::new()),
             next_conn_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });
@@ -398,6 +408,13 @@ impl Transport {
 
     pub fn stats(&self) -> NetStats {
         self.shared.stats()
+    }
+
+    /// Why peers were refused for running another chain or genesis: at most
+    /// [`MAX_GENESIS_REFUSALS`] reasons, newest last (`join` refuses a foreign genesis on
+    /// these; `status` warns with the newest).
+    pub fn genesis_refusals(&self) -> Vec<String> {
+        self.shared.genesis_refusals()
     }
 
     /// Closes every connection (peers see a clean close) and the endpoint.
@@ -465,6 +482,20 @@ impl Shared {
         let mut v: Vec<PeerInfo> = self.lock().peers.values().map(|p| p.info.clone()).collect();
         v.sort_by_key(|p| p.id);
         v
+    }
+
+    fn genesis_refusals(&self) -> Vec<String> {
+        let r = self.genesis_refusals.lock().unwrap_or_else(|e| e.into_inner());
+        r.iter().cloned().collect()
+    }
+
+    /// A peer runs another chain or genesis: remembered for [`Transport::genesis_refusals`].
+    pub(crate) fn record_genesis_refusal(&self, why: &str) {
+        let mut r = self.genesis_refusals.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() >= MAX_GENESIS_REFUSALS {
+            r.pop_front();
+        }
+        r.push_back(why.to_string());
     }
 
     fn stats(&self) -> NetStats {
@@ -774,6 +805,13 @@ impl NetHandle {
 
     pub fn stats(&self) -> NetStats {
         self.shared.stats()
+    }
+
+    /// Why peers were refused for running another chain or genesis: at most
+    /// [`MAX_GENESIS_REFUSALS`] reasons, newest last (`join` refuses a foreign genesis on
+    /// these; `status` warns with the newest).
+    pub fn genesis_refusals(&self) -> Vec<String> {
+        self.shared.genesis_refusals()
     }
 
     /// The receivers of gossiped transactions and of large consensus messages (proposals and

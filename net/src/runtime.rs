@@ -84,6 +84,8 @@ pub trait NodeView {
     /// The application, for downcasting to its concrete type (e.g. `KvApp`).
     fn app(&self) -> &dyn Any;
     fn peers(&self) -> Vec<PeerInfo>;
+    /// Why peers were refused for another chain or genesis, newest last.
+    fn genesis_refusals(&self) -> Vec<String>;
 }
 
 struct View<'a, S, A>(&'a Node<SystemClock, NetHandle, S, A>);
@@ -100,6 +102,9 @@ impl<S: Storage, A: Application + 'static> NodeView for View<'_, S, A> {
     }
     fn peers(&self) -> Vec<PeerInfo> {
         self.0.net.peers()
+    }
+    fn genesis_refusals(&self) -> Vec<String> {
+        self.0.net.genesis_refusals()
     }
 }
 

@@ -418,10 +418,7 @@ fn init_tracing(level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(filter);
-    let _ = tracing_subscriber::registry()
-        .with(fmt)
-        .with(crate::logcapture::RefusalLayer)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(fmt).try_init();
 }
 
 fn tokio_runtime() -> CliResult<tokio::runtime::Runtime> {

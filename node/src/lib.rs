@@ -10,7 +10,6 @@ pub mod config;
 pub mod error;
 pub mod genesis;
 pub mod keys;
-pub mod logcapture;
 pub mod metrics;
 pub mod netwire;
 pub mod rpc;

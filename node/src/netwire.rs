@@ -44,7 +44,6 @@ pub async fn probe_seeds(cfg: &Config, genesis: &LoadedGenesis) -> CliResult<()>
     if cfg.seeds.is_empty() {
         return Ok(());
     }
-    let before = crate::logcapture::genesis_refusals().len();
     let key = crate::keys::generate()?;
     let listen = std::net::SocketAddr::new(cfg.listen.ip(), 0);
     let started = tendr_net::Transport::start(tendr_net::NetConfig {
@@ -66,9 +65,7 @@ pub async fn probe_seeds(cfg: &Config, genesis: &LoadedGenesis) -> CliResult<()>
         if !transport.peers().is_empty() {
             break Ok(());
         }
-        let refusals = crate::logcapture::genesis_refusals();
-        if refusals.len() > before {
-            let why = refusals.last().cloned().unwrap_or_default();
+        if let Some(why) = transport.genesis_refusals().pop() {
             break Err(CliError::input(format!(
                 "the network refused the given genesis (chain `{}`, hash {}): {why}. Get the network's \
                  genesis.json from the genesis node",

@@ -293,7 +293,7 @@ impl Shared {
         let me = self.clone();
         self.ask_blocking(move |v| {
             let mut w: Vec<String> = me.warnings.lock().expect("warnings").values().cloned().collect();
-            if let Some(r) = crate::logcapture::genesis_refusals().last() {
+            if let Some(r) = v.genesis_refusals().last() {
                 w.push(format!("a peer was refused for running another chain or genesis: {r}"));
             }
             build_status(v, &me.info, w)

@@ -34,6 +34,13 @@ async fn wrong_genesis_chain_identity_or_version_is_refused_with_the_reason() {
     assert!(e.contains("protocol version 7"), "{e}");
 
     assert!(node.net.peers().is_empty(), "no refused peer was registered");
+    // The node remembers the two refusals for another chain or genesis, and only those.
+    let refused = node.net.genesis_refusals();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0].contains("genesis hash") && refused[1].contains("runs chain"),
+        "{refused:?}"
+    );
     let honest = Rogue::new("honest", CHAIN, gh);
     let (_conn, res) = honest.connect(node.addr).await;
     res.unwrap();
@@ -51,7 +58,18 @@ async fn wrong_genesis_chain_identity_or_version_is_refused_with_the_reason() {
         advertise: None,
     };
     let (t, _rx) = Transport::start_with(cfg, test_limits()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The refused node learns why from the close code, not from a log line (`join` relies
+    // on it to refuse a foreign genesis).
+    wait_for("the other-genesis node to learn it was refused", 20, || {
+        !t.genesis_refusals().is_empty()
+    })
+    .await;
+    let why = t.genesis_refusals().pop().unwrap();
+    assert!(
+        why.contains("refused this node's genesis") && why.contains("genesis hash"),
+        "{why}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(t.peers().is_empty());
     assert!(node.net.peers().iter().all(|p| p.id != t.local_id()));
     t.shutdown().await;
