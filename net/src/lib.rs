@@ -147,8 +147,8 @@ pub(crate) mod codes {
     pub const PROTOCOL: u32 = 2;
     pub const DUPLICATE: u32 = 3;
     pub const PENALIZED: u32 = 4;
-    /// Refused for another chain id or genesis hash: the refused side records the reason
-    /// (see [`crate::Transport::genesis_refusals`]).
+    /// Refused for another chain id or genesis hash: both sides record the reason (see
+    /// [`crate::Transport::genesis_refusals`]), the refused one from this code.
     pub const OTHER_GENESIS: u32 = 5;
 }
 

@@ -19,25 +19,6 @@ impl Default for Trace {
     }
 }
 
-/// A delivery's hashed bytes, gathered on the stack (at most 82).
-struct Record {
-    buf: [u8; 96],
-    len: usize,
-}
-
-impl Default for Record {
-    fn default() -> Self {
-        Record { buf: [0; 96], len: 0 }
-    }
-}
-
-impl Record {
-    fn put(&mut self, b: &[u8]) {
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
-    }
-}
-
 fn vote_code(t: VoteType) -> u8 {
     match t {
         VoteType::Prevote => 1,
@@ -82,46 +63,41 @@ impl Trace {
     }
 
     pub fn deliver(&mut self, t: u64, sent: u64, from: usize, to: usize, p: &Payload) {
-        // One record per delivery, hashed in one update (the hash is over the same bytes as
-        // field-by-field updates; this path runs for every message).
-        let mut r = Record::default();
-        r.put(&[1u8]);
-        r.put(&t.to_be_bytes());
-        r.put(&(from as u32).to_be_bytes());
-        r.put(&(to as u32).to_be_bytes());
+        let h = &mut self.hasher;
+        h.update([1u8]);
+        h.update(t.to_be_bytes());
+        h.update((from as u32).to_be_bytes());
+        h.update((to as u32).to_be_bytes());
         let (kind, height, round, value) = match p {
             Payload::Bytes(b) => {
-                r.put(&[9u8]);
-                r.put(&(b.len() as u64).to_be_bytes());
+                h.update([9u8]);
+                h.update((b.len() as u64).to_be_bytes());
                 ("bytes", 0, 0, None)
             }
             Payload::Msg(m) => match m.as_ref() {
                 Message::Vote(v) => {
-                    r.put(&[vote_code(v.vote_type)]);
-                    r.put(&v.height.0.to_be_bytes());
-                    r.put(&v.round.0.to_be_bytes());
-                    r.put(&v.validator.0);
-                    r.put(&v.block_id.map(|b| b.0).unwrap_or([0; 32]));
+                    h.update([vote_code(v.vote_type)]);
+                    h.update(v.height.0.to_be_bytes());
+                    h.update(v.round.0.to_be_bytes());
+                    h.update(v.validator.0);
+                    h.update(v.block_id.map(|b| b.0).unwrap_or([0; 32]));
                     (v.vote_type_name(), v.height.0, v.round.0, v.block_id)
                 }
                 Message::Proposal(pr) => {
-                    r.put(&[3u8]);
-                    r.put(&pr.height.0.to_be_bytes());
-                    r.put(&pr.round.0.to_be_bytes());
-                    r.put(&pr.block.header.txs_hash.0);
-                    r.put(&pr.block.header.time.0.to_be_bytes());
+                    h.update([3u8]);
+                    h.update(pr.height.0.to_be_bytes());
+                    h.update(pr.round.0.to_be_bytes());
+                    h.update(pr.block.header.txs_hash.0);
+                    h.update(pr.block.header.time.0.to_be_bytes());
                     ("proposal", pr.height.0, pr.round.0, None)
                 }
                 m => {
-                    self.hasher.update(&r.buf[..r.len]);
-                    r.len = 0;
-                    self.hasher.update(m.kind().as_bytes());
-                    r.put(&m.height().map(|x| x.0).unwrap_or(0).to_be_bytes());
+                    h.update(m.kind().as_bytes());
+                    h.update(m.height().map(|x| x.0).unwrap_or(0).to_be_bytes());
                     (m.kind(), m.height().map(|x| x.0).unwrap_or(0), 0, None)
                 }
             },
         };
-        self.hasher.update(&r.buf[..r.len]);
         if self.writer.is_some() {
             self.line(serde_json::json!({"t": t, "sent": sent, "ev": "deliver", "from": from, "to": to, "kind": kind, "h": height, "r": round, "value": value.map(|b| b.to_hex())}));
         }
