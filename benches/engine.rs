@@ -3,7 +3,7 @@
 //! validators. Run: `cargo bench --bench engine`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tendr::core::app::KvApp;
+use tendr::kv::KvApp;
 use tendr::core::chain::ChainState;
 use tendr::core::crypto::vote_sign_bytes;
 use tendr::core::engine::Input;

@@ -10,7 +10,7 @@
 //! ```
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tendr_core::app::KvApp;
+use tendr_kv::KvApp;
 use tendr_core::chain::ChainState;
 use tendr_core::crypto::{vote_sign_bytes, CryptoError};
 use tendr_core::engine::Input;

@@ -11,11 +11,11 @@
 //! out, in order.
 #![forbid(unsafe_code)]
 
-pub mod app;
 pub mod chain;
 pub mod codec;
 pub mod crypto;
 pub mod engine;
+pub mod governance;
 pub mod limits;
 pub mod mempool;
 pub mod proposer;

@@ -212,7 +212,49 @@ pub struct ExecResult {
     pub validator_updates: Vec<ValidatorUpdate>,
 }
 
-/// The replicated application. Must be deterministic: same blocks, same results, same hash.
+/// The answer to [`Application::query`] (as ABCI's `Query`: a code, 0 for found, the value and
+/// a log for people).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueryResult {
+    /// 0: found; [`QueryResult::NOT_FOUND`]: no such key; [`QueryResult::UNSUPPORTED`]: the
+    /// application answers no such query. Other codes are the application's own.
+    pub code: u32,
+    pub value: Vec<u8>,
+    pub log: String,
+}
+
+impl QueryResult {
+    pub const NOT_FOUND: u32 = 1;
+    pub const UNSUPPORTED: u32 = 2;
+    pub fn found(value: Vec<u8>) -> Self {
+        QueryResult {
+            code: 0,
+            value,
+            log: String::new(),
+        }
+    }
+    pub fn not_found() -> Self {
+        QueryResult {
+            code: Self::NOT_FOUND,
+            value: Vec::new(),
+            log: "not found".into(),
+        }
+    }
+    pub fn unsupported(path: &str) -> Self {
+        QueryResult {
+            code: Self::UNSUPPORTED,
+            value: Vec::new(),
+            log: format!("this application answers no query `{path}`"),
+        }
+    }
+}
+
+/// The replicated application: the user's state machine, the same in the simulator and on a
+/// real node.
+///
+/// It must be deterministic: the same blocks give the same results and the same app hash on
+/// every node, whatever the machine, the clock or the thread timing. The simulator checks it
+/// (every honest node's app hash after every height) and reports the first divergence.
 pub trait Application {
     /// The application hash before any block (goes into genesis).
     fn initial_app_hash(&self) -> Hash;
@@ -234,6 +276,12 @@ pub trait Application {
     /// Replaces the state (of a fresh application) with a [`Application::snapshot`].
     fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
         Err("this application cannot restore snapshots".into())
+    }
+    /// Answers a read-only query about the state after the last executed block: `path` names
+    /// what is asked (the application's own vocabulary; "" is its default), `data` the
+    /// argument (e.g. a key). The real node serves it over its RPC.
+    fn query(&self, path: &str, _data: &[u8]) -> QueryResult {
+        QueryResult::unsupported(path)
     }
 }
 
@@ -291,6 +339,8 @@ pub enum NodeEvent {
         block: Block,
         commit: Commit,
         results: Vec<TxResult>,
+        /// The application's hash after executing the block.
+        app_hash: Hash,
     },
     Evidence(Evidence),
     Rejected {
@@ -635,6 +685,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                     block,
                     commit,
                     results: res.tx_results,
+                    app_hash: res.app_hash,
                 });
                 Some(input)
             }

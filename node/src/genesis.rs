@@ -6,7 +6,7 @@ use crate::error::{CliError, CliResult};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tendr_core::app::KvApp;
+use tendr_kv::KvApp;
 use tendr_core::chain::ChainState;
 use tendr_core::crypto::{sha256, PublicKey};
 use tendr_core::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_CHAIN_ID_BYTES, MAX_VALIDATORS};

@@ -17,7 +17,8 @@ use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tendr_core::app::{parse_tx, KvApp, KvTx, ValidatorApproval};
+use tendr_core::governance::{GovernanceTx, ValidatorApproval};
+use tendr_kv::{parse_tx, KvApp, KvTx};
 use tendr_core::crypto::{verify, PrivateKey, PublicKey};
 use tendr_core::engine::EngineConfig;
 use tendr_core::traits::{Application, CachingVerifier, Node, NodeEvent, Storage};
@@ -206,7 +207,7 @@ pub fn open_store(setup: &NodeSetup) -> CliResult<Store> {
 /// Checks a validator approval against the current set before it enters the mempool, so a
 /// forged or unauthorised request is refused at once with a clear reason.
 fn precheck_tx(v: &dyn NodeView, tx: &[u8]) -> Result<(), String> {
-    if let Ok(KvTx::Approve(a)) = parse_tx(tx) {
+    if let Ok(KvTx::Governance(GovernanceTx::Approve(a))) = parse_tx(tx) {
         let vs = v.engine().validators();
         let who = a.approver.address();
         let Some(idx) = vs.index_of(&who) else {
@@ -303,7 +304,9 @@ impl Shared {
 
 fn on_event(shared: &Shared, ev: &NodeEvent) {
     match ev {
-        NodeEvent::Decided { block, commit, results } => {
+        NodeEvent::Decided {
+            block, commit, results, ..
+        } => {
             if let Err(e) = shared.store.save_results(block, results) {
                 // The blocks themselves are stored; the history is rebuilt on the next start.
                 error!(height = block.height().0, "cannot record the transaction history: {e}");

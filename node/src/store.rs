@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn decided_blocks_and_history_survive_reopen() {
-        use tendr_core::app::KvApp;
+        use tendr_kv::KvApp;
         use tendr_core::chain::ChainState;
         use tendr_core::traits::Application;
         use tendr_core::ValidatorSet;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use tendr_core::app::KvApp;
+use tendr_kv::KvApp;
 use tendr_core::chain::verify_commit;
 use tendr_core::engine::WalEntry;
 use tendr_core::traits::{Application, SignatureVerifier};

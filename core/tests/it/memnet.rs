@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use tendr_core::app::KvApp;
+use tendr_kv::KvApp;
 use tendr_core::chain::ChainState;
 use tendr_core::engine::Timeout;
 use tendr_core::traits::*;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tendr_core::app::KvApp;
+use tendr_kv::KvApp;
 use tendr_core::chain::ChainState;
 use tendr_core::crypto::sha256;
 use tendr_core::traits::*;

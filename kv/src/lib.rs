@@ -1,0 +1,240 @@
+//! `tendr-kv`: the built-in application, a key-value store with validator-set changes
+//! authorised by the validators ([`tendr_core::governance`]).
+//!
+//! It is an ordinary user of the framework: the `tendr` binary runs it through the same
+//! public API (`tendr_node::cli::main_with`) any other application uses, and the simulator
+//! runs it as its default application with [`KvWorkload`]-style load.
+//!
+//! Transactions are bytes:
+//! - `key=value` (UTF-8) sets `key` to `value`;
+//! - `val:<hex>` and `valreq:<hex>`: the framework's governance transactions.
+//!
+//! Queries: path `""` or `"key"` with the key as data answers its value.
+//!
+//! The app hash chains every block's transactions and results, so two nodes agree on it exactly
+//! when they executed the same blocks with the same results.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tendr_core::codec::encode;
+use tendr_core::crypto::sha256;
+use tendr_core::governance::{self, Approvals, GovernanceTx};
+use tendr_core::mempool::Mempool;
+use tendr_core::traits::{Application, ExecResult, QueryResult, TxResult};
+use tendr_core::types::{Block, Hash};
+use tendr_core::validator::ValidatorSet;
+
+const MAX_KEY_BYTES: usize = 256;
+
+/// A parsed transaction of the key-value application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvTx {
+    Set { key: String, value: String },
+    Governance(GovernanceTx),
+}
+
+/// Parses a transaction; the error says what a valid one looks like.
+pub fn parse_tx(tx: &[u8]) -> Result<KvTx, String> {
+    if let Some(g) = governance::parse(tx) {
+        return g.map(KvTx::Governance).map_err(|e| e.to_string());
+    }
+    let s = std::str::from_utf8(tx).map_err(|_| "transaction is not UTF-8; expected `key=value`".to_string())?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or("transaction has no `=`; expected `key=value`")?;
+    if k.is_empty() || k.len() > MAX_KEY_BYTES {
+        return Err(format!("key must be 1-{MAX_KEY_BYTES} bytes"));
+    }
+    Ok(KvTx::Set {
+        key: k.to_string(),
+        value: v.to_string(),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct KvApp {
+    chain_id: String,
+    state: BTreeMap<String, String>,
+    app_hash: Hash,
+    approvals: Approvals,
+    height: u64,
+}
+
+impl KvApp {
+    pub fn new(chain_id: &str) -> Self {
+        KvApp {
+            chain_id: chain_id.to_string(),
+            state: BTreeMap::new(),
+            app_hash: sha256(chain_id.as_bytes()),
+            approvals: Approvals::default(),
+            height: 0,
+        }
+    }
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.state.get(key).map(|s| s.as_str())
+    }
+    pub fn len(&self) -> usize {
+        self.state.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.state.is_empty()
+    }
+    pub fn app_hash(&self) -> Hash {
+        self.app_hash
+    }
+    pub fn last_height(&self) -> u64 {
+        self.height
+    }
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
+    }
+}
+
+impl Application for KvApp {
+    fn initial_app_hash(&self) -> Hash {
+        sha256(self.chain_id.as_bytes())
+    }
+
+    fn check_tx(&self, tx: &[u8]) -> Result<(), String> {
+        parse_tx(tx).map(|_| ())
+    }
+
+    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Vec<Vec<u8>> {
+        mempool.take(max_txs, max_bytes)
+    }
+
+    fn validate_block(&self, block: &Block) -> bool {
+        block.txs.iter().all(|t| parse_tx(t).is_ok())
+    }
+
+    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> ExecResult {
+        let mut results = Vec::with_capacity(block.txs.len());
+        let mut updates = Vec::new();
+        let mut acc = Vec::with_capacity(40 + block.txs.len() * 36);
+        acc.extend_from_slice(&self.app_hash.0);
+        acc.extend_from_slice(&block.header.height.0.to_be_bytes());
+        for tx in &block.txs {
+            let r = match self.approvals.execute(&self.chain_id, tx, validators, &mut updates) {
+                Some(r) => r,
+                None => match parse_tx(tx) {
+                    Ok(KvTx::Set { key, value }) => {
+                        self.state.insert(key, value);
+                        TxResult {
+                            code: 0,
+                            log: String::new(),
+                        }
+                    }
+                    Ok(KvTx::Governance(_)) => unreachable!("governance transactions are executed above"),
+                    Err(e) => TxResult { code: 1, log: e },
+                },
+            };
+            acc.extend_from_slice(&sha256(tx).0);
+            acc.extend_from_slice(&r.code.to_be_bytes());
+            results.push(r);
+        }
+        self.app_hash = sha256(&acc);
+        self.height = block.header.height.0;
+        ExecResult {
+            app_hash: self.app_hash,
+            tx_results: results,
+            validator_updates: updates,
+        }
+    }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        Some(encode(&KvSnapshot {
+            chain_id: self.chain_id.clone(),
+            state: self.state.clone(),
+            app_hash: self.app_hash,
+            approvals: self.approvals.clone(),
+            height: self.height,
+        }))
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let s: KvSnapshot = postcard::from_bytes(bytes).map_err(|e| format!("not a key-value snapshot: {e}"))?;
+        if s.chain_id != self.chain_id {
+            return Err(format!(
+                "snapshot of chain `{}`, this node runs `{}`",
+                s.chain_id, self.chain_id
+            ));
+        }
+        self.state = s.state;
+        self.app_hash = s.app_hash;
+        self.approvals = s.approvals;
+        self.height = s.height;
+        Ok(())
+    }
+
+    fn query(&self, path: &str, data: &[u8]) -> QueryResult {
+        if let Some(r) = self.approvals.query(path, data) {
+            return r;
+        }
+        if !matches!(path, "" | "key" | "/key" | "/store") {
+            return QueryResult::unsupported(path);
+        }
+        let key = String::from_utf8_lossy(data);
+        match self.state.get(key.as_ref()) {
+            Some(v) => QueryResult::found(v.clone().into_bytes()),
+            None => QueryResult::not_found(),
+        }
+    }
+}
+
+/// The key-value application's state as [`Application::snapshot`] writes it.
+#[derive(Serialize, Deserialize)]
+struct KvSnapshot {
+    chain_id: String,
+    state: BTreeMap<String, String>,
+    app_hash: Hash,
+    approvals: Approvals,
+    height: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tendr_core::crypto::PrivateKey;
+    use tendr_core::governance::ValidatorApproval;
+    use tendr_core::types::{Header, Height, TimeMs, VotingPower};
+
+    fn block(txs: Vec<Vec<u8>>) -> Block {
+        let header = Header {
+            chain_id: "c".into(),
+            height: Height(1),
+            time: TimeMs(0),
+            prev_block_id: None,
+            proposer: PrivateKey::from_seed(b"p").address(),
+            txs_hash: Hash::default(),
+            app_hash: Hash::default(),
+            validators_hash: Hash::default(),
+            last_commit_hash: Hash::default(),
+        };
+        Block::new(header, txs, None)
+    }
+
+    #[test]
+    fn approvals_need_more_than_two_thirds_and_queries_answer() {
+        let keys: Vec<PrivateKey> = (0..3).map(|i| PrivateKey::from_seed(&[i])).collect();
+        let vs = ValidatorSet::new(keys.iter().map(|k| (k.public_key(), VotingPower(1))).collect()).unwrap();
+        let target = PrivateKey::from_seed(b"new").public_key();
+        let mut app = KvApp::new("c");
+        let a0 = ValidatorApproval::new("c", target, 5, &keys[0]).to_tx();
+        let a1 = ValidatorApproval::new("c", target, 5, &keys[1]).to_tx();
+        let forged = ValidatorApproval::new("other", target, 5, &keys[2]).to_tx();
+        let r = app.execute_block(&block(vec![a0, forged, b"x=1".to_vec(), governance::request_tx(&target)]), &vs);
+        assert_eq!(r.tx_results.iter().map(|r| r.code).collect::<Vec<_>>(), vec![0, 3, 0, 0]);
+        assert!(r.validator_updates.is_empty(), "one approval of three is not enough");
+        let r = app.execute_block(&block(vec![a1]), &vs);
+        assert_eq!(r.validator_updates.len(), 1, "two of three is more than 2/3");
+        assert_eq!(app.query("", b"x").value, b"1");
+        assert_eq!(app.query("", b"y").code, QueryResult::NOT_FOUND);
+        let addr = target.address().to_string();
+        assert_eq!(
+            app.query(governance::REQUEST_QUERY_PATH, addr.as_bytes()).value,
+            hex::encode(target.0).into_bytes()
+        );
+        assert_eq!(app.query("nope", b"").code, QueryResult::UNSUPPORTED);
+    }
+}
