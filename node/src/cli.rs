@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tendr_core::governance::ValidatorApproval;
 use tendr_core::crypto::PublicKey;
+use tendr_core::governance::ValidatorApproval;
 use tendr_core::types::Address;
 use tendr_core::TimeoutConfig;
 
