@@ -29,6 +29,16 @@ pub enum SimCommand {
     Bench(BenchArgs),
     /// Draw pictures from a JSON-lines trace written by `tendr sim replay --trace`.
     Plot(PlotArgs),
+    /// Merge the `--out` results of explore runs (shards of a seed range run anywhere) into
+    /// one report: counts, gaps in the seed range, every failing seed with its replay.
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Result files written by `tendr sim explore --out` (JSON lines).
+    #[arg(required = true)]
+    pub files: Vec<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -183,6 +193,11 @@ pub struct ExploreArgs {
     /// Do not shrink the first failing seed.
     #[arg(long)]
     pub no_shrink: bool,
+    /// Write one JSON line per seed here (seed, verdict, broken invariants, trace hash, replay
+    /// command): shard a long sweep by `--start-seed`/`--seeds` across machines, then
+    /// `tendr sim merge` the files.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -402,6 +417,7 @@ pub fn run(args: SimArgs, wall_ms: &dyn Fn() -> u64) -> i32 {
         SimCommand::Check(a) => cmd_check(&a, wall_ms),
         SimCommand::Bench(a) => cmd_bench(&a, wall_ms),
         SimCommand::Plot(a) => cmd_plot(&a),
+        SimCommand::Merge(a) => cmd_merge(&a),
     };
     match result {
         Ok(code) => code,
@@ -534,46 +550,24 @@ fn cmd_explore(a: &ExploreArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String
         verify: a.verify,
     };
     opts.config(opts.start_seed).validate()?;
-    let bar = indicatif::ProgressBar::new(a.seeds);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}").map_err(|e| e.to_string())?,
-    );
+    let progress = crate::explore::Progress::new(true, a.seeds);
     let t0 = wall_ms();
-    let reports = explore(&opts, &|_, failing| {
-        bar.inc(1);
-        bar.set_message(format!("{failing} failing"));
-    });
-    bar.finish();
+    let reports = explore(&opts, &|done, failing| progress.tick(done, failing));
+    progress.finish();
     let wall = wall_ms() - t0;
-    let failing: Vec<&Report> = reports.iter().filter(|r| !r.ok()).collect();
-    println!("\n{:<24} {:>8} {:>12}", "invariant", "broken", "first seed");
-    for inv in Invariant::ALL {
-        let seeds: Vec<u64> = failing
-            .iter()
-            .filter(|r| r.broken().contains(&inv))
-            .map(|r| r.seed)
-            .collect();
-        let first = seeds.first().map(|s| s.to_string()).unwrap_or("-".into());
-        println!("{:<24} {:>8} {:>12}", inv.name(), seeds.len(), first);
+    let results: Vec<SeedResult> = reports.iter().map(|r| SeedResult::of(r, &opts)).collect();
+    if let Some(path) = &a.out {
+        let mut text = String::new();
+        for r in &results {
+            text += &serde_json::to_string(r).map_err(|e| e.to_string())?;
+            text.push('\n');
+        }
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let heights: u64 = reports.iter().map(|r| r.heights).sum();
-    println!(
-        "\n{} seeds, {} passed, {} failed; {} heights decided; {} ms wall",
-        reports.len(),
-        reports.len() - failing.len(),
-        failing.len(),
-        heights,
-        wall
-    );
-    for r in &failing {
-        let names: Vec<&str> = r.broken().iter().map(|i| i.name()).collect();
-        println!(
-            "FAIL seed {} ({}): {}",
-            r.seed,
-            names.join(", "),
-            opts.replay_command(r.seed)
-        );
-    }
+    print_summary(&results);
+    println!("{heights} heights decided; {wall} ms wall");
+    let failing: Vec<&Report> = reports.iter().filter(|r| !r.ok()).collect();
     if let (Some(first), false) = (failing.first(), a.no_shrink) {
         let inv = *first.broken().iter().next().expect("a failing report has a violation");
         let (small, _) = shrink(&opts.config(first.seed), inv, 40);
@@ -595,6 +589,96 @@ fn cmd_explore(a: &ExploreArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String
         );
     }
     Ok(if failing.is_empty() { 0 } else { 1 })
+}
+
+/// One seed's outcome as `tendr sim explore --out` writes it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub ok: bool,
+    pub broken: Vec<String>,
+    pub heights: u64,
+    /// Liveness was asserted (more than 2/3 honest and running after the last fault).
+    pub liveness_checked: bool,
+    pub trace_hash: String,
+    pub replay: String,
+}
+
+impl SeedResult {
+    fn of(r: &Report, opts: &ExploreOpts) -> SeedResult {
+        SeedResult {
+            seed: r.seed,
+            ok: r.ok(),
+            broken: r.broken().iter().map(|i| i.name().to_string()).collect(),
+            heights: r.heights,
+            liveness_checked: r.liveness_checked,
+            trace_hash: r.trace_hash.clone(),
+            replay: opts.replay_command(r.seed),
+        }
+    }
+}
+
+/// The table of broken invariants, the counts and every failing seed with its replay.
+fn print_summary(results: &[SeedResult]) {
+    println!("\n{:<24} {:>8} {:>12}", "invariant", "broken", "first seed");
+    for inv in Invariant::ALL {
+        let seeds: Vec<u64> = results
+            .iter()
+            .filter(|r| r.broken.iter().any(|b| b == inv.name()))
+            .map(|r| r.seed)
+            .collect();
+        let first = seeds.first().map(|s| s.to_string()).unwrap_or("-".into());
+        println!("{:<24} {:>8} {:>12}", inv.name(), seeds.len(), first);
+    }
+    let failed = results.iter().filter(|r| !r.ok).count();
+    let safety_only = results.iter().filter(|r| !r.liveness_checked).count();
+    println!(
+        "\n{} seeds, {} passed, {} failed; {safety_only} safety-only (more than 1/3 of the power faulty at the end: \
+         liveness not asserted)",
+        results.len(),
+        results.len() - failed,
+        failed
+    );
+    for r in results.iter().filter(|r| !r.ok) {
+        println!("FAIL seed {} ({}): {}", r.seed, r.broken.join(", "), r.replay);
+    }
+}
+
+fn cmd_merge(a: &MergeArgs) -> Result<i32, String> {
+    let mut all = std::collections::BTreeMap::new();
+    for path in &a.files {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let r: SeedResult = serde_json::from_str(line).map_err(|e| {
+                format!(
+                    "{} line {}: not a result line of `tendr sim explore --out` ({e})",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+            all.insert(r.seed, r);
+        }
+    }
+    let results: Vec<SeedResult> = all.into_values().collect();
+    print_summary(&results);
+    let gaps: Vec<String> = results
+        .windows(2)
+        .filter(|w| w[1].seed > w[0].seed + 1)
+        .map(|w| format!("{}-{}", w[0].seed + 1, w[1].seed - 1))
+        .collect();
+    if let (Some(lo), Some(hi)) = (results.first(), results.last()) {
+        println!(
+            "seeds {}-{}; missing: {}",
+            lo.seed,
+            hi.seed,
+            if gaps.is_empty() {
+                "none".into()
+            } else {
+                gaps.join(", ")
+            }
+        );
+    }
+    Ok(if results.iter().all(|r| r.ok) { 0 } else { 1 })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -54,3 +54,45 @@ fn sweep_7_validators() {
 fn sweep_10_validators() {
     sweep(10, 15, 3000);
 }
+
+/// Seed 116048 of a 20,000-seed trusted sweep: 7 validators, a twin and a silent one, a crash
+/// and restart. The restarted validator had proposed (with a POL round) and prevoted before it
+/// crashed; it came back in step propose and never precommitted, so the five honest validators
+/// (exactly 2f+1) stalled. The engine now resumes the step its logged votes show.
+#[test]
+fn seed_116048_a_validator_restarted_after_prevoting_precommits_again() {
+    let mut c = tendr_sim::SimConfig::from_seed(116048, None);
+    c.set_verify(VerifyMode::Trusted);
+    let r = tendr_sim::run(c).unwrap();
+    assert!(r.ok(), "{:?}", r.violations);
+    assert!(r.liveness_checked);
+    assert!(r.heights >= 8);
+}
+
+/// Liveness is demanded only when more than 2/3 of the power is honest and running after the
+/// last fault; beyond that the run is safety-only.
+#[test]
+fn liveness_is_asserted_only_with_more_than_two_thirds_running() {
+    use tendr_sim::config::{Byzantine, Fault, FaultKind};
+    let mut c = tendr_sim::SimConfig::new(4);
+    c.heights = 5;
+    c.max_time_ms = 120_000;
+    c.byzantine = vec![Byzantine {
+        node: 3,
+        behaviour: tendr_sim::Behaviour::Silent,
+    }];
+    c.faults = vec![Fault {
+        at_ms: 2_000,
+        kind: FaultKind::DiskFail { node: 0 },
+    }];
+    let r = tendr_sim::run(c.clone()).unwrap();
+    assert!(!r.liveness_checked, "2 of 4 faulty: no liveness promised");
+    assert!(r.ok(), "{:?}", r.violations);
+    c.faults.push(Fault {
+        at_ms: 5_000,
+        kind: FaultKind::Restart { node: 0 },
+    });
+    let r = tendr_sim::run(c).unwrap();
+    assert!(r.liveness_checked, "the disk was replaced: 3 of 4 honest and running");
+    assert!(r.ok(), "{:?}", r.violations);
+}
