@@ -275,4 +275,41 @@ mod tests {
         g.app_hash = "00".into();
         assert!(g.check(p, &KvApp::new).unwrap_err().message.contains("app_hash"));
     }
+
+    /// An application other than the one the genesis was made for.
+    struct Other;
+    impl tendr_core::traits::Application for Other {
+        fn initial_app_hash(&self) -> Hash {
+            Hash([7; 32])
+        }
+        fn check_tx(&self, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn validate_block(&self, _: &tendr_core::types::Block) -> bool {
+            true
+        }
+        fn execute_block(&mut self, _: &tendr_core::types::Block, _: &ValidatorSet) -> tendr_core::traits::ExecResult {
+            unimplemented!("never executed by these tests")
+        }
+    }
+
+    #[test]
+    fn the_app_hash_comes_from_the_factory() {
+        let p = Path::new("genesis.json");
+        let e = sample().check(p, &|_: &str| Other).unwrap_err().message;
+        assert!(
+            e.contains("field `app_hash`") && e.contains("another application"),
+            "{e}"
+        );
+        let k = PrivateKey::from_seed(b"g");
+        let g = Genesis::new(
+            "c",
+            1,
+            &[("n".into(), k.public_key(), 10)],
+            TimeoutConfig::default(),
+            Hash([7; 32]),
+        );
+        let l = g.check(p, &|_: &str| Other).unwrap();
+        assert_eq!(l.chain_state().app_hash, Hash([7; 32]));
+    }
 }
