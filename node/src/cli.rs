@@ -654,7 +654,7 @@ fn query(path: &str, key: &str, hex: bool, t: &Target, json: bool) -> CliResult<
     match (v.code, &v.value) {
         (0, Some(val)) => println!("{val}"),
         (0, None) => println!("0x{}", v.value_hex),
-        (QueryResult::NOT_FOUND, _) if path.is_empty() => {
+        (QueryResult::NOT_FOUND, _) if path.is_empty() && v.log == QueryResult::not_found().log => {
             return Err(CliError::input(format!(
                 "key `{key}` is not set (state at height {})",
                 v.height

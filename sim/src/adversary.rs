@@ -1,10 +1,16 @@
 //! Byzantine behaviours as small wrappers around an honest node: they rewrite, multiply or
-//! drop what the honest engine sends. All Byzantine nodes of a run share one adversary, so
-//! they can coordinate (for example, split votes between the same two blocks).
+//! drop what the honest engine sends.
+//!
+//! [`Adversary`] is the door: the ten built-in behaviours ([`Builtin`]) are implementations of
+//! it, and a user adds one of their own without touching tendr
+//! (`Simulation::adversary(node, my_adversary)`). The built-ins of a run share one state
+//! ([`SharedAdversary`]), so they can coordinate (for example, split votes between the same
+//! two blocks).
 
 use crate::config::Behaviour;
 use crate::rng::Rng;
 use crate::world::Payload;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use tendr_core::codec::encode_message;
@@ -14,7 +20,58 @@ use tendr_core::*;
 
 const HISTORY: usize = 256;
 
-pub struct Adversary {
+/// What an adversary may use when it rewrites a message.
+pub struct AdversaryCtx<'a> {
+    /// The Byzantine validator's number.
+    pub node: u32,
+    /// Its signing key: it can sign whatever it likes.
+    pub key: &'a PrivateKey,
+    pub chain_id: &'a str,
+    /// Which half of the network each destination is in (0 or 1), for split attacks.
+    pub halves: &'a [u8],
+    /// This adversary's own seeded stream (deterministic per run and node).
+    pub rng: &'a mut Rng,
+}
+
+/// What goes out instead of one message: each payload with its destinations.
+pub type Sends = Vec<(Payload, Vec<usize>)>;
+
+/// A Byzantine behaviour: sees every message its node's honest engine sends (with the
+/// destinations it was meant for) and decides what actually goes out, signing with the node's
+/// key as it likes. The node's engine stays honest underneath (it persists, counts votes and
+/// follows the chain), so an adversary is a small wrapper, not a second implementation.
+pub trait Adversary {
+    /// Its name, shown in reports.
+    fn name(&self) -> String;
+    /// A proposal its node received (to coordinate attacks on real blocks).
+    fn saw_proposal(&mut self, _proposal: &Proposal) {}
+    /// Rewrites `msg`, which the honest engine sends to `dests`.
+    fn transform(&mut self, ctx: &mut AdversaryCtx<'_>, msg: Message, dests: Vec<usize>) -> Sends;
+}
+
+/// One of the built-in behaviours, sharing the run's [`SharedAdversary`].
+pub struct Builtin {
+    pub behaviour: Behaviour,
+    pub shared: Rc<RefCell<SharedAdversary>>,
+}
+
+impl Adversary for Builtin {
+    fn name(&self) -> String {
+        self.behaviour.name()
+    }
+    fn saw_proposal(&mut self, p: &Proposal) {
+        self.shared.borrow_mut().saw_proposal(p);
+    }
+    fn transform(&mut self, ctx: &mut AdversaryCtx<'_>, msg: Message, dests: Vec<usize>) -> Sends {
+        self.shared
+            .borrow_mut()
+            .transform(self.behaviour, ctx.key, msg, dests, ctx.halves, ctx.chain_id)
+    }
+}
+
+/// The state the built-in behaviours of a run share: one seeded stream, the proposals seen,
+/// the messages to replay.
+pub struct SharedAdversary {
     rng: Rng,
     /// Proposal ids seen per (height, round), to split votes between real blocks.
     proposals: BTreeMap<(u64, u32), Vec<BlockId>>,
@@ -22,11 +79,9 @@ pub struct Adversary {
     oversized: Option<Rc<Vec<u8>>>,
 }
 
-type Sends = Vec<(Payload, Vec<usize>)>;
-
-impl Adversary {
+impl SharedAdversary {
     pub fn new(rng: Rng) -> Self {
-        Adversary {
+        SharedAdversary {
             rng,
             proposals: BTreeMap::new(),
             history: VecDeque::new(),
@@ -63,7 +118,7 @@ impl Adversary {
         }
         match b {
             Behaviour::Silent => vec![],
-            Behaviour::Twin | Behaviour::Amnesia => vec![(Payload::msg(msg), dests)],
+            Behaviour::Twin | Behaviour::Amnesia | Behaviour::Custom => vec![(Payload::msg(msg), dests)],
             Behaviour::AlwaysNil => match msg {
                 Message::Vote(v) => vec![(Payload::msg(Message::Vote(resign(key, chain, &v, None))), dests)],
                 m => vec![(Payload::msg(m), dests)],

@@ -4,10 +4,9 @@
 use serde::Serialize;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use tendr_kv::KvApp;
 use tendr_core::chain::verify_commit;
 use tendr_core::engine::WalEntry;
-use tendr_core::traits::{Application, SignatureVerifier};
+use tendr_core::traits::SignatureVerifier;
 use tendr_core::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -27,10 +26,15 @@ pub enum Invariant {
     Accountability,
     /// After the last fault, every honest running node decides within the bound.
     Liveness,
+    /// Every honest node's application has the same hash after executing the same height
+    /// (the application is deterministic).
+    AppHashAgreement,
+    /// An invariant of the application's own (`AppInvariant`).
+    Application,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 7] = [
+    pub const ALL: [Invariant; 9] = [
         Invariant::Agreement,
         Invariant::Validity,
         Invariant::CommitIntegrity,
@@ -38,6 +42,8 @@ impl Invariant {
         Invariant::PersistBeforeSend,
         Invariant::Accountability,
         Invariant::Liveness,
+        Invariant::AppHashAgreement,
+        Invariant::Application,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -48,6 +54,8 @@ impl Invariant {
             Invariant::PersistBeforeSend => "persist-before-send",
             Invariant::Accountability => "accountability",
             Invariant::Liveness => "liveness",
+            Invariant::AppHashAgreement => "app-hash-agreement",
+            Invariant::Application => "application",
         }
     }
 }
@@ -74,7 +82,10 @@ struct Decided {
 
 pub struct Checker {
     chain_id: String,
-    app: KvApp,
+    /// The application's own `valid(v)`, on a fresh application.
+    validate: Box<dyn Fn(&Block) -> bool>,
+    /// The first honest app hash after each height, and the node that had it.
+    app_hashes: BTreeMap<u64, (usize, Hash)>,
     /// Power of each address at genesis, and whether it is honest.
     power: BTreeMap<Address, u64>,
     honest: BTreeMap<Address, bool>,
@@ -117,10 +128,12 @@ impl Checker {
         members: &[(PublicKey, u64, bool)],
         slots: usize,
         verifier: Box<dyn SignatureVerifier>,
+        validate: Box<dyn Fn(&Block) -> bool>,
     ) -> Self {
         Checker {
             chain_id: chain_id.to_string(),
-            app: KvApp::new(chain_id),
+            validate,
+            app_hashes: BTreeMap::new(),
             power: members.iter().map(|(k, p, _)| (k.address(), *p)).collect(),
             honest: members.iter().map(|(k, _, h)| (k.address(), *h)).collect(),
             keys: members.iter().map(|(k, _, _)| (k.address(), *k)).collect(),
@@ -307,7 +320,7 @@ impl Checker {
                 format!("node {slot} decided {id} at height {h}, which nobody proposed"),
             );
         }
-        if !self.app.validate_block(&block) {
+        if !(self.validate)(&block) {
             self.violate(
                 Invariant::Validity,
                 now,
@@ -320,6 +333,31 @@ impl Checker {
             block,
             verified: verified.then(|| commit.clone()),
         });
+    }
+
+    /// An honest node's application hash after executing height `h`: every honest node must
+    /// have the same, or the application is not deterministic.
+    pub fn on_app_hash(&mut self, slot: usize, h: u64, hash: Hash, now: u64) {
+        if h < self.prune_below {
+            return;
+        }
+        let (first, expected) = *self.app_hashes.entry(h).or_insert((slot, hash));
+        if expected != hash
+            && !self
+                .violations
+                .iter()
+                .any(|v| v.invariant == Invariant::AppHashAgreement)
+        {
+            self.violate(
+                Invariant::AppHashAgreement,
+                now,
+                format!(
+                    "the application diverged at height {h}: node {first} has app hash {expected}, node {slot} has \
+                     {hash} after executing the same block (non-deterministic execution: hash-map order, clock, \
+                     threads, randomness?)"
+                ),
+            );
+        }
     }
 
     /// Commit integrity of one decision. True when the commit was verified and holds.
@@ -399,6 +437,7 @@ impl Checker {
             self.prune_below = below;
             self.votes.retain(|k, _| k.0 >= below);
             self.decided = self.decided.split_off(&below);
+            self.app_hashes = self.app_hashes.split_off(&below);
             self.proposed = self.proposed.split_off(&below);
             for p in &mut self.persisted {
                 *p = p.split_off(&(below, 0, 0));

@@ -113,6 +113,8 @@ pub enum Behaviour {
     Replay,
     /// Two honest engines share this key, each seeing half of the network.
     Twin,
+    /// A user's own adversary, given in code (`Simulation::adversary`); never drawn by a seed.
+    Custom,
 }
 
 impl Behaviour {
@@ -446,6 +448,31 @@ impl SimConfig {
     /// Whether the run stays within the protocol's assumption (Byzantine power below 1/3).
     pub fn within_assumption(&self) -> bool {
         3 * self.byzantine_power() < self.total_power()
+    }
+
+    /// Whether Tendermint promises liveness for this run: more than 2/3 of the power honest and
+    /// running after the last fault. Byzantine validators are faulty, and so is a node that
+    /// crashed or whose disk failed without a later restart.
+    pub fn liveness_expected(&self) -> bool {
+        let mut faults: Vec<&Fault> = self.faults.iter().collect();
+        faults.sort_by_key(|f| f.at_ms);
+        let mut down = std::collections::BTreeSet::new();
+        for f in faults {
+            match f.kind {
+                FaultKind::Crash { node } | FaultKind::DiskFail { node } => {
+                    down.insert(node);
+                }
+                FaultKind::Restart { node } => {
+                    down.remove(&node);
+                }
+                _ => {}
+            }
+        }
+        let faulty: u64 = (0..self.validators)
+            .filter(|i| down.contains(i) || self.behaviour(*i).is_some())
+            .map(|i| self.power(i))
+            .sum();
+        3 * faulty < self.total_power()
     }
 
     pub fn behaviour(&self, node: u32) -> Option<Behaviour> {

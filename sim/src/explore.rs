@@ -7,6 +7,52 @@ use crate::world::{run, Report};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// Progress of a long sweep on stderr: seeds done, rate, failures so far and the time left. A
+/// bar on a terminal; elsewhere (a batch job's log) one line per ~2% of the seeds.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    every: u64,
+}
+
+impl Progress {
+    pub fn new(on: bool, total: u64) -> Progress {
+        let bar = on.then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} seeds  {per_sec}  eta {eta}  {msg}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Progress {
+            bar,
+            every: (total / 50).max(1),
+        }
+    }
+
+    /// `done` seeds finished, `failing` of them failed.
+    pub fn tick(&self, done: u64, failing: u64) {
+        let Some(bar) = &self.bar else { return };
+        bar.set_position(done);
+        bar.set_message(format!("{failing} failing"));
+        if bar.is_hidden() && (done.is_multiple_of(self.every) || Some(done) == bar.length()) {
+            eprintln!(
+                "{done}/{} seeds, {:.1} seeds/s, {failing} failing, eta {} s",
+                bar.length().unwrap_or(0),
+                bar.per_sec(),
+                bar.eta().as_secs()
+            );
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ExploreOpts {
     pub seeds: u64,

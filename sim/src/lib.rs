@@ -18,9 +18,15 @@ pub mod picture;
 pub mod queue;
 pub mod rng;
 pub mod scenario;
+pub mod simulation;
 pub mod trace;
+pub mod workload;
 pub mod world;
 
+pub use adversary::{Adversary, AdversaryCtx, Sends};
 pub use checker::{Invariant, Violation};
 pub use config::{Behaviour, SimConfig};
-pub use world::{run, Report};
+pub use rng::Rng;
+pub use simulation::{Failure, Simulation, Sweep, SweepResult};
+pub use workload::{KvWorkload, Workload, WorkloadCtx};
+pub use world::{run, AppInvariant, Payload, Report};

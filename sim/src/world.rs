@@ -5,22 +5,22 @@
 //! is decided by `config.seed`: one ChaCha stream per component (network, adversary,
 //! workload), events ordered by (time, sequence), no hash-map iteration, no wall clock.
 
-use crate::adversary::Adversary;
+use crate::adversary::{Adversary, AdversaryCtx, Builtin, SharedAdversary};
 use crate::checker::{Checker, Invariant, Violation};
 use crate::config::{Behaviour, FaultKind, SimConfig, VerifyMode};
 use crate::queue::EventQueue;
 use crate::rng::Rng;
 use crate::trace::Trace;
+use crate::workload::{Workload, WorkloadCtx};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use tendr_core::governance::ValidatorApproval;
-use tendr_kv::KvApp;
 use tendr_core::chain::ChainState;
 use tendr_core::crypto::CryptoError;
 use tendr_core::engine::{Timeout, WalEntry};
+use tendr_core::governance::ValidatorApproval;
 use tendr_core::traits::*;
 use tendr_core::*;
 
@@ -290,11 +290,12 @@ impl Signer for NullSigner {
     }
 }
 
-pub type SimNode = Node<SimClock, SimNet, SimStore, KvApp>;
+/// A simulated node running application `A`.
+pub type SimNode<A> = Node<SimClock, SimNet, SimStore, A>;
 
-pub(crate) struct Slot {
+pub(crate) struct Slot<A> {
     pub key: usize,
-    pub node: Option<SimNode>,
+    pub node: Option<SimNode<A>>,
     pub store: SimStore,
     pub out: Rc<RefCell<Outbox>>,
     pub local: Rc<Cell<LocalTime>>,
@@ -359,6 +360,9 @@ pub struct Report {
     pub validators: u32,
     pub byzantine: Vec<(u32, String)>,
     pub within_assumption: bool,
+    /// Whether liveness was asserted: more than 2/3 of the power honest and running after
+    /// the last fault (otherwise Tendermint promises safety only).
+    pub liveness_checked: bool,
     /// Lowest height decided by every honest running node.
     pub heights: u64,
     pub max_height: u64,
@@ -403,26 +407,51 @@ pub fn validator_key(i: usize) -> PrivateKey {
     PrivateKey::from_seed(format!("tendr-sim-validator-{i}").as_bytes())
 }
 
-pub struct World {
+/// Makes a node's fresh application from the chain id.
+pub type AppFactory<A> = Rc<dyn Fn(&str) -> A>;
+
+/// Checks an application's own invariant (e.g. "total supply is conserved") on every honest
+/// node's application.
+pub trait AppInvariant<A> {
+    /// Its name, shown in violations.
+    fn name(&self) -> String;
+    /// Called after honest `node` decided and executed one or more blocks, `height` the
+    /// newest: an `Err` says what is wrong and is reported as a violation.
+    fn check(&mut self, node: usize, height: u64, app: &A) -> Result<(), String>;
+}
+
+/// The user's side of a run: application, load, invariants, own adversaries.
+pub struct Plugins<A> {
+    pub app: AppFactory<A>,
+    pub workload: Box<dyn Workload>,
+    pub invariants: Vec<Box<dyn AppInvariant<A>>>,
+    /// Adversaries given in code, by validator (their config entry is `Behaviour::Custom`).
+    pub adversaries: BTreeMap<u32, Box<dyn Adversary>>,
+}
+
+pub struct World<A> {
     pub cfg: SimConfig,
     now: Rc<Cell<u64>>,
     queue: EventQueue<Ev>,
     /// The outbox buffers of the call being carried out, kept for their capacity.
     scratch_log: Vec<OutItem>,
     scratch_timers: Vec<(TimeMs, Timeout)>,
-    pub(crate) slots: Vec<Slot>,
+    pub(crate) slots: Vec<Slot<A>>,
     pub(crate) keys: Vec<PrivateKey>,
     genesis: ChainState,
     net_rng: Rng,
     tx_rng: Rng,
-    adversary: Adversary,
+    app: AppFactory<A>,
+    workload: Box<dyn Workload>,
+    invariants: Vec<Box<dyn AppInvariant<A>>>,
+    /// Each Byzantine validator's adversary (by key), with its own stream.
+    adversaries: BTreeMap<usize, (Box<dyn Adversary>, Rng)>,
     blocked: BTreeSet<(usize, usize)>,
     link_free_at: BTreeMap<(usize, usize), u64>,
     shared_verifier: Arc<Mutex<CachingVerifier>>,
     pub checker: Checker,
     pub trace: Trace,
     stats: Stats,
-    tx_count: u64,
     tx_submitted: BTreeMap<Hash, u64>,
     tx_latencies: Vec<(u64, u64)>,
     decisions: Vec<(u64, u64)>,
@@ -431,16 +460,37 @@ pub struct World {
     stop: bool,
 }
 
-impl World {
-    pub fn new(cfg: SimConfig) -> Result<World, String> {
+impl<A: Application + 'static> World<A> {
+    /// A run of `cfg` with the user's application, load, invariants and adversaries.
+    pub fn new(cfg: SimConfig, plugins: Plugins<A>) -> Result<World<A>, String> {
         cfg.validate()?;
+        let Plugins {
+            app,
+            workload,
+            invariants,
+            adversaries: mut custom,
+        } = plugins;
+        for b in &cfg.byzantine {
+            if b.behaviour == Behaviour::Custom && !custom.contains_key(&b.node) {
+                return Err(format!(
+                    "`byzantine`: node {} is `custom`, but no adversary was given for it in code",
+                    b.node
+                ));
+            }
+        }
+        if let Some(n) = custom.keys().find(|n| cfg.behaviour(**n) != Some(Behaviour::Custom)) {
+            return Err(format!(
+                "an adversary was given for node {n}, which the config does not list as `custom`"
+            ));
+        }
+        let first_app = app(CHAIN_ID);
         let n_keys = (cfg.validators + cfg.spares) as usize;
         let keys: Vec<PrivateKey> = (0..n_keys).map(validator_key).collect();
         let members: Vec<(PublicKey, VotingPower)> = (0..cfg.validators)
             .map(|i| (keys[i as usize].public_key(), VotingPower(cfg.power(i))))
             .collect();
         let vs = ValidatorSet::new(members).map_err(|e| e.to_string())?;
-        let genesis = ChainState::genesis(CHAIN_ID, vs, KvApp::new(CHAIN_ID).initial_app_hash(), TimeMs(0));
+        let genesis = ChainState::genesis(CHAIN_ID, vs, first_app.initial_app_hash(), TimeMs(0));
         let checker_members: Vec<(PublicKey, u64, bool)> = (0..n_keys)
             .map(|i| {
                 (
@@ -452,6 +502,25 @@ impl World {
             .collect();
         let now = Rc::new(Cell::new(0));
         let seed = cfg.seed;
+        let shared = Rc::new(RefCell::new(SharedAdversary::new(Rng::stream(seed, "adversary"))));
+        let adversaries = cfg
+            .byzantine
+            .iter()
+            .map(|b| {
+                let a: Box<dyn Adversary> = match custom.remove(&b.node) {
+                    Some(a) => a,
+                    None => Box::new(Builtin {
+                        behaviour: b.behaviour,
+                        shared: shared.clone(),
+                    }),
+                };
+                (
+                    b.node as usize,
+                    (a, Rng::stream(seed, &format!("adversary-{}", b.node))),
+                )
+            })
+            .collect();
+        let validate = move |b: &Block| first_app.validate_block(b);
         let mut w = World {
             now,
             queue: EventQueue::default(),
@@ -462,14 +531,22 @@ impl World {
             genesis,
             net_rng: Rng::stream(seed, "network"),
             tx_rng: Rng::stream(seed, "workload"),
-            adversary: Adversary::new(Rng::stream(seed, "adversary")),
+            app,
+            workload,
+            invariants,
+            adversaries,
             blocked: BTreeSet::new(),
             link_free_at: BTreeMap::new(),
             shared_verifier: Arc::new(Mutex::new(CachingVerifier::new())),
-            checker: Checker::new(CHAIN_ID, &checker_members, 0, Box::new(TrustedVerifier)),
+            checker: Checker::new(
+                CHAIN_ID,
+                &checker_members,
+                0,
+                Box::new(TrustedVerifier),
+                Box::new(|_| true),
+            ),
             trace: Trace::new(),
             stats: Stats::default(),
-            tx_count: 0,
             tx_submitted: BTreeMap::new(),
             tx_latencies: vec![],
             decisions: vec![],
@@ -484,13 +561,19 @@ impl World {
                 w.add_slot(k, byz, Some(1));
             }
         }
-        w.checker = Checker::new(CHAIN_ID, &checker_members, w.slots.len(), w.verifier());
+        w.checker = Checker::new(
+            CHAIN_ID,
+            &checker_members,
+            w.slots.len(),
+            w.verifier(),
+            Box::new(validate),
+        );
         let fault_times: Vec<u64> = w.cfg.faults.iter().map(|f| f.at_ms).collect();
         for (i, at) in fault_times.into_iter().enumerate() {
             w.push(at, Ev::Fault(i));
         }
-        if w.cfg.workload.txs_per_sec > 0 {
-            w.push(1, Ev::Tx);
+        if let Some(t) = w.workload.first_ms() {
+            w.push(t, Ev::Tx);
         }
         Ok(w)
     }
@@ -523,7 +606,7 @@ impl World {
         }
     }
 
-    fn build_node(&self, slot: usize) -> SimNode {
+    fn build_node(&self, slot: usize) -> SimNode<A> {
         let s = &self.slots[slot];
         #[allow(unused_mut)]
         let mut ecfg = EngineConfig::new(CHAIN_ID, self.cfg.timeouts.clone());
@@ -551,7 +634,7 @@ impl World {
             },
             SimNet { out: s.out.clone() },
             s.store.clone(),
-            KvApp::new(CHAIN_ID),
+            (self.app)(CHAIN_ID),
             self.verifier(),
         )
         .expect("simulated storage holds a consistent chain");
@@ -613,7 +696,9 @@ impl World {
                 let from_peer = self.keys[self.slots[from].key].address();
                 if let (Payload::Msg(m), true) = (&payload, self.slots[to].byz.is_some()) {
                     if let Message::Proposal(p) = m.as_ref() {
-                        self.adversary.saw_proposal(p);
+                        if let Some((a, _)) = self.adversaries.get_mut(&self.slots[to].key) {
+                            a.saw_proposal(p);
+                        }
                     }
                 }
                 let r = match payload {
@@ -643,7 +728,7 @@ impl World {
     }
 
     /// Calls a node and carries its outbox out onto the simulated network.
-    fn call(&mut self, slot: usize, f: impl FnOnce(&mut SimNode) -> Result<(), NodeError>) -> Result<(), NodeError> {
+    fn call(&mut self, slot: usize, f: impl FnOnce(&mut SimNode<A>) -> Result<(), NodeError>) -> Result<(), NodeError> {
         let Some(node) = self.slots[slot].node.as_mut() else {
             return Ok(());
         };
@@ -692,7 +777,7 @@ impl World {
     }
 
     fn emit(&mut self, slot: usize, me: Address, to: Option<PeerId>, msg: Message) {
-        let Some(b) = self.slots[slot].byz else {
+        if self.slots[slot].byz.is_none() {
             // Honest: the message as the engine made it, to every other node (or to `to`).
             self.checker.on_own_send(slot, me, &msg, self.now());
             self.checker.on_wire(&msg, self.now());
@@ -703,13 +788,24 @@ impl World {
                 }
             }
             return;
-        };
+        }
         let dests: Vec<usize> = (0..self.slots.len())
             .filter(|&j| self.is_destination(slot, j, to))
             .collect();
-        let signer = self.keys[self.slots[slot].key].clone();
+        let key = self.slots[slot].key;
         let halves = self.halves();
-        let sends = self.adversary.transform(b, &signer, msg, dests, &halves, CHAIN_ID);
+        let (adversary, rng) = self
+            .adversaries
+            .get_mut(&key)
+            .expect("every Byzantine validator has an adversary");
+        let mut ctx = AdversaryCtx {
+            node: key as u32,
+            key: &self.keys[key],
+            chain_id: CHAIN_ID,
+            halves: &halves,
+            rng,
+        };
+        let sends = adversary.transform(&mut ctx, msg, dests);
         for (payload, dests) in sends {
             if let Payload::Msg(m) = &payload {
                 self.checker.on_wire(m, self.now());
@@ -813,9 +909,15 @@ impl World {
         let engine_height = node.engine().height().0;
         let last_vs = node.engine().chain().last_validators.clone();
         let honest = self.slots[slot].byz.is_none();
+        let mut newest = None;
         for e in events {
             match e {
-                NodeEvent::Decided { block, commit, .. } => {
+                NodeEvent::Decided {
+                    block,
+                    commit,
+                    app_hash,
+                    ..
+                } => {
                     let h = block.height().0;
                     // The commit names the block's id (the checker holds it to that).
                     self.trace.decided(now, slot, h, &commit.block_id);
@@ -837,6 +939,8 @@ impl World {
                     }
                     let vs = (engine_height == h + 1).then_some(last_vs.as_ref()).flatten();
                     self.checker.on_decided(slot, block, &commit, vs, now);
+                    self.checker.on_app_hash(slot, h, app_hash, now);
+                    newest = Some(h);
                     let s = &mut self.slots[slot];
                     s.last_height = s.last_height.max(h);
                     s.last_decided_at = now;
@@ -846,6 +950,17 @@ impl World {
                 }
                 NodeEvent::Evidence(ev) => self.checker.on_evidence(&ev),
                 NodeEvent::Rejected { .. } => {}
+            }
+        }
+        if let (Some(h), Some(node)) = (newest, self.slots[slot].node.as_ref()) {
+            for inv in &mut self.invariants {
+                if let Err(e) = inv.check(slot, h, &node.app) {
+                    self.checker.violate(
+                        Invariant::Application,
+                        now,
+                        format!("{}: node {slot} after height {h}: {e}", inv.name()),
+                    );
+                }
             }
         }
         if self.slots[slot].byz == Some(Behaviour::Amnesia) {
@@ -869,7 +984,7 @@ impl World {
         }
     }
 
-    fn honest_running(&self) -> impl Iterator<Item = &Slot> {
+    fn honest_running(&self) -> impl Iterator<Item = &Slot<A>> {
         self.slots
             .iter()
             .filter(|s| s.byz.is_none() && s.node.is_some() && (s.key as u32) < self.cfg.validators)
@@ -900,7 +1015,7 @@ impl World {
     fn fault(&mut self, i: usize) {
         let f = self.cfg.faults[i].clone();
         self.trace.fault(self.now(), &f);
-        let slots_of = |w: &World, node: u32| -> Vec<usize> {
+        let slots_of = |w: &World<A>, node: u32| -> Vec<usize> {
             (0..w.slots.len())
                 .filter(|&s| w.slots[s].key == node as usize)
                 .collect()
@@ -996,44 +1111,23 @@ impl World {
     }
 
     fn submit_workload_tx(&mut self) {
-        let w = self.cfg.workload.clone();
         let honest: Vec<usize> = (0..self.slots.len())
             .filter(|&s| self.slots[s].byz.is_none() && self.slots[s].node.is_some())
             .collect();
-        if !honest.is_empty() {
-            let s = *self.tx_rng.pick(&honest);
-            self.tx_count += 1;
-            let pad = (w.tx_bytes as usize).saturating_sub(24).max(1);
-            let value = hex::encode(self.tx_rng.bytes(pad.div_ceil(2)));
-            let key = if w.keys > 0 {
-                self.tx_count % w.keys as u64
-            } else {
-                self.tx_count
-            };
-            let tx = format!("k{key}={}#{}", &value[..pad.min(value.len())], self.tx_count).into_bytes();
+        let mut out = Vec::new();
+        let next = self.workload.tick(&mut WorkloadCtx {
+            now_ms: self.now(),
+            rng: &mut self.tx_rng,
+            nodes: &honest,
+            out: &mut out,
+        });
+        for (s, tx) in out {
             self.tx_submitted.insert(tendr_core::crypto::sha256(&tx), self.now());
             let _ = self.call(s, |n| n.submit_tx(tx).map(|_| ()));
         }
-        let gap = (1000 / w.txs_per_sec.max(1) as u64).max(1);
-        let per_tick = if w.txs_per_sec > 1000 {
-            w.txs_per_sec as u64 / 1000
-        } else {
-            1
-        };
-        for _ in 1..per_tick {
-            self.tx_count += 1;
-            let s = *self.tx_rng.pick(&honest);
-            let key = if w.keys > 0 {
-                self.tx_count % w.keys as u64
-            } else {
-                self.tx_count
-            };
-            let tx = format!("k{key}=v#{}", self.tx_count).into_bytes();
-            self.tx_submitted.insert(tendr_core::crypto::sha256(&tx), self.now());
-            let _ = self.call(s, |n| n.submit_tx(tx).map(|_| ()));
+        if let Some(at) = next {
+            self.push(at.max(self.now() + 1), Ev::Tx);
         }
-        let at = self.now() + gap;
-        self.push(at, Ev::Tx);
     }
 
     fn finish(mut self) -> Report {
@@ -1041,7 +1135,8 @@ impl World {
         self.checker.finish_accountability(now);
         let faults_end = self.cfg.faults_end_ms();
         let bound = self.cfg.liveness_bound_ms;
-        if self.cfg.within_assumption() && now >= faults_end + bound {
+        let liveness_checked = self.cfg.within_assumption() && self.cfg.liveness_expected();
+        if liveness_checked && now >= faults_end + bound {
             let late: Vec<String> = self
                 .slots
                 .iter()
@@ -1096,9 +1191,13 @@ impl World {
                 .cfg
                 .byzantine
                 .iter()
-                .map(|b| (b.node, b.behaviour.name()))
+                .map(|b| {
+                    let name = self.adversaries.get(&(b.node as usize)).map(|(a, _)| a.name());
+                    (b.node, name.unwrap_or_else(|| b.behaviour.name()))
+                })
                 .collect(),
             within_assumption: self.cfg.within_assumption(),
+            liveness_checked,
             heights,
             max_height,
             mean_rounds,
@@ -1122,14 +1221,13 @@ impl World {
     }
 }
 
-/// Runs one configuration.
+/// Runs one configuration of the built-in key-value application with its load
+/// (`cfg.workload`). For another application see [`crate::Simulation`].
 pub fn run(cfg: SimConfig) -> Result<Report, String> {
-    Ok(World::new(cfg)?.run())
+    crate::Simulation::kv(cfg).run()
 }
 
 /// Runs one configuration, streaming the trace as JSON lines to `out`.
 pub fn run_traced(cfg: SimConfig, out: Box<dyn std::io::Write>) -> Result<Report, String> {
-    let mut w = World::new(cfg)?;
-    w.trace.set_writer(out);
-    Ok(w.run())
+    crate::Simulation::kv(cfg).trace_to(out).run()
 }
