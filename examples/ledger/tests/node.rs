@@ -1,6 +1,8 @@
 //! The ledger as a real network: four `ledger-node` processes (the whole tendr node for this
 //! application, `tendr_node::cli::main_with(Ledger::new)`) on loopback, set up with its
-//! `testnet` command; transfers submitted on one node are applied on all four.
+//! `testnet` command; transfers submitted on one node are applied on all four; a fifth node
+//! joins with the network's genesis and becomes a validator through `add-validator` (the
+//! ledger routes tendr's governance transactions), and holds the same balances.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -129,9 +131,44 @@ fn start_network() -> (Net, Vec<u16>) {
     (net, (0..4).map(|i| base + i).collect())
 }
 
+/// Node 5 joins the network with node 1's genesis (as the guide's `join`), wanting to
+/// validate; returns its port and its validator address.
+fn join_fifth(net: &mut Net, seed_port: u16) -> (u16, String) {
+    let dir = net.dir.join("node5");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = seed_port + 4;
+    let cfg = format!(
+        r#"{{"node_id": "node5", "host": "127.0.0.1", "port": {port}, "validators": [],
+            "seed_nodes": [{{"host": "127.0.0.1", "port": {seed_port}}}], "is_validator": true,
+            "target_block_time": 0.2, "log_level": "info"}}"#
+    );
+    std::fs::write(dir.join("tendermint_config.json"), cfg).unwrap();
+    let genesis = dir.join("copied-genesis.json");
+    std::fs::copy(net.dir.join("node1/genesis.json"), &genesis).unwrap();
+    let log = std::fs::File::create(net.dir.join("node5.log")).unwrap();
+    let child = Command::new(LEDGER_NODE)
+        .args([
+            "join",
+            "--config",
+            &net.config(5),
+            "--genesis",
+            genesis.to_str().unwrap(),
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    net.children.push(child);
+    let key = dir.join("validator_key.json");
+    let text = wait_for(net, "node 5's validator key", 20, || std::fs::read_to_string(&key).ok());
+    let i = text.find("\"address\": \"").unwrap() + 12;
+    (port, text[i..i + 42].to_string())
+}
+
 #[test]
 fn transfers_submitted_on_one_node_are_applied_on_all_four() {
-    let (net, ports) = start_network();
+    let (mut net, mut ports) = start_network();
     wait_for(&net, "four connected nodes producing blocks", 40, || {
         let sts: Vec<Status> = ports.iter().filter_map(|p| status(*p)).collect();
         (sts.len() == 4 && sts.iter().all(|s| s.peers.len() == 3 && s.latest_height >= 2)).then_some(())
@@ -194,4 +231,28 @@ fn transfers_submitted_on_one_node_are_applied_on_all_four() {
         o.status.code() == Some(2) && err.contains("expected an address"),
         "{err}"
     );
+
+    // A fifth node joins; validators holding more than 2/3 of the power (3 of 4) approve it by
+    // address alone: its published key is found through the ledger's governance query.
+    let (port5, addr5) = join_fifth(&mut net, ports[0]);
+    ports.push(port5);
+    let mut last = String::new();
+    for i in 1..=3 {
+        last = ok(&["add-validator", "--address", &addr5, "--config", &net.config(i)]);
+    }
+    assert!(last.contains("power set to 10"), "{last}");
+    wait_for(&net, "node 5 in the validator set, with the balances", 30, || {
+        let st = status(port5)?;
+        let same = expected
+            .iter()
+            .all(|(who, want)| balance(port5, who).as_deref() == Some(want.as_str()));
+        (st.in_validator_set && st.validators.len() == 5 && same).then_some(())
+    });
+    let h = status(ports[0]).unwrap().latest_height;
+    wait_for(&net, "blocks with five validators on every node", 20, || {
+        ports
+            .iter()
+            .all(|p| status(*p).is_some_and(|s| s.latest_height > h + 2))
+            .then_some(())
+    });
 }
