@@ -2,5 +2,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    std::process::exit(tendr_node::cli::main());
+    std::process::exit(tendr_node::cli::main_with(tendr_kv::KvApp::new));
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tendr_node::rpc;
-use tendr_node::status::{BlockView, Status, TxView};
+use tendr_node::status::{BlockView, QueryView, Status, TxView};
 
 const TENDR: &str = env!("CARGO_BIN_EXE_tendr");
 
@@ -285,6 +285,18 @@ fn guide_workflow_four_machines_on_loopback() {
         assert!(list.contains("key0=value0") && list.contains("key3=value3"), "{list}");
         assert_eq!(ok(&["query", "key2", "--config", cfg]).trim(), "value2");
     }
+
+    // Queries go through Application::query: a missing key, an unknown path, and the key a
+    // joining node published with its governance transaction (what add-validator read).
+    refused(&["query", "nokey", "--config", &cfgs[0]], "key `nokey` is not set");
+    refused(&["query", "x", "--path", "nope", "--config", &cfgs[0]], "code 2");
+    let q: QueryView = rpc::get_json(
+        rpc_addr(ports[0]),
+        &format!("/query?path=tendr%2Fvalidator_request&data={}", addrs[3]),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(s.path("machine4/validator_key.json")).unwrap();
+    assert!(q.code == 0 && text.contains(q.value.as_deref().unwrap()), "{q:?}");
 
     // kill -9 one validator, keep going without it, restart it: it catches up.
     s.kill(3);

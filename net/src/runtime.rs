@@ -8,13 +8,12 @@
 
 use crate::claims::{Claims, Verdict};
 use crate::{Incoming, NetHandle, PeerInfo};
-use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tendr_core::engine::{Engine, EngineError, Timeout};
 use tendr_core::limits::MAX_FUTURE_HEIGHTS;
 use tendr_core::mempool::Mempool;
-use tendr_core::traits::{Application, Clock, Network, Node, NodeError, NodeEvent, Storage};
+use tendr_core::traits::{Application, Clock, Network, Node, NodeError, NodeEvent, QueryResult, Storage};
 use tendr_core::{Hash, Height, Message, PeerId, TimeMs};
 use tokio::sync::{mpsc, oneshot};
 
@@ -77,12 +76,14 @@ impl Clock for SystemClock {
     }
 }
 
-/// A read-only look at the node inside the driver task.
+/// A read-only look at the node inside the driver task, whatever its application (the trait
+/// is object-safe: questions arrive as closures over `&dyn NodeView`).
 pub trait NodeView {
     fn engine(&self) -> &Engine;
     fn mempool(&self) -> &Mempool;
-    /// The application, for downcasting to its concrete type (e.g. `KvApp`).
-    fn app(&self) -> &dyn Any;
+    /// The application's answer to a read-only query ([`Application::query`]), about the
+    /// state after the last executed block.
+    fn query(&self, path: &str, data: &[u8]) -> QueryResult;
     fn peers(&self) -> Vec<PeerInfo>;
     /// Why peers were refused for another chain or genesis, newest last.
     fn genesis_refusals(&self) -> Vec<String>;
@@ -90,15 +91,15 @@ pub trait NodeView {
 
 struct View<'a, S, A>(&'a Node<SystemClock, NetHandle, S, A>);
 
-impl<S: Storage, A: Application + 'static> NodeView for View<'_, S, A> {
+impl<S: Storage, A: Application> NodeView for View<'_, S, A> {
     fn engine(&self) -> &Engine {
         self.0.engine()
     }
     fn mempool(&self) -> &Mempool {
         self.0.mempool()
     }
-    fn app(&self) -> &dyn Any {
-        &self.0.app
+    fn query(&self, path: &str, data: &[u8]) -> QueryResult {
+        self.0.app.query(path, data)
     }
     fn peers(&self) -> Vec<PeerInfo> {
         self.0.net.peers()

@@ -1,19 +1,25 @@
 //! The `tendr` command line: the guide's workflow (`init`, `start`, `join`, `status`,
-//! `add-validator`, `transactions`), plus `tx`, `query`, `testnet` and the simulator.
+//! `add-validator`, `transactions`), plus `tx`, `query`, `testnet` and the simulator, for any
+//! application: [`main_with`] takes the application's [`AppFactory`].
+//!
+//! What it does not do: the `sim` subcommands run the simulator's own applications (the
+//! built-in key-value app), not the factory's.
 
+use crate::app::AppFactory;
 use crate::config::{self, Config, DEFAULT_CONFIG_FILE};
 use crate::error::{CliError, CliResult};
 use crate::genesis::{self, Genesis, LoadedGenesis, DEFAULT_POWER};
 use crate::keys;
 use crate::rpc;
 use crate::runtime::{self, NodeSetup};
-use crate::status::{Status, TxView};
+use crate::status::{QueryView, Status, TxView};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tendr_core::crypto::PublicKey;
-use tendr_core::governance::ValidatorApproval;
+use tendr_core::governance::{ValidatorApproval, REQUEST_QUERY_PATH};
+use tendr_core::traits::QueryResult;
 use tendr_core::types::Address;
 use tendr_core::TimeoutConfig;
 
@@ -140,11 +146,23 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Read a key from the application state.
+    /// Ask the application (its `Application::query`), e.g. `tendr query color` reads a key
+    /// of the built-in key-value app.
     Query {
+        /// The query's data: a key for the default path (with --hex: the bytes, in hex).
+        #[arg(default_value = "")]
         key: String,
+        /// The application's query path ("" is its default: a key lookup for the built-in app).
+        #[arg(long, default_value = "")]
+        path: String,
+        /// KEY is hex (binary data).
+        #[arg(long)]
+        hex: bool,
         #[command(flatten)]
         target: Target,
+        /// Print the RPC's JSON (code, value, value_hex, log, height).
+        #[arg(long)]
+        json: bool,
     },
     /// Configs, keys and a shared genesis for an N-node network on this machine.
     Testnet {
@@ -165,8 +183,30 @@ pub enum Command {
     Sim(tendr_sim::cli::SimArgs),
 }
 
-/// Runs the CLI; returns the process exit code.
-pub fn main() -> i32 {
+/// Runs the whole CLI for the application `app` builds; returns the process exit code.
+///
+/// A downstream binary gets the node (`init`, `start`, `join`, `status`, `add-validator`,
+/// `tx`, `transactions`, `query`, `testnet`) for its own application with one line:
+///
+/// ```no_run
+/// # use tendr_core::traits::{Application, ExecResult};
+/// # use tendr_core::{types::{Block, Hash}, validator::ValidatorSet};
+/// # struct MyApp;
+/// # impl MyApp { fn new(_chain_id: &str) -> Self { MyApp } }
+/// # impl Application for MyApp {
+/// #     fn initial_app_hash(&self) -> Hash { Hash::default() }
+/// #     fn check_tx(&self, _tx: &[u8]) -> Result<(), String> { Ok(()) }
+/// #     fn validate_block(&self, _b: &Block) -> bool { true }
+/// #     fn execute_block(&mut self, _b: &Block, _v: &ValidatorSet) -> ExecResult { unimplemented!() }
+/// # }
+/// fn main() {
+///     std::process::exit(tendr_node::cli::main_with(|chain_id: &str| MyApp::new(chain_id)));
+/// }
+/// ```
+///
+/// `tendr add-validator` needs the application to route the governance transactions to
+/// `tendr_core::governance::Approvals` (see that module) and to answer its query path.
+pub fn main_with(app: impl AppFactory) -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sim(args) => {
@@ -178,9 +218,9 @@ pub fn main() -> i32 {
             config,
             chain_id,
             force,
-        } => init(&config, chain_id, force),
-        Command::Start { config } => start(&config),
-        Command::Join { config, genesis } => join(&config, &genesis),
+        } => init(&config, chain_id, force, &app),
+        Command::Start { config } => start(&config, &app),
+        Command::Join { config, genesis } => join(&config, &genesis, &app),
         Command::Status { target, json } => status(&target, json),
         Command::AddValidator {
             address,
@@ -191,14 +231,20 @@ pub fn main() -> i32 {
         } => add_validator(address, power, pub_key, &target, no_wait),
         Command::Transactions { limit, target, json } => transactions(limit, &target, json),
         Command::Tx { payload, target, wait } => submit(&payload, &target, wait),
-        Command::Query { key, target } => query(&key, &target),
+        Command::Query {
+            key,
+            path,
+            hex,
+            target,
+            json,
+        } => query(&path, &key, hex, &target, json),
         Command::Testnet {
             validators,
             out,
             base_port,
             target_block_time,
             force,
-        } => testnet(validators, &out, base_port, target_block_time, force),
+        } => testnet(validators, &out, base_port, target_block_time, force, &app),
     };
     match result {
         Ok(()) => 0,
@@ -249,7 +295,7 @@ fn write_new(path: &Path, text: &str) -> CliResult<()> {
         .map_err(|e| CliError::failure(format!("cannot write `{}`: {e}", path.display())))
 }
 
-fn init(config_path: &Path, chain_id: Option<String>, force: bool) -> CliResult<()> {
+fn init(config_path: &Path, chain_id: Option<String>, force: bool, app: &impl AppFactory) -> CliResult<()> {
     let cfg = config::load(config_path)?;
     if !cfg.file.is_validator {
         return Err(CliError::input(format!(
@@ -276,8 +322,9 @@ fn init(config_path: &Path, chain_id: Option<String>, force: bool) -> CliResult<
         genesis::now_ms(),
         &[(cfg.file.node_id.clone(), validator.public_key(), DEFAULT_POWER)],
         genesis_timeouts(&cfg),
+        app.initial_app_hash(&chain_id),
     );
-    let loaded = g.clone().check(&gpath)?;
+    let loaded = g.clone().check(&gpath, app)?;
     std::fs::create_dir_all(&cfg.home)
         .map_err(|e| CliError::failure(format!("cannot create `{}`: {e}", cfg.home.display())))?;
     if force && data.exists() {
@@ -326,7 +373,7 @@ fn load_setup(cfg: Config, genesis: LoadedGenesis) -> CliResult<NodeSetup> {
     })
 }
 
-fn start(config_path: &Path) -> CliResult<()> {
+fn start(config_path: &Path, app: &impl AppFactory) -> CliResult<()> {
     let cfg = config::load(config_path)?;
     let gpath = cfg.genesis_path();
     if !gpath.exists() {
@@ -338,17 +385,17 @@ fn start(config_path: &Path) -> CliResult<()> {
             config_path.display()
         )));
     }
-    let g = genesis::load(&gpath)?;
+    let g = genesis::load(&gpath, app)?;
     let setup = load_setup(cfg, g)?;
-    run_node(setup)
+    run_node(setup, app)
 }
 
-fn join(config_path: &Path, genesis_path: &Path) -> CliResult<()> {
+fn join(config_path: &Path, genesis_path: &Path, app: &impl AppFactory) -> CliResult<()> {
     let cfg = config::load(config_path)?;
-    let given = genesis::load(genesis_path)?;
+    let given = genesis::load(genesis_path, app)?;
     let local = cfg.genesis_path();
     if local.exists() {
-        let have = genesis::load(&local)?;
+        let have = genesis::load(&local, app)?;
         if have.hash != given.hash {
             return Err(CliError::input(format!(
                 "genesis `{}` (chain `{}`, hash {}) differs from this node's `{}` (chain `{}`, hash {}): \
@@ -402,7 +449,7 @@ fn join(config_path: &Path, genesis_path: &Path) -> CliResult<()> {
             );
         }
     }
-    run_node(setup)
+    run_node(setup, app)
 }
 
 /// Logs to stderr at `level` (RUST_LOG overrides), plus the refusal watcher.
@@ -429,9 +476,9 @@ fn tokio_runtime() -> CliResult<tokio::runtime::Runtime> {
         .map_err(|e| CliError::failure(format!("tokio runtime: {e}")))
 }
 
-fn run_node(setup: NodeSetup) -> CliResult<()> {
+fn run_node(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
     init_tracing(&setup.cfg.file.log_level);
-    tokio_runtime()?.block_on(runtime::run(setup))
+    tokio_runtime()?.block_on(runtime::run(setup, app))
 }
 
 // ---- RPC clients ----
@@ -584,25 +631,39 @@ fn submit(payload: &str, t: &Target, wait: bool) -> CliResult<()> {
     Ok(())
 }
 
-fn query(key: &str, t: &Target) -> CliResult<()> {
+/// Asks the node's application; `data` goes as text, or as bytes when `hex` is set.
+fn ask_app(addr: SocketAddr, path: &str, data: &str, hex: bool) -> CliResult<QueryView> {
+    let arg = if hex {
+        let bytes = hex::decode(data.trim_start_matches("0x"))
+            .map_err(|e| CliError::input(format!("query data `{data}`: not hex ({e}); drop --hex to send text")))?;
+        format!("hex={}", hex::encode(bytes))
+    } else {
+        format!("data={}", rpc::percent_encode(data.as_bytes()))
+    };
+    let q = format!("/query?path={}&{arg}", rpc::percent_encode(path.as_bytes()));
+    rpc::get_json(addr, &q).map_err(fail)
+}
+
+fn query(path: &str, key: &str, hex: bool, t: &Target, json: bool) -> CliResult<()> {
     let addr = rpc_addr(t)?;
-    let enc: String = key
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let v: serde_json::Value = rpc::get_json(addr, &format!("/query?key={enc}")).map_err(fail)?;
-    match v["value"].as_str() {
-        Some(val) => println!("{val}"),
-        None => {
+    let v = ask_app(addr, path, key, hex)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(());
+    }
+    match (v.code, &v.value) {
+        (0, Some(val)) => println!("{val}"),
+        (0, None) => println!("0x{}", v.value_hex),
+        (QueryResult::NOT_FOUND, _) if path.is_empty() && v.log == QueryResult::not_found().log => {
             return Err(CliError::input(format!(
                 "key `{key}` is not set (state at height {})",
-                v["height"]
+                v.height
+            )))
+        }
+        (code, _) => {
+            return Err(CliError::input(format!(
+                "query path `{path}` data `{key}`: code {code}: {} (state at height {})",
+                v.log, v.height
             )))
         }
     }
@@ -630,12 +691,24 @@ fn find_pub_key(addr: SocketAddr, target: &Address, given: Option<String>, s: &S
         }
     }
     // A node that just joined publishes its key with its first transaction; give it a moment.
-    let key = runtime::request_key(target);
     let deadline = Instant::now() + Duration::from_secs(PUBLISH_WAIT_SECS);
     let mut told = false;
     loop {
-        let v: serde_json::Value = rpc::get_json(addr, &format!("/query?key={key}")).map_err(fail)?;
-        if let Some(pk) = v["value"].as_str().and_then(|val| runtime::parse_request(target, val)) {
+        let v = ask_app(addr, REQUEST_QUERY_PATH, &target.to_string(), false)?;
+        if v.code == QueryResult::UNSUPPORTED {
+            return Err(CliError::input(format!(
+                "the node's application does not answer `{REQUEST_QUERY_PATH}` queries ({}), so public keys \
+                 published by joining nodes cannot be found; pass --pub-key with the `pub_key` from the \
+                 joining node's validator_key.json",
+                v.log
+            )));
+        }
+        let answer = QueryResult {
+            code: v.code,
+            value: hex::decode(&v.value_hex).unwrap_or_default(),
+            log: v.log,
+        };
+        if let Some(pk) = runtime::parse_request(target, &answer) {
             return Ok(pk);
         }
         if Instant::now() > deadline {
@@ -694,7 +767,7 @@ fn add_validator(target: Address, power: u64, pub_key: Option<String>, t: &Targe
     Ok(())
 }
 
-fn testnet(n: usize, out: &Path, base_port: u16, block_time: f64, force: bool) -> CliResult<()> {
+fn testnet(n: usize, out: &Path, base_port: u16, block_time: f64, force: bool, app: &impl AppFactory) -> CliResult<()> {
     if n == 0 || n > 100 {
         return Err(CliError::input(format!("--validators {n}: expected 1-100")));
     }
@@ -722,7 +795,13 @@ fn testnet(n: usize, out: &Path, base_port: u16, block_time: f64, force: bool) -
         commit_ms: (block_time * 1000.0).round() as u64,
         ..Default::default()
     };
-    let g = Genesis::new(&chain_id, genesis::now_ms(), &members, timeouts);
+    let g = Genesis::new(
+        &chain_id,
+        genesis::now_ms(),
+        &members,
+        timeouts,
+        app.initial_app_hash(&chain_id),
+    );
     for (i, dir) in dirs.iter().enumerate() {
         if force && dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| CliError::failure(format!("`{}`: {e}", dir.display())))?;

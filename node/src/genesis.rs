@@ -1,7 +1,10 @@
 //! `genesis.json`: chain id, genesis time, the genesis validators, consensus parameters and the
 //! validator admission policy. Its hash (SHA-256 of the compact JSON of the parsed file, field
 //! order fixed by the struct) identifies the network: peers with another hash are refused.
+//! Its `app_hash` is the application's ([`AppFactory::initial_app_hash`]), so a genesis made
+//! for one application is refused by a node running another.
 
+use crate::app::AppFactory;
 use crate::error::{CliError, CliResult};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -9,13 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tendr_core::chain::ChainState;
 use tendr_core::crypto::{sha256, PublicKey};
 use tendr_core::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_CHAIN_ID_BYTES, MAX_VALIDATORS};
-use tendr_core::traits::Application;
 use tendr_core::types::{Hash, TimeMs, VotingPower};
 use tendr_core::{TimeoutConfig, ValidatorSet};
-use tendr_kv::KvApp;
 
-/// The only admission policy the built-in application implements: a validator-set change
-/// takes effect once validators holding more than 2/3 of the current power approved it.
+/// The only admission policy the framework implements ([`tendr_core::governance`]): a
+/// validator-set change takes effect once validators holding more than 2/3 of the current
+/// power approved it.
 pub const POLICY_SUPERMAJORITY: &str = "validators-over-two-thirds";
 pub const DEFAULT_POWER: u64 = 10;
 
@@ -57,15 +59,16 @@ pub struct LoadedGenesis {
     pub hash: Hash,
     pub time: TimeMs,
     pub validators: ValidatorSet,
+    /// The application's hash before the first block (checked against the factory's).
+    pub app_hash: Hash,
 }
 
 impl LoadedGenesis {
     pub fn chain_state(&self) -> ChainState {
-        let app = KvApp::new(&self.genesis.chain_id);
         ChainState::genesis(
             &self.genesis.chain_id,
             self.validators.clone(),
-            app.initial_app_hash(),
+            self.app_hash,
             self.time,
         )
     }
@@ -83,8 +86,15 @@ pub fn format_time(ms: u64) -> String {
 }
 
 impl Genesis {
-    /// A new genesis with the given validators (name, key, power).
-    pub fn new(chain_id: &str, time_ms: u64, validators: &[(String, PublicKey, u64)], timeouts: TimeoutConfig) -> Self {
+    /// A new genesis with the given validators (name, key, power), for the application that
+    /// `app_hash` is the initial hash of ([`AppFactory::initial_app_hash`]).
+    pub fn new(
+        chain_id: &str,
+        time_ms: u64,
+        validators: &[(String, PublicKey, u64)],
+        timeouts: TimeoutConfig,
+        app_hash: Hash,
+    ) -> Self {
         Genesis {
             chain_id: chain_id.to_string(),
             genesis_time: format_time(time_ms),
@@ -104,7 +114,7 @@ impl Genesis {
                 max_validators: MAX_VALIDATORS as u64,
             },
             admission_policy: POLICY_SUPERMAJORITY.into(),
-            app_hash: KvApp::new(chain_id).initial_app_hash().to_hex(),
+            app_hash: app_hash.to_hex(),
         }
     }
 
@@ -116,8 +126,9 @@ impl Genesis {
         serde_json::to_string_pretty(self).expect("genesis serialises") + "\n"
     }
 
-    /// Checks everything that can be wrong in a genesis someone handed us.
-    pub fn check(self, path: &Path) -> CliResult<LoadedGenesis> {
+    /// Checks everything that can be wrong in a genesis someone handed us, including that its
+    /// `app_hash` is the initial hash of the application `app` builds.
+    pub fn check(self, path: &Path, app: &impl AppFactory) -> CliResult<LoadedGenesis> {
         let bad =
             |field: &str, msg: String| CliError::input(format!("genesis `{}`: field `{field}`: {msg}", path.display()));
         if self.chain_id.is_empty() || self.chain_id.len() > MAX_CHAIN_ID_BYTES {
@@ -160,13 +171,16 @@ impl Genesis {
                 ),
             ));
         }
-        let expected = KvApp::new(&self.chain_id).initial_app_hash().to_hex();
-        if self.app_hash != expected {
+        let app_hash = app.initial_app_hash(&self.chain_id);
+        if self.app_hash != app_hash.to_hex() {
             return Err(bad(
                 "app_hash",
                 format!(
-                    "`{}` is not the built-in application's initial hash for this chain id (`{expected}`)",
-                    self.app_hash
+                    "`{}` is not this application's initial hash for this chain id (`{}`): the genesis \
+                     was made for another application (or edited); use the genesis.json of this \
+                     application's network",
+                    self.app_hash,
+                    app_hash.to_hex()
                 ),
             ));
         }
@@ -182,20 +196,23 @@ impl Genesis {
             genesis: self,
             time: TimeMs(time),
             validators,
+            app_hash,
         })
     }
 }
 
-pub fn load(path: &Path) -> CliResult<LoadedGenesis> {
+/// Reads and checks `genesis.json` for the application `app` builds.
+pub fn load(path: &Path, app: &impl AppFactory) -> CliResult<LoadedGenesis> {
     let text = crate::config::read_file("genesis", path)?;
     let g: Genesis = crate::config::parse_json("genesis", path, &text)?;
-    g.check(path)
+    g.check(path, app)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tendr_core::crypto::PrivateKey;
+    use tendr_kv::KvApp;
 
     fn sample() -> Genesis {
         let k = PrivateKey::from_seed(b"g");
@@ -204,6 +221,7 @@ mod tests {
             1_700_000_000_123,
             &[("node1".into(), k.public_key(), 10)],
             TimeoutConfig::default(),
+            KvApp::new.initial_app_hash("tendr-test"),
         )
     }
 
@@ -212,7 +230,7 @@ mod tests {
         let g = sample();
         let p = Path::new("genesis.json");
         let back: Genesis = crate::config::parse_json("genesis", p, &g.to_pretty()).unwrap();
-        let l = back.check(p).unwrap();
+        let l = back.check(p, &KvApp::new).unwrap();
         assert_eq!(l.hash, g.hash());
         assert_eq!(l.time, TimeMs(1_700_000_000_123));
         assert_eq!(l.validators.len(), 1);
@@ -225,24 +243,73 @@ mod tests {
         g.validators[0].address = "0x1234".into();
         assert!(g
             .clone()
-            .check(p)
+            .check(p, &KvApp::new)
             .unwrap_err()
             .message
             .contains("validators[0].address"));
         let mut g = sample();
         g.validators[0].power = 0;
-        assert!(g.check(p).unwrap_err().message.contains("zero voting power"));
+        assert!(g
+            .check(p, &KvApp::new)
+            .unwrap_err()
+            .message
+            .contains("zero voting power"));
         let mut g = sample();
         g.validators.clear();
-        assert!(g.check(p).unwrap_err().message.contains("field `validators`"));
+        assert!(g
+            .check(p, &KvApp::new)
+            .unwrap_err()
+            .message
+            .contains("field `validators`"));
         let mut g = sample();
         g.admission_policy = "anyone".into();
-        assert!(g.check(p).unwrap_err().message.contains("admission_policy"));
+        assert!(g
+            .check(p, &KvApp::new)
+            .unwrap_err()
+            .message
+            .contains("admission_policy"));
         let mut g = sample();
         g.genesis_time = "yesterday".into();
-        assert!(g.check(p).unwrap_err().message.contains("genesis_time"));
+        assert!(g.check(p, &KvApp::new).unwrap_err().message.contains("genesis_time"));
         let mut g = sample();
         g.app_hash = "00".into();
-        assert!(g.check(p).unwrap_err().message.contains("app_hash"));
+        assert!(g.check(p, &KvApp::new).unwrap_err().message.contains("app_hash"));
+    }
+
+    /// An application other than the one the genesis was made for.
+    struct Other;
+    impl tendr_core::traits::Application for Other {
+        fn initial_app_hash(&self) -> Hash {
+            Hash([7; 32])
+        }
+        fn check_tx(&self, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn validate_block(&self, _: &tendr_core::types::Block) -> bool {
+            true
+        }
+        fn execute_block(&mut self, _: &tendr_core::types::Block, _: &ValidatorSet) -> tendr_core::traits::ExecResult {
+            unimplemented!("never executed by these tests")
+        }
+    }
+
+    #[test]
+    fn the_app_hash_comes_from_the_factory() {
+        let p = Path::new("genesis.json");
+        let e = sample().check(p, &|_: &str| Other).unwrap_err().message;
+        assert!(
+            e.contains("field `app_hash`") && e.contains("another application"),
+            "{e}"
+        );
+        let k = PrivateKey::from_seed(b"g");
+        let g = Genesis::new(
+            "c",
+            1,
+            &[("n".into(), k.public_key(), 10)],
+            TimeoutConfig::default(),
+            Hash([7; 32]),
+        );
+        let l = g.check(p, &|_: &str| Other).unwrap();
+        assert_eq!(l.chain_state().app_hash, Hash([7; 32]));
     }
 }

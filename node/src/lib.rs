@@ -1,10 +1,13 @@
 //! `tendr-node`: the `tendr` command line and the real node behind it: config, genesis, key
 //! files, the durable redb store, the HTTP/JSON RPC with Prometheus metrics, and the runtime
-//! that drives `tendr_core::traits::Node` with a wall clock.
+//! that drives `tendr_core::traits::Node` with a wall clock, for any application:
+//! [`cli::main_with`] takes an [`app::AppFactory`] (e.g. `tendr_kv::KvApp::new`) and runs the
+//! whole command line with it.
 //!
 //! What it does not do: consensus (that is `tendr-core`), or the QUIC transport (`tendr-net`).
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -3,10 +3,12 @@
 //!
 //! Endpoints: `GET /health`, `/status`, `/peers`, `/validators`, `/genesis`,
 //! `/block?height=N`, `/commit?height=N`, `/transactions?limit=N`, `/tx?hash=HEX`,
-//! `/query?key=K`, `/metrics` (Prometheus); `POST /tx` (body: the raw transaction).
+//! `/query?key=K` (or `?path=P&data=D`, or `?path=P&hex=HEX` for binary data: answered by the
+//! application's `Application::query`), `/metrics` (Prometheus); `POST /tx` (body: the raw
+//! transaction).
 
-use crate::runtime::{app_get, Shared};
-use crate::status::{block_view, tx_view};
+use crate::runtime::{app_query, Shared};
+use crate::status::{block_view, tx_view, QueryView};
 use serde::Serialize;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -77,6 +79,10 @@ fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn percent_decode(s: &str) -> String {
+    String::from_utf8_lossy(&percent_decode_bytes(s)).into_owned()
+}
+
+fn percent_decode_bytes(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -98,7 +104,35 @@ fn percent_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+/// Percent-encodes everything but unreserved characters, for a query-string value.
+pub fn percent_encode(data: &[u8]) -> String {
+    data.iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The path and data of a `/query`: `key=K` (the default path ""), or `path=P` with `data=D`
+/// (text) or `hex=HEX` (bytes).
+fn query_args(query: &str) -> Result<(String, Vec<u8>), Reply> {
+    let path = param(query, "path").map(percent_decode).unwrap_or_default();
+    let data = match (param(query, "key"), param(query, "data"), param(query, "hex")) {
+        (Some(k), None, None) | (None, Some(k), None) => percent_decode_bytes(k),
+        (None, None, Some(h)) => hex::decode(h.trim_start_matches("0x"))
+            .map_err(|e| error(400, format!("query: `hex={h}` is not hex ({e})")))?,
+        (None, None, None) if param(query, "path").is_some() => Vec::new(),
+        (None, None, None) => return Err(error(400, "expected ?key=KEY, or ?path=PATH with data=TEXT or hex=HEX")),
+        _ => return Err(error(400, "query: give one of key=, data= or hex=, not several")),
+    };
+    Ok((path, data))
 }
 
 fn height_param(query: &str) -> Result<Height, Reply> {
@@ -183,9 +217,9 @@ fn get(shared: &Arc<Shared>, path: &str, query: &str) -> Reply {
                 Err(e) => error(500, e.to_string()),
             },
         },
-        "/query" => match param(query, "key") {
-            None => error(400, "expected ?key=KEY"),
-            Some(k) => query_key(shared, percent_decode(k)),
+        "/query" => match query_args(query) {
+            Err(r) => r,
+            Ok((p, data)) => app_query_reply(shared, p, data),
         },
         "/metrics" => (
             200,
@@ -196,11 +230,14 @@ fn get(shared: &Arc<Shared>, path: &str, query: &str) -> Reply {
     }
 }
 
-fn query_key(shared: &Shared, key: String) -> Reply {
-    let k = key.clone();
-    match shared.ask_blocking(move |v| app_get(v, &k)) {
-        Some((height, value)) => json(&serde_json::json!({ "key": key, "value": value, "height": height })),
-        None => error(503, "the node is shutting down"),
+/// The application's answer, as 200 whatever its code (not found is an answer, not an error).
+fn app_query_reply(shared: &Shared, path: String, data: Vec<u8>) -> Reply {
+    match shared.ask_blocking(move |v| {
+        let (height, r) = app_query(v, &path, &data);
+        QueryView::new(&path, &data, height, r)
+    }) {
+        Some(view) => json(&view),
+        None => error(503, "the node is busy or shutting down; try again"),
     }
 }
 
@@ -294,5 +331,28 @@ mod tests {
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("%4"), "%4");
         assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
+    }
+
+    #[test]
+    fn query_arguments() {
+        assert_eq!(query_args("key=a%3Db").unwrap(), (String::new(), b"a=b".to_vec()));
+        let addr = "0xab";
+        let q = format!(
+            "path=tendr%2Fvalidator_request&data={}",
+            percent_encode(addr.as_bytes())
+        );
+        assert_eq!(
+            query_args(&q).unwrap(),
+            ("tendr/validator_request".into(), b"0xab".to_vec())
+        );
+        assert_eq!(query_args("path=p&hex=00ff").unwrap(), ("p".into(), vec![0, 255]));
+        assert_eq!(query_args("path=p").unwrap(), ("p".into(), Vec::new()));
+        assert!(query_args("path=p&hex=zz").unwrap_err().1.contains("not hex"));
+        assert!(query_args("key=a&data=b").unwrap_err().1.contains("not several"));
+        assert!(query_args("").unwrap_err().1.contains("expected ?key=KEY"));
+        assert_eq!(
+            percent_decode_bytes(&percent_encode(&[0, 255, b'a'])),
+            vec![0, 255, b'a']
+        );
     }
 }

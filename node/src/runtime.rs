@@ -1,12 +1,15 @@
 //! The real node's runtime: the core `Node` with the wall clock, the QUIC transport of
-//! `tendr-net`, the redb [`Store`] and the built-in [`KvApp`], driven by
-//! `tendr_net::runtime::drive` (which also relays gossip and penalises misbehaving peers).
+//! `tendr-net`, the redb [`Store`] and the user's application (built by an [`AppFactory`]),
+//! driven by `tendr_net::runtime::drive` (which also relays gossip and penalises misbehaving
+//! peers).
 //!
-//! Around the driver: the RPC thread asks it questions with `Command::Query` closures;
-//! `on_event` writes the transaction history and metrics and logs decided blocks; a one-second
-//! housekeeping task logs round changes, reports whether our key is in the validator set and
-//! publishes our validator public key (see [`VALIDATOR_REQUEST_PREFIX`]).
+//! Around the driver: the RPC thread asks it questions with `Command::Query` closures (the
+//! application answers through [`Application::query`]); `on_event` writes the transaction
+//! history and metrics and logs decided blocks; a one-second housekeeping task logs round
+//! changes, reports whether our key is in the validator set and publishes our validator public
+//! key with a governance transaction ([`governance::request_tx`]) until the chain knows it.
 
+use crate::app::AppFactory;
 use crate::config::Config;
 use crate::error::{CliError, CliResult};
 use crate::genesis::{now_ms, LoadedGenesis, DEFAULT_POWER};
@@ -17,22 +20,17 @@ use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tendr_core::crypto::{verify, PrivateKey, PublicKey};
+use tendr_core::crypto::{PrivateKey, PublicKey};
 use tendr_core::engine::EngineConfig;
-use tendr_core::governance::{GovernanceTx, ValidatorApproval};
-use tendr_core::traits::{Application, CachingVerifier, Node, NodeEvent, Storage};
+use tendr_core::governance::{self, GovernanceError, GovernanceTx, REQUEST_QUERY_PATH};
+use tendr_core::traits::{Application, CachingVerifier, Node, NodeEvent, QueryResult, Storage};
 use tendr_core::types::{Address, Height};
 use tendr_core::TimeoutConfig;
-use tendr_kv::{parse_tx, KvApp, KvTx};
 use tendr_net::runtime::{drive, Command, NodeView, SystemClock};
 use tendr_net::{NetConfig, NetHandle, Transport};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-/// Key under which a node that wants to validate publishes its validator public key, so that
-/// `tendr add-validator --address 0x...` can find the key behind an address. The value is
-/// `<public key hex>@<unix ms>`; readers check that the key hashes to the address.
-pub const VALIDATOR_REQUEST_PREFIX: &str = "tendr.validator_request.";
 /// A block time further ahead of our clock than this is reported as clock skew.
 const CLOCK_SKEW_WARN_MS: u64 = 5_000;
 const ANNOUNCE_RETRY_MS: u64 = 15_000;
@@ -97,7 +95,7 @@ impl Shared {
 
     /// Checks a transaction (approvals against the current validator set), then submits it.
     pub fn submit_blocking(&self, tx: Vec<u8>) -> Result<String, String> {
-        if tx.starts_with(b"val:") {
+        if tx.starts_with(governance::APPROVAL_PREFIX.as_bytes()) {
             let t = tx.clone();
             self.ask_blocking(move |v| precheck_tx(v, &t))
                 .ok_or("the node is busy or shutting down; try again")??;
@@ -113,15 +111,15 @@ impl Shared {
     }
 }
 
-/// The application's value of `key`, with the height it was read at.
-pub fn app_get(v: &dyn NodeView, key: &str) -> (u64, Option<String>) {
-    match v.app().downcast_ref::<KvApp>() {
-        Some(app) => (app.last_height(), app.get(key).map(String::from)),
-        None => (0, None),
-    }
+/// The application's answer to a query, with the height of the state it was read from (the
+/// last decided block, which the application has executed).
+pub fn app_query(v: &dyn NodeView, path: &str, data: &[u8]) -> (u64, QueryResult) {
+    let height = v.engine().chain().height.0.saturating_sub(1);
+    (height, v.query(path, data))
 }
 
-pub type RealNode = Node<SystemClock, NetHandle, Store, KvApp>;
+/// The real node running application `A`.
+pub type RealNode<A> = Node<SystemClock, NetHandle, Store, A>;
 
 /// Everything a node needs to run, from the config, genesis and key files.
 pub struct NodeSetup {
@@ -170,15 +168,16 @@ fn storage_err(e: impl std::fmt::Display) -> CliError {
 }
 
 /// Writes the transaction history of decided blocks that have none yet (after a crash
-/// between deciding a block and recording its results), by re-executing the stored chain.
-pub fn backfill_results(store: &Store, genesis: &LoadedGenesis) -> CliResult<()> {
+/// between deciding a block and recording its results), by re-executing the stored chain
+/// with a fresh application from `app`.
+pub fn backfill_results(store: &Store, genesis: &LoadedGenesis, app: &impl AppFactory) -> CliResult<()> {
     let last = store.last_height().map_err(storage_err)?.0;
     let done = store.results_height().map_err(storage_err)?;
     if done >= last {
         return Ok(());
     }
     let mut chain = genesis.chain_state();
-    let mut app = KvApp::new(&genesis.genesis.chain_id);
+    let mut app = app.make(&genesis.genesis.chain_id);
     for h in 1..=last {
         let (block, commit) = store
             .decided(Height(h))
@@ -194,47 +193,39 @@ pub fn backfill_results(store: &Store, genesis: &LoadedGenesis) -> CliResult<()>
 }
 
 /// Opens the store: bound to this genesis, with the transaction history complete.
-pub fn open_store(setup: &NodeSetup) -> CliResult<Store> {
+pub fn open_store(setup: &NodeSetup, app: &impl AppFactory) -> CliResult<Store> {
     let store = Store::open(&setup.cfg.db_path())
         .map_err(|e| CliError::failure(format!("{e} (is another `tendr` process using this folder?)")))?;
     store
         .check_genesis(&setup.genesis.hash.to_hex())
         .map_err(|e| CliError::input(e.0))?;
-    backfill_results(&store, &setup.genesis)?;
+    backfill_results(&store, &setup.genesis, app)?;
     Ok(store)
 }
 
 /// Checks a validator approval against the current set before it enters the mempool, so a
 /// forged or unauthorised request is refused at once with a clear reason.
 fn precheck_tx(v: &dyn NodeView, tx: &[u8]) -> Result<(), String> {
-    if let Ok(KvTx::Governance(GovernanceTx::Approve(a))) = parse_tx(tx) {
-        let vs = v.engine().validators();
-        let who = a.approver.address();
-        let Some(idx) = vs.index_of(&who) else {
-            return Err(format!(
-                "validator-set change refused: approver {who} is not in the current validator set; \
-                 only current validators (together holding more than 2/3 of the power) can approve"
-            ));
-        };
-        let bytes = ValidatorApproval::sign_bytes(&v.engine().chain().chain_id, &a.target, a.power);
-        if verify(vs.key(idx), &bytes, &a.signature).is_err() {
-            return Err(format!(
-                "validator-set change refused: the approval's signature does not verify for {who} \
-                 (forged, or signed for another chain)"
-            ));
-        }
+    let Some(Ok(GovernanceTx::Approve(a))) = governance::parse(tx) else {
+        return Ok(()); // not an approval: the application's check_tx decides
+    };
+    match a.check(&v.engine().chain().chain_id, v.engine().validators()) {
+        Ok(_) => Ok(()),
+        Err(GovernanceError::NotAValidator(who)) => Err(format!(
+            "validator-set change refused: approver {who} is not in the current validator set; \
+             only current validators (together holding more than 2/3 of the power) can approve"
+        )),
+        Err(e) => Err(format!("validator-set change refused: {e}")),
     }
-    Ok(())
 }
 
-pub fn request_key(addr: &Address) -> String {
-    format!("{VALIDATOR_REQUEST_PREFIX}{addr}")
-}
-
-/// Parses a published validator request value (`<pubkey hex>@<ms>`) for `addr`.
-pub fn parse_request(addr: &Address, value: &str) -> Option<PublicKey> {
-    let hex_part = value.split('@').next()?;
-    let pk = PublicKey::from_hex(hex_part).ok()?;
+/// The public key `addr` published ([`governance::request_tx`]), from the answer to a
+/// [`REQUEST_QUERY_PATH`] query; `None` unless found and bound to `addr`.
+pub fn parse_request(addr: &Address, answer: &QueryResult) -> Option<PublicKey> {
+    if answer.code != 0 {
+        return None;
+    }
+    let pk = PublicKey::from_hex(std::str::from_utf8(&answer.value).ok()?).ok()?;
     (pk.address() == *addr).then_some(pk)
 }
 
@@ -351,10 +342,10 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
     loop {
         tick.tick().await;
         let addr = key.as_ref().map(|k| k.address());
-        let req = addr.map(|a| request_key(&a));
         let Some((st, published)) = shared
             .ask(move |v| {
-                let published = req.map(|k| app_get(v, &k).1);
+                let published =
+                    addr.and_then(|a| parse_request(&a, &v.query(REQUEST_QUERY_PATH, a.to_string().as_bytes())));
                 (build_status(v, &NodeInfo::empty(), Vec::new()), published)
             })
             .await
@@ -420,10 +411,7 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
                 shared.warn("validator", Some(msg));
             }
         }
-        let is_published = published
-            .flatten()
-            .and_then(|v| parse_request(&key.address(), &v))
-            .is_some();
+        let is_published = published.is_some();
         let now = now_ms();
         if st.in_validator_set
             || is_published
@@ -434,18 +422,9 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
             continue;
         }
         last_announce = now;
-        let tx = format!(
-            "{}={}@{now}",
-            request_key(&key.address()),
-            hex::encode(key.public_key().0)
-        );
+        let tx = governance::request_tx(&key.public_key());
         let (reply, rx) = oneshot::channel();
-        if shared
-            .commands
-            .send(Command::SubmitTx(tx.into_bytes(), reply))
-            .await
-            .is_err()
-        {
+        if shared.commands.send(Command::SubmitTx(tx, reply)).await.is_err() {
             return;
         }
         match rx.await {
@@ -473,9 +452,9 @@ impl NodeInfo {
     }
 }
 
-/// Runs the node until SIGINT or SIGTERM.
-pub async fn run(setup: NodeSetup) -> CliResult<()> {
-    let store = open_store(&setup)?;
+/// Runs the node with the application `app` builds, until SIGINT or SIGTERM.
+pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
+    let store = open_store(&setup, app)?;
     let g = &setup.genesis;
     let chain_id = g.genesis.chain_id.clone();
     let (transport, incoming) = Transport::start(NetConfig {
@@ -491,14 +470,14 @@ pub async fn run(setup: NodeSetup) -> CliResult<()> {
     .await
     .map_err(|e| CliError::input(format!("config `{}`: {e}", setup.cfg.path.display())))?;
     let (clock, timers) = SystemClock::new();
-    let node: RealNode = Node::new(
+    let node: RealNode<_> = Node::new(
         EngineConfig::new(&chain_id, setup.timeouts()),
         setup.validator_key.clone(),
         g.chain_state(),
         clock,
         transport.handle(),
         store.clone(),
-        KvApp::new(&chain_id),
+        app.make(&chain_id),
         Box::new(CachingVerifier::new()),
     )
     .map_err(|e| CliError::failure(format!("cannot start from the stored chain: {e}")))?;
@@ -564,8 +543,10 @@ mod tests {
         let file = crate::config::parse_json("config", path, text).unwrap();
         let cfg = crate::config::resolve(path, file).unwrap();
         let k = PrivateKey::from_seed(b"t");
-        let g = crate::genesis::Genesis::new("c", 1, &[("n".into(), k.public_key(), 10)], TimeoutConfig::default())
-            .check(path)
+        let app = tendr_kv::KvApp::new;
+        let members = [("n".into(), k.public_key(), 10)];
+        let g = crate::genesis::Genesis::new("c", 1, &members, TimeoutConfig::default(), app.initial_app_hash("c"))
+            .check(path, &app)
             .unwrap();
         let setup = NodeSetup {
             cfg,
@@ -585,9 +566,10 @@ mod tests {
     fn validator_request_binds_key_to_address() {
         let k = PrivateKey::from_seed(b"r");
         let other = PrivateKey::from_seed(b"o");
-        let v = format!("{}@1", hex::encode(k.public_key().0));
+        let v = QueryResult::found(hex::encode(k.public_key().0).into_bytes());
         assert_eq!(parse_request(&k.address(), &v), Some(k.public_key()));
         assert_eq!(parse_request(&other.address(), &v), None);
-        assert_eq!(parse_request(&k.address(), "zz"), None);
+        assert_eq!(parse_request(&k.address(), &QueryResult::found(b"zz".to_vec())), None);
+        assert_eq!(parse_request(&k.address(), &QueryResult::not_found()), None);
     }
 }

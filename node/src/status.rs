@@ -88,6 +88,39 @@ pub struct TxView {
     pub log: String,
 }
 
+/// The RPC's answer to `/query`: the application's [`tendr_core::traits::QueryResult`] with
+/// the question and the height of the state it was read from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueryView {
+    pub path: String,
+    /// The query's data as text (lossy when it is not UTF-8); `key` for the default path.
+    pub key: String,
+    /// 0: found; 1: not found; 2: the application answers no such path; others: its own.
+    pub code: u32,
+    /// The value as text, when found and UTF-8.
+    pub value: Option<String>,
+    /// The value's bytes in hex (empty when not found).
+    pub value_hex: String,
+    pub log: String,
+    /// The last decided height, whose state answered.
+    pub height: u64,
+}
+
+impl QueryView {
+    pub fn new(path: &str, data: &[u8], height: u64, r: tendr_core::traits::QueryResult) -> Self {
+        let value = (r.code == 0).then(|| String::from_utf8(r.value.clone()).ok()).flatten();
+        QueryView {
+            path: path.to_string(),
+            key: String::from_utf8_lossy(data).into_owned(),
+            code: r.code,
+            value,
+            value_hex: hex::encode(&r.value),
+            log: r.log,
+            height,
+        }
+    }
+}
+
 pub fn block_view(block: &tendr_core::types::Block, commit: &tendr_core::types::Commit) -> BlockView {
     let h = &block.header;
     BlockView {
