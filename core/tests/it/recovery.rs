@@ -38,25 +38,27 @@ fn restarted_validator_refuses_to_sign_a_conflicting_vote() {
         Box::new(CachingVerifier::new()),
     );
     e.handle(TimeMs(0), Input::Start).unwrap();
-    // timeoutPropose fires: the state machine wants to prevote nil (L57), which would conflict.
-    let t = Timeout {
-        height: Height(1),
-        round: Round(0),
-        kind: TimeoutKind::Propose,
-    };
-    let out = e.handle(TimeMs(1000), Input::TimeoutElapsed(t)).unwrap();
-    assert!(
-        !out.iter().any(|o| matches!(o, Output::Persist(_))),
-        "nothing new may be signed: {out:?}"
-    );
-    let sent: Vec<_> = out
-        .iter()
-        .filter_map(|o| match o {
+    // The log shows we prevoted: the engine resumes in step prevote (L27), so timeoutPropose
+    // (L57, which would prevote nil and conflict) no longer applies.
+    assert_eq!(e.step(), tendr_core::state_machine::Step::Prevote);
+    let mut sent = Vec::new();
+    for (at, kind) in [(1000, TimeoutKind::Propose), (1500, TimeoutKind::Rebroadcast)] {
+        let t = Timeout {
+            height: Height(1),
+            round: Round(0),
+            kind,
+        };
+        let out = e.handle(TimeMs(at), Input::TimeoutElapsed(t)).unwrap();
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Persist(_))),
+            "nothing new may be signed: {out:?}"
+        );
+        sent.extend(out.into_iter().filter_map(|o| match o {
             Output::Broadcast(Message::Vote(v)) => Some(v),
             _ => None,
-        })
-        .collect();
-    assert_eq!(sent, vec![&persisted], "the persisted vote is re-sent instead");
+        }));
+    }
+    assert_eq!(sent, vec![persisted], "only the persisted vote is (re-)sent");
 }
 
 #[test]

@@ -447,3 +447,9 @@ pub mod planted {
         results.into_iter().map(|r| r.expect("every transaction ran")).collect()
     }
 }
+
+/// The "Build your own application" walkthrough (`docs/BUILD_YOUR_APP.md`), compiled and run as
+/// doc tests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/BUILD_YOUR_APP.md")]
+pub struct BuildYourApp;
