@@ -233,7 +233,10 @@ mod tests {
         );
         assert!(r.validator_updates.is_empty(), "one approval of three is not enough");
         let r = app.execute_block(&block(vec![a1]), &vs);
-        assert_eq!(r.validator_updates.len(), 1, "two of three is more than 2/3");
+        assert!(r.validator_updates.is_empty(), "two of three is exactly 2/3, not more");
+        let a2 = ValidatorApproval::new("c", target, 5, &keys[2]).to_tx();
+        let r = app.execute_block(&block(vec![a2]), &vs);
+        assert_eq!(r.validator_updates.len(), 1, "three of three is more than 2/3");
         assert_eq!(app.query("", b"x").value, b"1");
         assert_eq!(app.query("", b"y").code, QueryResult::NOT_FOUND);
         let addr = target.address().to_string();
