@@ -3,12 +3,12 @@
 //! validators. Run: `cargo bench --bench engine`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tendr::kv::KvApp;
 use tendr::core::chain::ChainState;
 use tendr::core::crypto::vote_sign_bytes;
 use tendr::core::engine::Input;
 use tendr::core::traits::{Application, CachingVerifier, SignatureVerifier};
 use tendr::core::*;
+use tendr::kv::KvApp;
 
 const CHAIN: &str = "bench";
 

@@ -10,12 +10,12 @@
 //! ```
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tendr_kv::KvApp;
 use tendr_core::chain::ChainState;
 use tendr_core::crypto::{vote_sign_bytes, CryptoError};
 use tendr_core::engine::Input;
 use tendr_core::traits::{Application, CachingVerifier, SignatureVerifier};
 use tendr_core::*;
+use tendr_kv::KvApp;
 
 const CHAIN: &str = "bench";
 

@@ -223,8 +223,14 @@ mod tests {
         let a0 = ValidatorApproval::new("c", target, 5, &keys[0]).to_tx();
         let a1 = ValidatorApproval::new("c", target, 5, &keys[1]).to_tx();
         let forged = ValidatorApproval::new("other", target, 5, &keys[2]).to_tx();
-        let r = app.execute_block(&block(vec![a0, forged, b"x=1".to_vec(), governance::request_tx(&target)]), &vs);
-        assert_eq!(r.tx_results.iter().map(|r| r.code).collect::<Vec<_>>(), vec![0, 3, 0, 0]);
+        let r = app.execute_block(
+            &block(vec![a0, forged, b"x=1".to_vec(), governance::request_tx(&target)]),
+            &vs,
+        );
+        assert_eq!(
+            r.tx_results.iter().map(|r| r.code).collect::<Vec<_>>(),
+            vec![0, 3, 0, 0]
+        );
         assert!(r.validator_updates.is_empty(), "one approval of three is not enough");
         let r = app.execute_block(&block(vec![a1]), &vs);
         assert_eq!(r.validator_updates.len(), 1, "two of three is more than 2/3");

@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tendr_core::governance::ValidatorApproval;
 use tendr_core::crypto::PublicKey;
+use tendr_core::governance::ValidatorApproval;
 use tendr_core::types::Address;
 use tendr_core::TimeoutConfig;
 
@@ -131,6 +131,10 @@ pub enum Command {
         json: bool,
     },
     /// Submit a transaction, e.g. `tendr tx 'color=blue'`.
+    ///
+    /// A duplicate (bytes identical to a transaction still waiting in the mempool, or to one
+    /// committed in the last 10 blocks) is refused; after that window the same payload is
+    /// accepted again, e.g. to set a key back to an earlier value.
     Tx {
         /// `key=value`
         payload: String,

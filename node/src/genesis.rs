@@ -6,13 +6,13 @@ use crate::error::{CliError, CliResult};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tendr_kv::KvApp;
 use tendr_core::chain::ChainState;
 use tendr_core::crypto::{sha256, PublicKey};
 use tendr_core::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_CHAIN_ID_BYTES, MAX_VALIDATORS};
 use tendr_core::traits::Application;
 use tendr_core::types::{Hash, TimeMs, VotingPower};
 use tendr_core::{TimeoutConfig, ValidatorSet};
+use tendr_kv::KvApp;
 
 /// The only admission policy the built-in application implements: a validator-set change
 /// takes effect once validators holding more than 2/3 of the current power approved it.

@@ -250,10 +250,10 @@ mod tests {
 
     #[test]
     fn decided_blocks_and_history_survive_reopen() {
-        use tendr_kv::KvApp;
         use tendr_core::chain::ChainState;
         use tendr_core::traits::Application;
         use tendr_core::ValidatorSet;
+        use tendr_kv::KvApp;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("db.redb");
         let k = PrivateKey::from_seed(b"v");

@@ -4,11 +4,11 @@
 use serde::Serialize;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use tendr_kv::KvApp;
 use tendr_core::chain::verify_commit;
 use tendr_core::engine::WalEntry;
 use tendr_core::traits::{Application, SignatureVerifier};
 use tendr_core::*;
+use tendr_kv::KvApp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]

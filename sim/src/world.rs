@@ -16,13 +16,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use tendr_core::governance::ValidatorApproval;
-use tendr_kv::KvApp;
 use tendr_core::chain::ChainState;
 use tendr_core::crypto::CryptoError;
 use tendr_core::engine::{Timeout, WalEntry};
+use tendr_core::governance::ValidatorApproval;
 use tendr_core::traits::*;
 use tendr_core::*;
+use tendr_kv::KvApp;
 
 /// What a node's call produced, in order.
 #[derive(Debug, Default)]

@@ -3,11 +3,11 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use tendr_kv::KvApp;
 use tendr_core::chain::ChainState;
 use tendr_core::engine::Timeout;
 use tendr_core::traits::*;
 use tendr_core::*;
+use tendr_kv::KvApp;
 
 pub enum Ev {
     Deliver { to: usize, from: PeerId, msg: Box<Message> },
