@@ -570,3 +570,55 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
     assert!(text.contains("role       observer"), "{text}");
     eprintln!("5 kill -9 and restarts; identical blocks at heights 1..={target} on 4 validators and an observer");
 }
+
+/// Issue 18, item 3: a transaction accepted just before a `kill -9` is lost with the mempool.
+/// `tx --wait` says so (and to resubmit) once blocks go by without it, instead of waiting 60 s
+/// and then asking whether blocks are being produced.
+#[test]
+fn a_transaction_lost_in_a_crash_is_reported_as_lost() {
+    use std::io::BufRead;
+    let mut s = Scratch::new("lost-tx");
+    let port = base_port() + 6_000;
+    let out = s.path("net");
+    let args = ["testnet", "--validators", "1", "--out", out.to_str().unwrap()];
+    ok(&[
+        &args[..],
+        &["--base-port", &port.to_string(), "--target-block-time", "1.5"],
+    ]
+    .concat());
+    let cfg = out.join("node1/tendermint_config.json").to_string_lossy().into_owned();
+    spawn(&mut s, 1, &["start", "--config", &cfg]);
+    let h = wait_for(&s, "blocks", 30, || status(port).filter(|st| st.latest_height >= 2)).latest_height;
+    // Submit just after a block: the next one is built 1.5 s later, long after the kill.
+    wait_for(&s, "the next block", 10, || {
+        status(port).filter(|st| st.latest_height > h)
+    });
+    let started = Instant::now();
+    let mut waiting = Command::new(TENDR)
+        .args(["tx", "lost=1", "--wait", "--config", &cfg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(waiting.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    s.kill(1);
+    assert!(line.starts_with("submitted "), "{line}");
+    spawn(&mut s, 1, &["start", "--config", &cfg]);
+    let o = wait_for(&s, "`tx --wait` to give up", 40, || waiting.try_wait().unwrap());
+    assert_eq!(o.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut waiting.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("no longer in the node's mempool") && err.contains("submit it again"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "it did not wait the full 60 s"
+    );
+    let hash = line["submitted ".len()..].trim();
+    assert!(rpc::get_json::<TxView>(rpc_addr(port), &format!("/tx?hash={hash}")).is_err());
+}
