@@ -254,9 +254,15 @@ fn guide_workflow_four_machines_on_loopback() {
                 "not in the current validator set",
             );
         }
-        wait_for(&s, "the new validator to take effect", 20, || {
+        let st = wait_for(&s, "the new validator to take effect", 20, || {
             status(ports[joiner]).filter(|st| st.in_validator_set)
         });
+        // The first status that says "validator" does not also warn that it is not one.
+        assert!(
+            !st.warnings.iter().any(|w| w.contains("not in the validator set")),
+            "{:?}",
+            st.warnings
+        );
     }
     let st = wait_for(&s, "4 validators producing blocks", 20, || {
         let st = status(ports[0])?;

@@ -238,6 +238,18 @@ pub fn parse_request(addr: &Address, value: &str) -> Option<PublicKey> {
     (pk.address() == *addr).then_some(pk)
 }
 
+/// The warning of a node that wants to validate and whose key is not in the validator set
+/// (`in_set`). The status computes it from the view its role comes from; the housekeeping task
+/// only logs it.
+fn validator_warning(info: &NodeInfo, in_set: bool) -> Option<String> {
+    let a = info.validator.filter(|_| info.wants_to_validate && !in_set)?;
+    Some(format!(
+        "validator key {a} is not in the validator set: this node follows the chain as an observer \
+         until the validators approve it; on validators holding more than 2/3 of the power run: \
+         tendr add-validator --address {a} --power {DEFAULT_POWER}"
+    ))
+}
+
 /// The status as the RPC reports it, read inside the driver task.
 pub fn build_status(v: &dyn NodeView, info: &NodeInfo, warnings: Vec<String>) -> Status {
     let e = v.engine();
@@ -294,6 +306,8 @@ impl Shared {
         let me = self.clone();
         self.ask_blocking(move |v| {
             let mut w: Vec<String> = me.warnings.lock().expect("warnings").values().cloned().collect();
+            // From the same view as the status's role, so the two never disagree.
+            w.extend(validator_warning(&me.info, v.engine().is_validator()));
             if let Some(r) = v.genesis_refusals().last() {
                 w.push(format!("a peer was refused for running another chain or genesis: {r}"));
             }
@@ -406,18 +420,9 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
         };
         if in_set_before != Some(st.in_validator_set) {
             in_set_before = Some(st.in_validator_set);
-            if st.in_validator_set {
-                info!(address = %key.address(), "this node is a validator");
-                shared.warn("validator", None);
-            } else {
-                let msg = format!(
-                    "validator key {a} is not in the validator set: this node follows the chain as an observer \
-                     until the validators approve it; on validators holding more than 2/3 of the power run: \
-                     tendr add-validator --address {a} --power {DEFAULT_POWER}",
-                    a = key.address()
-                );
-                warn!(address = %key.address(), "{msg}");
-                shared.warn("validator", Some(msg));
+            match validator_warning(&shared.info, st.in_validator_set) {
+                None => info!(address = %key.address(), "this node is a validator"),
+                Some(msg) => warn!(address = %key.address(), "{msg}"),
             }
         }
         let is_published = published
@@ -579,6 +584,24 @@ mod tests {
             (250, 700, 50, 50)
         );
         assert_eq!(t.prevote_ms, TimeoutConfig::default().prevote_ms);
+    }
+
+    /// Issue 18, item 4: the warning follows the same view as the role (`in_set`), not a copy
+    /// refreshed once a second.
+    #[test]
+    fn the_validator_warning_follows_the_role() {
+        let k = PrivateKey::from_seed(b"w");
+        let mut info = NodeInfo::empty();
+        info.validator = Some(k.address());
+        info.wants_to_validate = true;
+        let w = validator_warning(&info, false).unwrap();
+        assert!(
+            w.contains(&k.address().to_string()) && w.contains("not in the validator set"),
+            "{w}"
+        );
+        assert_eq!(validator_warning(&info, true), None, "a validator has no such warning");
+        info.wants_to_validate = false;
+        assert_eq!(validator_warning(&info, false), None, "an observer by choice has none");
     }
 
     #[test]
