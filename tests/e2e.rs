@@ -628,3 +628,39 @@ fn a_transaction_lost_in_a_crash_is_reported_as_lost() {
     let hash = line["submitted ".len()..].trim();
     assert!(rpc::get_json::<TxView>(rpc_addr(port), &format!("/tx?hash={hash}")).is_err());
 }
+
+/// Issue 18, item 7: a JSON-RPC body sent to `POST /tx` is refused with a pointer to the right
+/// use (it was stored as a key-value transaction), and a 1 MB URL gets 414 without its echo.
+#[test]
+fn rpc_refuses_json_rpc_bodies_and_overlong_urls() {
+    let mut s = Scratch::new("rpc-odds");
+    let port = base_port() + 6_005;
+    let out = s.path("net");
+    let args = ["testnet", "--validators", "1", "--out", out.to_str().unwrap()];
+    ok(&[
+        &args[..],
+        &["--base-port", &port.to_string(), "--target-block-time", "0.2"],
+    ]
+    .concat());
+    let cfg = out.join("node1/tendermint_config.json").to_string_lossy().into_owned();
+    spawn(&mut s, 1, &["start", "--config", &cfg]);
+    wait_for(&s, "blocks", 30, || status(port).filter(|st| st.latest_height >= 1));
+    let addr = rpc_addr(port);
+    let call = br#"{"jsonrpc":"2.0","id":1,"method":"broadcast_tx_commit","params":{"tx":"color=red"}}"#;
+    let r = rpc::request(addr, "POST", "/tx", call).unwrap();
+    assert_eq!(r.code, 400, "{}", r.body);
+    assert!(r.body.contains("JSON-RPC") && r.body.contains("POST /tx"), "{}", r.body);
+    // A JSON value that is not a call, and an ordinary transaction, are still transactions.
+    let r = rpc::request(addr, "POST", "/tx", br#"{"a":1}=x"#).unwrap();
+    assert_eq!(r.code, 200, "{}", r.body);
+    let long = format!("/status?{}", "x".repeat(1 << 20));
+    let r = rpc::request(addr, "GET", &long, b"").unwrap();
+    assert_eq!(r.code, 414, "{}", &r.body[..r.body.len().min(200)]);
+    assert!(
+        r.body.len() < 300 && !r.body.contains("xxxx"),
+        "{}",
+        &r.body[..r.body.len().min(200)]
+    );
+    let r = rpc::request(addr, "GET", "/status?ok=1", b"").unwrap();
+    assert_eq!(r.code, 200, "an ordinary URL is still answered");
+}

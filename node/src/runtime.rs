@@ -195,8 +195,7 @@ pub fn backfill_results(store: &Store, genesis: &LoadedGenesis) -> CliResult<()>
 
 /// Opens the store: bound to this genesis, with the transaction history complete.
 pub fn open_store(setup: &NodeSetup) -> CliResult<Store> {
-    let store = Store::open(&setup.cfg.db_path())
-        .map_err(|e| CliError::failure(format!("{e} (is another `tendr` process using this folder?)")))?;
+    let store = Store::open(&setup.cfg.db_path()).map_err(|e| CliError::failure(e.to_string()))?;
     store
         .check_genesis(&setup.genesis.hash.to_hex())
         .map_err(|e| CliError::input(e.0))?;
@@ -478,6 +477,19 @@ impl NodeInfo {
     }
 }
 
+/// The transport's start error in the config's words: the config has `host` and `port`, not
+/// the transport's `listen`.
+fn net_start_error(config: &std::path::Path, e: tendr_net::NetError) -> CliError {
+    let msg = match e {
+        tendr_net::NetError::Bind { addr, source } => format!(
+            "cannot listen on UDP {addr}: {source}; another process (another tendr node?) may hold it: \
+             choose a free `port`, or check `host`"
+        ),
+        e => e.to_string(),
+    };
+    CliError::input(format!("config `{}`: {msg}", config.display()))
+}
+
 /// Runs the node until SIGINT or SIGTERM.
 pub async fn run(setup: NodeSetup) -> CliResult<()> {
     let store = open_store(&setup)?;
@@ -494,7 +506,7 @@ pub async fn run(setup: NodeSetup) -> CliResult<()> {
         advertise: setup.cfg.advertise,
     })
     .await
-    .map_err(|e| CliError::input(format!("config `{}`: {e}", setup.cfg.path.display())))?;
+    .map_err(|e| net_start_error(&setup.cfg.path, e))?;
     let (clock, timers) = SystemClock::new();
     let node: RealNode = Node::new(
         EngineConfig::new(&chain_id, setup.timeouts()),
@@ -602,6 +614,24 @@ mod tests {
         assert_eq!(validator_warning(&info, true), None, "a validator has no such warning");
         info.wants_to_validate = false;
         assert_eq!(validator_warning(&info, false), None, "an observer by choice has none");
+    }
+
+    /// Issue 18, item 7: a busy UDP port names the config's fields, `host` and `port`.
+    #[test]
+    fn a_busy_port_names_host_and_port() {
+        let e = tendr_net::NetError::Bind {
+            addr: "0.0.0.0:8001".parse().unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        let m = net_start_error(std::path::Path::new("c.json"), e).message;
+        assert!(
+            m.starts_with("config `c.json`: cannot listen on UDP 0.0.0.0:8001"),
+            "{m}"
+        );
+        assert!(
+            m.contains("`port`") && m.contains("`host`") && !m.contains("`listen`"),
+            "{m}"
+        );
     }
 
     #[test]
