@@ -664,3 +664,32 @@ fn rpc_refuses_json_rpc_bodies_and_overlong_urls() {
     let r = rpc::request(addr, "GET", "/status?ok=1", b"").unwrap();
     assert_eq!(r.code, 200, "an ordinary URL is still answered");
 }
+
+/// Issue 18, items 8 and 9: the README documents itself (never `../shared`, which users do not
+/// have), points at the architecture in the repository, and answers the operators' questions:
+/// how much an offline validator slows the chain, and how to compare hosts when the RPC
+/// listens on loopback.
+#[test]
+fn the_readme_documents_itself_and_the_operators_questions() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        !readme.contains("../shared"),
+        "the README points outside the repository"
+    );
+    assert!(readme.contains("docs/ARCHITECTURE.md"));
+    let arch = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    for part in [
+        "## The crates",
+        "message flows",
+        "transaction flows",
+        "## Boundaries",
+        "tendr-kv",
+        "governance",
+    ] {
+        assert!(arch.contains(part), "docs/ARCHITECTURE.md lacks {part:?}");
+    }
+    assert!(!arch.contains("../shared"));
+    assert!(readme.contains("every Nth height") && readme.contains("propose_ms"));
+    assert!(readme.contains("/block?height=N") && readme.contains("on **each host**"));
+}
