@@ -254,9 +254,15 @@ fn guide_workflow_four_machines_on_loopback() {
                 "not in the current validator set",
             );
         }
-        wait_for(&s, "the new validator to take effect", 20, || {
+        let st = wait_for(&s, "the new validator to take effect", 20, || {
             status(ports[joiner]).filter(|st| st.in_validator_set)
         });
+        // The first status that says "validator" does not also warn that it is not one.
+        assert!(
+            !st.warnings.iter().any(|w| w.contains("not in the validator set")),
+            "{:?}",
+            st.warnings
+        );
     }
     let st = wait_for(&s, "4 validators producing blocks", 20, || {
         let st = status(ports[0])?;
@@ -581,4 +587,121 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
     let text = ok(&["status", "--config", ocfg.to_str().unwrap()]);
     assert!(text.contains("role       observer"), "{text}");
     eprintln!("5 kill -9 and restarts; identical blocks at heights 1..={target} on 4 validators and an observer");
+}
+
+/// Issue 18, item 3: a transaction accepted just before a `kill -9` is lost with the mempool.
+/// `tx --wait` says so (and to resubmit) once blocks go by without it, instead of waiting 60 s
+/// and then asking whether blocks are being produced.
+#[test]
+fn a_transaction_lost_in_a_crash_is_reported_as_lost() {
+    use std::io::BufRead;
+    let mut s = Scratch::new("lost-tx");
+    let port = base_port() + 6_000;
+    let out = s.path("net");
+    let args = ["testnet", "--validators", "1", "--out", out.to_str().unwrap()];
+    ok(&[
+        &args[..],
+        &["--base-port", &port.to_string(), "--target-block-time", "1.5"],
+    ]
+    .concat());
+    let cfg = out.join("node1/tendermint_config.json").to_string_lossy().into_owned();
+    spawn(&mut s, 1, &["start", "--config", &cfg]);
+    let h = wait_for(&s, "blocks", 30, || status(port).filter(|st| st.latest_height >= 2)).latest_height;
+    // Submit just after a block: the next one is built 1.5 s later, long after the kill.
+    wait_for(&s, "the next block", 10, || {
+        status(port).filter(|st| st.latest_height > h)
+    });
+    let started = Instant::now();
+    let mut waiting = Command::new(TENDR)
+        .args(["tx", "lost=1", "--wait", "--config", &cfg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(waiting.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    s.kill(1);
+    assert!(line.starts_with("submitted "), "{line}");
+    spawn(&mut s, 1, &["start", "--config", &cfg]);
+    let o = wait_for(&s, "`tx --wait` to give up", 40, || waiting.try_wait().unwrap());
+    assert_eq!(o.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut waiting.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("no longer in the node's mempool") && err.contains("submit it again"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "it did not wait the full 60 s"
+    );
+    let hash = line["submitted ".len()..].trim();
+    assert!(rpc::get_json::<TxView>(rpc_addr(port), &format!("/tx?hash={hash}")).is_err());
+}
+
+/// Issue 18, item 7: a JSON-RPC body sent to `POST /tx` is refused with a pointer to the right
+/// use (it was stored as a key-value transaction), and a 1 MB URL gets 414 without its echo.
+#[test]
+fn rpc_refuses_json_rpc_bodies_and_overlong_urls() {
+    let mut s = Scratch::new("rpc-odds");
+    let port = base_port() + 6_005;
+    let out = s.path("net");
+    let args = ["testnet", "--validators", "1", "--out", out.to_str().unwrap()];
+    ok(&[
+        &args[..],
+        &["--base-port", &port.to_string(), "--target-block-time", "0.2"],
+    ]
+    .concat());
+    let cfg = out.join("node1/tendermint_config.json").to_string_lossy().into_owned();
+    spawn(&mut s, 1, &["start", "--config", &cfg]);
+    wait_for(&s, "blocks", 30, || status(port).filter(|st| st.latest_height >= 1));
+    let addr = rpc_addr(port);
+    let call = br#"{"jsonrpc":"2.0","id":1,"method":"broadcast_tx_commit","params":{"tx":"color=red"}}"#;
+    let r = rpc::request(addr, "POST", "/tx", call).unwrap();
+    assert_eq!(r.code, 400, "{}", r.body);
+    assert!(r.body.contains("JSON-RPC") && r.body.contains("POST /tx"), "{}", r.body);
+    // A JSON value that is not a call, and an ordinary transaction, are still transactions.
+    let r = rpc::request(addr, "POST", "/tx", br#"{"a":1}=x"#).unwrap();
+    assert_eq!(r.code, 200, "{}", r.body);
+    let long = format!("/status?{}", "x".repeat(1 << 20));
+    let r = rpc::request(addr, "GET", &long, b"").unwrap();
+    assert_eq!(r.code, 414, "{}", &r.body[..r.body.len().min(200)]);
+    assert!(
+        r.body.len() < 300 && !r.body.contains("xxxx"),
+        "{}",
+        &r.body[..r.body.len().min(200)]
+    );
+    let r = rpc::request(addr, "GET", "/status?ok=1", b"").unwrap();
+    assert_eq!(r.code, 200, "an ordinary URL is still answered");
+}
+
+/// Issue 18, items 8 and 9: the README documents itself (never `../shared`, which users do not
+/// have), points at the architecture in the repository, and answers the operators' questions:
+/// how much an offline validator slows the chain, and how to compare hosts when the RPC
+/// listens on loopback.
+#[test]
+fn the_readme_documents_itself_and_the_operators_questions() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        !readme.contains("../shared"),
+        "the README points outside the repository"
+    );
+    assert!(readme.contains("docs/ARCHITECTURE.md"));
+    let arch = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    for part in [
+        "## The crates",
+        "message flows",
+        "transaction flows",
+        "## Boundaries",
+        "tendr-kv",
+        "governance",
+    ] {
+        assert!(arch.contains(part), "docs/ARCHITECTURE.md lacks {part:?}");
+    }
+    assert!(!arch.contains("../shared"));
+    assert!(readme.contains("every Nth height") && readme.contains("propose_ms"));
+    assert!(readme.contains("/block?height=N") && readme.contains("on **each host**"));
 }

@@ -40,8 +40,8 @@ pub struct TimeoutConfig {
     pub prevote_delta_ms: u64,
     pub precommit_ms: u64,
     pub precommit_delta_ms: u64,
-    /// Target block time: the next height starts this long after the previous one started
-    /// (or at once, if deciding took longer).
+    /// Target block time: the next height starts this long after the time of the block just
+    /// decided (or at once, if deciding took longer).
     pub commit_ms: u64,
     /// Period of re-broadcasting our own messages of the current round.
     pub rebroadcast_ms: u64,
@@ -273,7 +273,6 @@ struct HeightState {
     started: bool,
     /// The decided block (its id and time) and commit, while the application executes it.
     executing: Option<(BlockId, TimeMs, Commit)>,
-    started_at: TimeMs,
 }
 
 impl HeightState {
@@ -293,7 +292,6 @@ impl HeightState {
             external_commit: None,
             started: false,
             executing: None,
-            started_at: TimeMs(0),
         }
     }
 }
@@ -517,7 +515,6 @@ impl Engine {
             return;
         }
         self.hs.started = true;
-        self.hs.started_at = now;
         let round = self.hs.sm.round;
         self.start_round(now, round, out);
         self.resume_step(round);
@@ -883,11 +880,14 @@ impl Engine {
         let Some((id, time, commit)) = self.hs.executing.take() else {
             return;
         };
-        let prev_start = self.hs.started_at;
         self.chain.advance_decided(id, time, commit, app_hash, updates);
         self.reset_height();
-        // Pacing: the next height starts `commit_ms` after this one started.
-        let at = TimeMs(now.0.max(prev_start.0.saturating_add(self.cfg.timeouts.commit_ms)));
+        // Pacing: the next height starts `commit_ms` after the decided block's time (when its
+        // proposer built it, in whatever round), not after this height started: a height
+        // decided in a later round is then not followed by a block at once (issue 18, item 6).
+        // A block time ahead of our clock counts as now, so a skewed proposer cannot stall us.
+        let since = TimeMs(time.0.min(now.0));
+        let at = TimeMs(now.0.max(since.0.saturating_add(self.cfg.timeouts.commit_ms)));
         let timeout = Timeout {
             height: self.chain.height,
             round: Round(0),

@@ -23,6 +23,12 @@ pub const VERIFY_CACHE_ENTRIES: usize = 65_536;
 /// Mempool caps.
 pub const MEMPOOL_MAX_TXS: usize = 100_000;
 pub const MEMPOOL_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// A committed transaction is refused as a duplicate for this many decided blocks (counting the
+/// one that included it): long enough that a peer a few heights behind cannot gossip it back
+/// into a new block, short enough that the same payload may be sent again soon after.
+pub const RECENT_COMMITTED_BLOCKS: u64 = 10;
+/// At most this many committed hashes are remembered, whatever the window.
+pub const RECENT_COMMITTED_MAX_TXS: usize = 200_000;
 /// Length of a chain id.
 pub const MAX_CHAIN_ID_BYTES: usize = 64;
 /// Recent "peer is behind, I sent it a decided block" entries kept to avoid resending.

@@ -100,17 +100,18 @@ fn close_reason(conn: &quinn::Connection) -> Option<String> {
     }
 }
 
-/// Why a handshake failed, and whether it was for another chain or genesis (on either side).
+/// Why a handshake failed, with the close code that says what kind of refusal it was (on
+/// either side): [`codes::OTHER_GENESIS`], [`codes::OURSELVES`] or [`codes::REFUSED`].
 pub(crate) struct Refusal {
     reason: String,
-    other_genesis: bool,
+    code: u32,
 }
 
 impl From<String> for Refusal {
     fn from(reason: String) -> Self {
         Refusal {
             reason,
-            other_genesis: false,
+            code: codes::REFUSED,
         }
     }
 }
@@ -122,16 +123,20 @@ impl From<&str> for Refusal {
 }
 
 fn stream_error(conn: &quinn::Connection, what: &str, e: impl std::fmt::Display) -> Refusal {
-    let other_genesis = matches!(
-        conn.close_reason(),
-        Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == codes::OTHER_GENESIS.into()
-    );
+    let code = match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == codes::OTHER_GENESIS.into() || c.error_code == codes::OURSELVES.into() =>
+        {
+            u32::try_from(c.error_code.into_inner()).unwrap_or(codes::REFUSED)
+        }
+        _ => codes::REFUSED,
+    };
     let reason = match close_reason(conn) {
-        Some(r) if other_genesis => format!("the peer refused this node's genesis: {r}"),
+        Some(r) if code == codes::OTHER_GENESIS => format!("the peer refused this node's genesis: {r}"),
         Some(r) => format!("the peer closed the connection during {what}: {r}"),
         None => format!("{what}: {e}"),
     };
-    Refusal { reason, other_genesis }
+    Refusal { reason, code }
 }
 
 /// Exchanges and verifies hellos. The dialer speaks first; the listener answers only after it
@@ -168,6 +173,12 @@ async fn hello_exchange(shared: &Shared, conn: &quinn::Connection, outbound: boo
     };
     let id = hello.verify(theirs, &exporter)?;
     check_peer_hello(shared, &hello, id)?;
+    if id == shared.local_id {
+        return Err(Refusal {
+            reason: "connection to ourselves (same node key)".into(),
+            code: codes::OURSELVES,
+        });
+    }
     shared.admit(id)?;
     if !outbound {
         send.write_chunk(frame)
@@ -197,7 +208,7 @@ fn check_peer_hello(shared: &Shared, hello: &Hello, id: PeerId) -> Result<(), Re
     };
     Err(Refusal {
         reason: why,
-        other_genesis: true,
+        code: codes::OTHER_GENESIS,
     })
 }
 
@@ -329,13 +340,14 @@ async fn run_connection(shared: Arc<Shared>, conn: quinn::Connection, dialed: Op
         Ok(Ok(x)) => x,
         Ok(Err(r)) => {
             // Either side of a genesis mismatch remembers it: `join` and `status` report it.
-            let code = if r.other_genesis {
+            if r.code == codes::OTHER_GENESIS {
                 shared.record_genesis_refusal(&r.reason);
-                codes::OTHER_GENESIS
-            } else {
-                codes::REFUSED
-            };
-            return refuse(&shared, &conn, dialed, remote, &r.reason, code);
+            }
+            // The dialing side of a connection to ourselves learns which address is ours.
+            if let (codes::OURSELVES, Some(a)) = (r.code, dialed) {
+                shared.found_own_addr(a, "dialling it reached this node itself");
+            }
+            return refuse(&shared, &conn, dialed, remote, &r.reason, r.code);
         }
         Err(_) => {
             return refuse(
@@ -387,8 +399,9 @@ fn refuse(
     reason: &str,
     code: u32,
 ) {
-    if reason.contains("duplicate connection") {
-        // The other end kept its other connection to us (simultaneous dials): not a refusal.
+    if reason.contains("duplicate connection") || code == codes::OURSELVES {
+        // The other end kept its other connection to us (simultaneous dials), or the other
+        // end is us (`found_own_addr` says so once, at info): not a refusal worth a warning.
         tracing::debug!(addr = %remote, "closed: {reason}");
     } else {
         tracing::warn!(addr = %remote, "peer refused: {reason}");

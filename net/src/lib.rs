@@ -125,6 +125,9 @@ pub struct NetStats {
     /// how many of them did (see [`claims`]).
     pub far_future_challenges: u64,
     pub far_future_answered: u64,
+    /// Addresses recognised as this node's own (never dialled), and the dials that found one.
+    pub own_addrs: usize,
+    pub self_dials: u64,
 }
 
 /// The validator that signed a consensus message (peers whose node key is their validator
@@ -150,7 +153,14 @@ pub(crate) mod codes {
     /// Refused for another chain id or genesis hash: both sides record the reason (see
     /// [`crate::Transport::genesis_refusals`]), the refused one from this code.
     pub const OTHER_GENESIS: u32 = 5;
+    /// The dialer reached this very node (its own address in `seed_nodes`, or learnt from
+    /// peers): the dialer stops dialling that address.
+    pub const OURSELVES: u32 = 6;
 }
+
+/// Addresses recognised as this node's own, kept so that peer exchange does not bring them
+/// back (a node has few addresses; beyond this many, they are only dropped from the book).
+const MAX_OWN_ADDRS: usize = 16;
 
 pub(crate) struct Peer {
     info: PeerInfo,
@@ -184,6 +194,10 @@ pub(crate) struct State {
     /// same address. The IPs of configured seeds are never banned this way.
     ip_bans: BanList<IpAddr>,
     book: HashMap<SocketAddr, AddrEntry>,
+    /// Addresses that reach this node itself: never dialled (see [`Shared::found_own_addr`]).
+    own_addrs: HashSet<SocketAddr>,
+    /// Dials that reached this node itself (one per own address, once recognised).
+    self_dials: u64,
     dialing: HashSet<SocketAddr>,
     jitter: Jitter,
     dropped_frames: u64,
@@ -357,6 +371,8 @@ impl Transport {
                 bans: BanList::new(limits.banned_entries),
                 ip_bans: BanList::new(limits.banned_entries),
                 book,
+                own_addrs: HashSet::new(),
+                self_dials: 0,
                 dialing: HashSet::new(),
                 jitter: Jitter::new(seed ^ std::process::id() as u64),
                 dropped_frames: 0,
@@ -380,6 +396,11 @@ impl Transport {
             stopping: AtomicBool::new(false),
         });
         tracing::info!(id = %local_id, addr = %local, "tendr-net listening");
+        for s in &cfg.seeds {
+            if *s == cfg.listen || *s == local || Some(*s) == cfg.advertise {
+                shared.found_own_addr(*s, "it is this node's listen or advertised address");
+            }
+        }
         let tasks = vec![
             tokio::spawn(conn::accept_loop(shared.clone())),
             tokio::spawn(conn::dial_loop(shared.clone())),
@@ -514,6 +535,8 @@ impl Shared {
             tx_inbox_bytes: self.tx_inbox_bytes.load(Ordering::Relaxed),
             far_future_challenges: self.far_challenges.load(Ordering::Relaxed),
             far_future_answered: self.far_answered.load(Ordering::Relaxed),
+            own_addrs: st.own_addrs.len(),
+            self_dials: st.self_dials,
         }
     }
 
@@ -679,7 +702,7 @@ impl Shared {
         let mut st = self.lock();
         let cap = self.limits.known_addrs;
         for e in &entries {
-            if e.id == self.local_id || e.addr == self.hello.advertise {
+            if e.id == self.local_id || e.addr == self.hello.advertise || st.own_addrs.contains(&e.addr) {
                 continue;
             }
             if let Some(a) = st.book.get_mut(&e.addr) {
@@ -701,6 +724,17 @@ impl Shared {
         }
     }
 
+    /// `addr` reaches this node itself: forget it as a peer address, never dial it again, and
+    /// say so once (at info: a node listed in its own `seed_nodes` is ordinary in the guide).
+    pub(crate) fn found_own_addr(&self, addr: SocketAddr, why: &str) {
+        let mut st = self.lock();
+        st.book.remove(&addr);
+        st.self_dials += u64::from(st.dialing.contains(&addr));
+        if st.own_addrs.len() < MAX_OWN_ADDRS && st.own_addrs.insert(addr) {
+            tracing::info!("{addr} is this node's own address ({why}); not dialling it");
+        }
+    }
+
     /// Addresses due for a dial now (marked as being dialed).
     fn due_dials(&self) -> Vec<SocketAddr> {
         let now = Instant::now();
@@ -717,6 +751,7 @@ impl Shared {
                     && !st.dialing.contains(*addr)
                     && !connected.contains(*addr)
                     && **addr != self.hello.advertise
+                    && !st.own_addrs.contains(*addr)
                     && st.ip_bans.banned(&addr.ip().to_canonical(), now).is_none()
                     && e.id.is_none_or(|id| {
                         id != self.local_id && !st.peers.contains_key(&id) && st.bans.banned(&id, now).is_none()

@@ -217,6 +217,18 @@ fn counts_against_sender(e: &NodeError) -> bool {
     }
 }
 
+/// How loudly to log a message that failed without counting against its sender. Only this
+/// node's own failures (its store) are errors; a conflicting proposal is a peer's misbehaviour
+/// (a warning); the rest are the ordinary conditions of catching up (a vote of a height whose
+/// validator set we do not know yet, a full future buffer, a parked proposal): debug.
+fn failure_level(e: &NodeError) -> tracing::Level {
+    match e {
+        NodeError::Storage(_) | NodeError::CorruptStore(..) => tracing::Level::ERROR,
+        NodeError::Rejected(EngineError::ConflictingProposal { .. }) => tracing::Level::WARN,
+        _ => tracing::Level::DEBUG,
+    }
+}
+
 fn on_incoming<S: Storage, A: Application>(
     node: &mut Node<SystemClock, NetHandle, S, A>,
     inc: Incoming,
@@ -284,7 +296,11 @@ fn on_incoming<S: Storage, A: Application>(
             }
         }
         Err(NodeError::TxRejected(_)) => {}
-        Err(e) => tracing::error!(peer = %from, "handling a message failed: {e}"),
+        Err(e) => match failure_level(&e) {
+            tracing::Level::ERROR => tracing::error!(peer = %from, "handling a message failed: {e}"),
+            tracing::Level::WARN => tracing::warn!(peer = %from, "message refused: {e}"),
+            _ => tracing::debug!(peer = %from, "message not used: {e}"),
+        },
     }
     let took = started.elapsed();
     if took > SLOW_MESSAGE {
@@ -395,5 +411,33 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
     }
     for e in node.drain_events() {
         on_event(&e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tendr_core::types::{Address, Round};
+
+    /// Issue 18, item 5: a late-joining observer's "cannot be checked yet" is catch-up, not an
+    /// error; only the node's own store failures are.
+    #[test]
+    fn expected_failures_log_at_debug() {
+        let not_yet = NodeError::Rejected(EngineError::NotYetVerifiable {
+            height: Height(9),
+            validator: Address::default(),
+        });
+        assert_eq!(failure_level(&not_yet), tracing::Level::DEBUG);
+        assert_eq!(
+            failure_level(&NodeError::Rejected(EngineError::BufferFull)),
+            tracing::Level::DEBUG
+        );
+        let conflict = EngineError::ConflictingProposal {
+            height: Height(9),
+            round: Round(0),
+        };
+        assert_eq!(failure_level(&NodeError::Rejected(conflict)), tracing::Level::WARN);
+        let corrupt = NodeError::CorruptStore(Height(3), "bad".into());
+        assert_eq!(failure_level(&corrupt), tracing::Level::ERROR);
     }
 }

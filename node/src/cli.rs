@@ -137,6 +137,10 @@ pub enum Command {
         json: bool,
     },
     /// Submit a transaction, e.g. `tendr tx 'color=blue'`.
+    ///
+    /// A duplicate (bytes identical to a transaction still waiting in the mempool, or to one
+    /// committed in the last 10 blocks) is refused; after that window the same payload is
+    /// accepted again, e.g. to set a key back to an earlier value.
     Tx {
         /// `key=value`
         payload: String,
@@ -601,20 +605,62 @@ fn post_tx(addr: SocketAddr, tx: &[u8]) -> CliResult<String> {
     Ok(v["hash"].as_str().unwrap_or_default().to_string())
 }
 
-/// Polls until the transaction is in a decided block, for at most `secs` seconds.
+/// Blocks decided, with the transaction in none of them and no longer in the node's mempool,
+/// after which `--wait` says it was lost instead of waiting on.
+const LOST_AFTER_BLOCKS: u64 = 3;
+
+/// Polls until the transaction is in a decided block, for at most `secs` seconds. Gives up
+/// early when blocks go by and the transaction is no longer in the node's mempool (lost with a
+/// crash or restart: the mempool is not durable), and says which of the two happened.
 fn wait_for_tx(addr: SocketAddr, hash: &str, secs: u64) -> CliResult<TxView> {
     let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut since: Option<u64> = None;
     loop {
+        // The status first: a transaction committed between the two requests is then found.
+        let status = rpc::get_json::<Status>(addr, "/status").ok();
         if let Ok(tx) = rpc::get_json::<TxView>(addr, &format!("/tx?hash={hash}")) {
             return Ok(tx);
         }
+        if let Some(s) = &status {
+            let from = *since.get_or_insert(s.latest_height);
+            if let Some(lost) = lost_tx(hash, from, s) {
+                return Err(lost);
+            }
+        }
         if Instant::now() > deadline {
-            return Err(CliError::failure(format!(
-                "transaction {hash} not in a block after {secs} s: check `tendr status` (are blocks being produced?)"
-            )));
+            return Err(not_in_a_block(hash, secs, since, status.as_ref()));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The error when the transaction is in no block since height `from` and the node's mempool
+/// is empty although [`LOST_AFTER_BLOCKS`] blocks were decided.
+fn lost_tx(hash: &str, from: u64, s: &Status) -> Option<CliError> {
+    let decided = s.latest_height.saturating_sub(from);
+    (s.mempool_size == 0 && decided >= LOST_AFTER_BLOCKS).then(|| {
+        CliError::failure(format!(
+            "transaction {hash} was accepted but is no longer in the node's mempool, and the {decided} \
+             blocks decided since do not include it: it was lost (a crash or restart empties the \
+             mempool, which is not durable); submit it again"
+        ))
+    })
+}
+
+/// The error at the deadline: blocks stopped, or they go on without the transaction.
+fn not_in_a_block(hash: &str, secs: u64, since: Option<u64>, s: Option<&Status>) -> CliError {
+    let moved = match (since, s) {
+        (Some(from), Some(s)) => s.latest_height.saturating_sub(from),
+        _ => 0,
+    };
+    CliError::failure(if moved == 0 {
+        format!("transaction {hash} not in a block after {secs} s, and no block was decided: check `tendr status` (are blocks being produced?)")
+    } else {
+        format!(
+            "transaction {hash} not in a block after {secs} s although {moved} blocks were decided; it still waits in the mempool ({} transactions): check later with `tendr transactions`",
+            s.map_or(0, |s| s.mempool_size)
+        )
+    })
 }
 
 fn submit(payload: &str, t: &Target, wait: bool) -> CliResult<()> {

@@ -182,15 +182,27 @@ pub fn parse_json<T: for<'de> Deserialize<'de>>(what: &str, path: &Path, text: &
         let inner = e.into_inner();
         let msg = plain_types(&inner.to_string());
         // serde_json appends " at line L column C"; keep it, it helps find the spot.
-        if field == "." || field.is_empty() {
+        if inner.is_syntax() || inner.is_eof() {
+            // Not a field's fault (the path is then `?`): the text is not JSON there.
+            CliError::input(syntax_error(what, path, &msg))
+        } else if field == "." || field.is_empty() {
             CliError::input(format!("{what} `{}`: {msg}", path.display()))
         } else {
             CliError::input(format!("{what} `{}`: field `{field}`: {msg}", path.display()))
         }
     })?;
     de.end()
-        .map_err(|e| CliError::input(format!("{what} `{}`: {e}", path.display())))?;
+        .map_err(|e| CliError::input(syntax_error(what, path, &e.to_string())))?;
     Ok(value)
+}
+
+/// "syntax error" with serde_json's line and column (comments are blanked, not removed, so
+/// they are the file's own).
+fn syntax_error(what: &str, path: &Path, msg: &str) -> String {
+    format!(
+        "{what} `{}`: syntax error: {msg} (look for a missing comma, quote or brace there or just before)",
+        path.display()
+    )
 }
 
 pub fn read_file(what: &str, path: &Path) -> CliResult<String> {
@@ -396,7 +408,13 @@ mod tests {
                 "field `target_block_time`",
             ),
             (r#"{"port":1}"#, "missing field `node_id`"),
-            (r#"{"node_id":"n","port":1"#, "EOF"),
+            (r#"{"node_id":"n","port":1"#, "syntax error: EOF"),
+            // Issue 18, item 7: a missing comma is a syntax error at its line, not field `?`.
+            (
+                "{\n  \"node_id\": \"n\" // the id\n  \"port\": 1\n}",
+                "syntax error: expected `,` or `}` at line 3 column 3",
+            ),
+            (r#"{"node_id":"n","port":1} x"#, "syntax error: trailing characters"),
         ];
         for (text, want) in cases {
             let e = load_str(text).unwrap_err();
@@ -407,6 +425,7 @@ mod tests {
                 e.message
             );
             assert!(e.message.contains(want), "{text}: {}", e.message);
+            assert!(!e.message.contains("field `?`"), "{}", e.message);
         }
     }
 

@@ -142,23 +142,59 @@ fn height_param(query: &str) -> Result<Height, Reply> {
         .ok_or_else(|| error(400, "expected ?height=N with N a positive integer"))
 }
 
+/// Longest URL answered; longer ones get 414 (and are not echoed back).
+const MAX_URL_BYTES: usize = 4096;
+
 fn handle(mut req: Request, shared: &Arc<Shared>) {
+    let (code, body, ctype) = if req.url().len() > MAX_URL_BYTES {
+        let n = req.url().len();
+        error(
+            414,
+            format!("URL of {n} bytes is longer than the {MAX_URL_BYTES} bytes this RPC accepts"),
+        )
+    } else {
+        route(&mut req, shared)
+    };
+    let header = Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes()).expect("valid header");
+    let _ = req.respond(Response::from_string(body).with_status_code(code).with_header(header));
+}
+
+fn route(req: &mut Request, shared: &Arc<Shared>) -> Reply {
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    let (code, body, ctype) = match (req.method(), path) {
+    match (req.method(), path) {
         (Method::Post, "/tx") => {
             let mut body = Vec::new();
             let r = req.as_reader().take(MAX_TX_BYTES as u64 + 1).read_to_end(&mut body);
             match r {
+                Ok(_) if looks_like_json_rpc(&body) => error(400, JSON_RPC_REFUSAL),
                 Ok(_) => submit(shared, body),
                 Err(e) => error(400, format!("reading the body: {e}")),
             }
         }
         (Method::Get, p) => get(shared, p, query),
         _ => error(405, "method not allowed"),
-    };
-    let header = Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes()).expect("valid header");
-    let _ = req.respond(Response::from_string(body).with_status_code(code).with_header(header));
+    }
+}
+
+const JSON_RPC_REFUSAL: &str = "this body is a JSON-RPC request, and tendr's RPC has no JSON-RPC \
+    endpoint: `POST /tx` takes the raw transaction as its body (e.g. `curl --data-binary \
+    'color=blue' http://127.0.0.1:18001/tx`); reads are `GET /status`, `/block?height=N`, \
+    `/tx?hash=HEX`, `/query?key=K`";
+
+/// A JSON object (or batch of them) with a `jsonrpc` or `method` member: a client speaking
+/// another node's protocol, not a transaction.
+fn looks_like_json_rpc(body: &[u8]) -> bool {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    if !start.is_some_and(|i| matches!(body[i], b'{' | b'[')) {
+        return false;
+    }
+    let is_call = |v: &serde_json::Value| v.get("jsonrpc").is_some() || v.get("method").is_some();
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Array(calls)) => calls.iter().any(is_call),
+        Ok(v) => is_call(&v),
+        Err(_) => false,
+    }
 }
 
 fn submit(shared: &Shared, tx: Vec<u8>) -> Reply {

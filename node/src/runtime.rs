@@ -194,8 +194,7 @@ pub fn backfill_results(store: &Store, genesis: &LoadedGenesis, app: &impl AppFa
 
 /// Opens the store: bound to this genesis, with the transaction history complete.
 pub fn open_store(setup: &NodeSetup, app: &impl AppFactory) -> CliResult<Store> {
-    let store = Store::open(&setup.cfg.db_path())
-        .map_err(|e| CliError::failure(format!("{e} (is another `tendr` process using this folder?)")))?;
+    let store = Store::open(&setup.cfg.db_path()).map_err(|e| CliError::failure(e.to_string()))?;
     store
         .check_genesis(&setup.genesis.hash.to_hex())
         .map_err(|e| CliError::input(e.0))?;
@@ -227,6 +226,18 @@ pub fn parse_request(addr: &Address, answer: &QueryResult) -> Option<PublicKey> 
     }
     let pk = PublicKey::from_hex(std::str::from_utf8(&answer.value).ok()?).ok()?;
     (pk.address() == *addr).then_some(pk)
+}
+
+/// The warning of a node that wants to validate and whose key is not in the validator set
+/// (`in_set`). The status computes it from the view its role comes from; the housekeeping task
+/// only logs it.
+fn validator_warning(info: &NodeInfo, in_set: bool) -> Option<String> {
+    let a = info.validator.filter(|_| info.wants_to_validate && !in_set)?;
+    Some(format!(
+        "validator key {a} is not in the validator set: this node follows the chain as an observer \
+         until the validators approve it; on validators holding more than 2/3 of the power run: \
+         tendr add-validator --address {a} --power {DEFAULT_POWER}"
+    ))
 }
 
 /// The status as the RPC reports it, read inside the driver task.
@@ -285,6 +296,8 @@ impl Shared {
         let me = self.clone();
         self.ask_blocking(move |v| {
             let mut w: Vec<String> = me.warnings.lock().expect("warnings").values().cloned().collect();
+            // From the same view as the status's role, so the two never disagree.
+            w.extend(validator_warning(&me.info, v.engine().is_validator()));
             if let Some(r) = v.genesis_refusals().last() {
                 w.push(format!("a peer was refused for running another chain or genesis: {r}"));
             }
@@ -397,18 +410,9 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
         };
         if in_set_before != Some(st.in_validator_set) {
             in_set_before = Some(st.in_validator_set);
-            if st.in_validator_set {
-                info!(address = %key.address(), "this node is a validator");
-                shared.warn("validator", None);
-            } else {
-                let msg = format!(
-                    "validator key {a} is not in the validator set: this node follows the chain as an observer \
-                     until the validators approve it; on validators holding more than 2/3 of the power run: \
-                     tendr add-validator --address {a} --power {DEFAULT_POWER}",
-                    a = key.address()
-                );
-                warn!(address = %key.address(), "{msg}");
-                shared.warn("validator", Some(msg));
+            match validator_warning(&shared.info, st.in_validator_set) {
+                None => info!(address = %key.address(), "this node is a validator"),
+                Some(msg) => warn!(address = %key.address(), "{msg}"),
             }
         }
         let is_published = published.is_some();
@@ -452,6 +456,19 @@ impl NodeInfo {
     }
 }
 
+/// The transport's start error in the config's words: the config has `host` and `port`, not
+/// the transport's `listen`.
+fn net_start_error(config: &std::path::Path, e: tendr_net::NetError) -> CliError {
+    let msg = match e {
+        tendr_net::NetError::Bind { addr, source } => format!(
+            "cannot listen on UDP {addr}: {source}; another process (another tendr node?) may hold it: \
+             choose a free `port`, or check `host`"
+        ),
+        e => e.to_string(),
+    };
+    CliError::input(format!("config `{}`: {msg}", config.display()))
+}
+
 /// Runs the node with the application `app` builds, until SIGINT or SIGTERM.
 pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
     let store = open_store(&setup, app)?;
@@ -468,7 +485,7 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
         advertise: setup.cfg.advertise,
     })
     .await
-    .map_err(|e| CliError::input(format!("config `{}`: {e}", setup.cfg.path.display())))?;
+    .map_err(|e| net_start_error(&setup.cfg.path, e))?;
     let (clock, timers) = SystemClock::new();
     let node: RealNode<_> = Node::new(
         EngineConfig::new(&chain_id, setup.timeouts()),
@@ -560,6 +577,42 @@ mod tests {
             (250, 700, 50, 50)
         );
         assert_eq!(t.prevote_ms, TimeoutConfig::default().prevote_ms);
+    }
+
+    /// Issue 18, item 4: the warning follows the same view as the role (`in_set`), not a copy
+    /// refreshed once a second.
+    #[test]
+    fn the_validator_warning_follows_the_role() {
+        let k = PrivateKey::from_seed(b"w");
+        let mut info = NodeInfo::empty();
+        info.validator = Some(k.address());
+        info.wants_to_validate = true;
+        let w = validator_warning(&info, false).unwrap();
+        assert!(
+            w.contains(&k.address().to_string()) && w.contains("not in the validator set"),
+            "{w}"
+        );
+        assert_eq!(validator_warning(&info, true), None, "a validator has no such warning");
+        info.wants_to_validate = false;
+        assert_eq!(validator_warning(&info, false), None, "an observer by choice has none");
+    }
+
+    /// Issue 18, item 7: a busy UDP port names the config's fields, `host` and `port`.
+    #[test]
+    fn a_busy_port_names_host_and_port() {
+        let e = tendr_net::NetError::Bind {
+            addr: "0.0.0.0:8001".parse().unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        let m = net_start_error(std::path::Path::new("c.json"), e).message;
+        assert!(
+            m.starts_with("config `c.json`: cannot listen on UDP 0.0.0.0:8001"),
+            "{m}"
+        );
+        assert!(
+            m.contains("`port`") && m.contains("`host`") && !m.contains("`listen`"),
+            "{m}"
+        );
     }
 
     #[test]

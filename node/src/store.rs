@@ -52,7 +52,14 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create `{}`: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|e| err(format!("database `{}`: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| {
+            // Only a lock held elsewhere means another process; a damaged file is something else.
+            let hint = match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => " (is another `tendr` process using this folder?)",
+                _ => "",
+            };
+            err(format!("database `{}`: {e}{hint}", path.display()))
+        })?;
         let tx = db.begin_write().map_err(err)?;
         {
             tx.open_table(BLOCKS).map_err(err)?;
@@ -298,5 +305,28 @@ mod tests {
             .unwrap_err()
             .0
             .contains("holds the chain of genesis g1"));
+    }
+}
+
+#[cfg(test)]
+mod open_errors {
+    use super::*;
+
+    /// Issue 18, item 7: only a lock held elsewhere asks about another process; a damaged
+    /// file says what is wrong with it and nothing about processes.
+    #[test]
+    fn only_a_held_lock_mentions_another_process() {
+        let dir = std::env::temp_dir().join(format!("tendr-store-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage.redb");
+        std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
+        let e = Store::open(&garbage).err().expect("a damaged file is refused").0;
+        assert!(e.contains("garbage.redb") && !e.contains("another"), "{e}");
+        let good = dir.join("good.redb");
+        let _held = Store::open(&good).unwrap();
+        let e = Store::open(&good).err().expect("a second open is refused").0;
+        assert!(e.contains("is another `tendr` process using this folder?"), "{e}");
+        drop(_held);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -557,21 +557,67 @@ pub fn height_plot_svg(events: &[Value]) -> String {
         to_ms: t_max,
     };
     let h_max = decisions(events).map(|(_, _, h)| h).max().unwrap_or(0).max(1);
-    let height = THRU_TOP + THRU_H + 60.0;
+    let mut legend = String::new();
+    // The legend wraps onto as many rows as it needs; the panels move down by the extra rows.
+    let shift = legend_rows(&mut legend, &lanes) as f64 * LEGEND_ROW_H - LEGEND_ROW_H;
+    let height = THRU_TOP + THRU_H + 60.0 + shift;
     let mut out = String::new();
     svg_open(&mut out, height, "tendr decided height and throughput");
     let _ = writeln!(
         out,
         r#"<text x="10" y="20" font-size="14" font-weight="bold">decided height per node over virtual time</text>"#
     );
+    out.push_str(&legend);
+    let _ = writeln!(out, r#"<g class="panels" transform="translate(0 {shift:.1})">"#);
     plot_fault_marks(&mut out, events, xs, PLOT_TOP, PLOT_H);
     plot_fault_marks(&mut out, events, xs, THRU_TOP, THRU_H);
     y_axis(&mut out, PLOT_TOP, PLOT_H, h_max as f64, "height");
     time_axis(&mut out, xs, PLOT_TOP, PLOT_TOP + PLOT_H);
     height_lines(&mut out, events, &lanes, xs, h_max);
     throughput_panel(&mut out, events, &lanes, xs);
-    out.push_str("</svg>\n");
+    out.push_str("</g>\n</svg>\n");
     out
+}
+
+/// Height of one legend row, and a generous width per character of its 12 px text.
+const LEGEND_ROW_H: f64 = 16.0;
+const LEGEND_CHAR_W: f64 = 7.5;
+
+/// The legend of [`height_plot_svg`]: one entry per node, laid out left to right by the width
+/// of its label and wrapped before the right edge, so no two entries overlap. Returns the
+/// number of rows (at least one).
+fn legend_rows(out: &mut String, lanes: &[Lane]) -> usize {
+    let (mut x, mut row) = (LEFT, 0usize);
+    for (i, lane) in lanes.iter().enumerate() {
+        let (colour, dash) = lane_style(i, lane);
+        let label = match &lane.byzantine {
+            None => format!("node {}", lane.node),
+            Some(how) => format!("node {} (byzantine: {how})", lane.node),
+        };
+        let w = 24.0 + LEGEND_CHAR_W * label.chars().count() as f64 + 16.0;
+        if x > LEFT && x + w > WIDTH - RIGHT {
+            (x, row) = (LEFT, row + 1);
+        }
+        let y = 34.0 + LEGEND_ROW_H * row as f64;
+        let _ = writeln!(
+            out,
+            r#"<g class="legend"><line x1="{x:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{colour}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text></g>"#,
+            x + 20.0,
+            x + 24.0,
+            y + 4.0,
+            esc(&label),
+        );
+        x += w;
+    }
+    row + 1
+}
+
+/// Colour and dash of node lane `i` (Byzantine ones red and dashed).
+fn lane_style(i: usize, lane: &Lane) -> (&'static str, &'static str) {
+    match lane.byzantine {
+        None => (NODE_COLOURS[i % NODE_COLOURS.len()], ""),
+        Some(_) => (BYZANTINE_COLOUR, r#" stroke-dasharray="6 4""#),
+    }
 }
 
 /// `(t, node, height)` of every decision, in trace order.
@@ -660,26 +706,15 @@ fn height_lines(out: &mut String, events: &[Value], lanes: &[Lane], xs: XScale, 
             height = h;
         }
         let _ = write!(points, " {:.1},{:.1}", xs.x(xs.to_ms), y(height));
-        let (class, colour, dash) = match lane.byzantine {
-            None => ("height-line", NODE_COLOURS[i % NODE_COLOURS.len()], ""),
-            Some(_) => ("height-line byzantine", BYZANTINE_COLOUR, r#" stroke-dasharray="6 4""#),
+        let (colour, dash) = lane_style(i, lane);
+        let class = match lane.byzantine {
+            None => "height-line",
+            Some(_) => "height-line byzantine",
         };
         let _ = writeln!(
             out,
             r#"<polyline class="{class}" data-node="{}" points="{points}" fill="none" stroke="{colour}" stroke-width="1.5"{dash}/>"#,
             lane.node
-        );
-        let label = match &lane.byzantine {
-            None => format!("node {}", lane.node),
-            Some(how) => format!("node {} (byzantine: {how})", lane.node),
-        };
-        let lx = LEFT + 170.0 * (i % 6) as f64;
-        let _ = writeln!(
-            out,
-            r#"<g class="legend"><line x1="{lx:.1}" y1="34" x2="{:.1}" y2="34" stroke="{colour}" stroke-width="2"{dash}/><text x="{:.1}" y="38">{}</text></g>"#,
-            lx + 20.0,
-            lx + 24.0,
-            esc(&label),
         );
     }
 }
@@ -702,8 +737,11 @@ fn throughput_panel(out: &mut String, events: &[Value], lanes: &[Lane], xs: XSca
         let i = ((t - xs.from_ms) / bucket_ms) as usize;
         counts[i.min(buckets - 1)] += 1;
     }
-    let rate = |c: u64| c as f64 * 1000.0 / bucket_ms as f64;
-    let max_rate = counts.iter().map(|c| rate(*c)).fold(1.0, f64::max);
+    // The last bucket ends with the run and may cover only part of `bucket_ms`: its rate is
+    // over the time it covers.
+    let covered = |i: usize| (xs.to_ms - (xs.from_ms + i as u64 * bucket_ms)).clamp(1, bucket_ms);
+    let rate = |i: usize| counts[i] as f64 * 1000.0 / covered(i) as f64;
+    let max_rate = (0..buckets).map(rate).fold(1.0, f64::max);
     let _ = writeln!(
         out,
         r#"<text x="10" y="{:.1}" font-size="14" font-weight="bold">throughput: heights decided per virtual second ({bucket_ms} ms buckets)</text>"#,
@@ -713,14 +751,14 @@ fn throughput_panel(out: &mut String, events: &[Value], lanes: &[Lane], xs: XSca
     time_axis(out, xs, THRU_TOP, THRU_TOP + THRU_H);
     for (i, c) in counts.iter().enumerate() {
         let t0 = xs.from_ms + i as u64 * bucket_ms;
-        let (x1, x2) = (xs.x(t0), xs.x(t0 + bucket_ms));
-        let bar_h = THRU_H * rate(*c) / max_rate;
+        let t1 = t0 + covered(i);
+        let (x1, x2) = (xs.x(t0), xs.x(t1));
+        let bar_h = THRU_H * rate(i) / max_rate;
         let _ = writeln!(
             out,
-            r##"<rect class="throughput" x="{x1:.1}" y="{:.1}" width="{:.1}" height="{bar_h:.1}" fill="#4e79a7"><title>{t0}..{} ms: {c} heights</title></rect>"##,
+            r##"<rect class="throughput" x="{x1:.1}" y="{:.1}" width="{:.1}" height="{bar_h:.1}" fill="#4e79a7"><title>{t0}..{t1} ms: {c} heights</title></rect>"##,
             THRU_TOP + THRU_H - bar_h,
             (x2 - x1 - 1.0).max(0.5),
-            t0 + bucket_ms
         );
     }
 }
@@ -915,6 +953,93 @@ mod tests {
         let doc2 = height_plot_svg(&sample);
         let doc2 = roxmltree::Document::parse(&doc2).expect("well-formed SVG");
         assert_eq!(count(&doc2, "height-line") + count(&doc2, "height-line byzantine"), 4);
+    }
+
+    fn attr(n: &roxmltree::Node, name: &str) -> f64 {
+        n.attribute(name)
+            .and_then(|v| v.parse().ok())
+            .expect("numeric attribute")
+    }
+
+    /// Issue 18, item 10: seven nodes, node 6 Byzantine with a long label: no two legend
+    /// entries overlap, all stay inside the picture, and the panels start below the legend.
+    #[test]
+    fn legend_entries_never_overlap() {
+        let mut text = String::from(r#"{"ev":"start","t":0,"nodes":["#);
+        for n in 0..7 {
+            let byz = if n == 6 { r#""split-vote""# } else { "null" };
+            text.push_str(&format!(
+                r#"{}{{"node":{n},"byzantine":{byz}}}"#,
+                if n > 0 { "," } else { "" }
+            ));
+        }
+        text.push_str("]}\n{\"ev\":\"decided\",\"t\":5,\"node\":0,\"h\":1,\"value\":\"ab\"}");
+        let svg = height_plot_svg(&parse_trace(&text).expect("parses"));
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+        let boxes: Vec<(f64, f64, f64)> = with_class(&doc, "legend")
+            .iter()
+            .map(|g| {
+                let line = g.children().find(|c| c.has_tag_name("line")).unwrap();
+                let label = g.children().find(|c| c.has_tag_name("text")).unwrap();
+                let chars = label.text().unwrap_or("").chars().count() as f64;
+                let x = attr(&line, "x1");
+                // At most 7.5 px per character of 12 px sans-serif text.
+                (x, x + 24.0 + 7.5 * chars, attr(&line, "y1"))
+            })
+            .collect();
+        assert_eq!(boxes.len(), 7);
+        for (i, a) in boxes.iter().enumerate() {
+            assert!(a.1 <= WIDTH - RIGHT, "entry {i} runs off the picture: {a:?}");
+            for b in &boxes[i + 1..] {
+                let apart = a.2 != b.2 || a.1 <= b.0 || b.1 <= a.0;
+                assert!(apart, "legend entries overlap: {a:?} and {b:?}");
+            }
+        }
+        let bottom = boxes.iter().map(|b| b.2).fold(0.0, f64::max) + 6.0;
+        let panels = with_class(&doc, "panels");
+        let shift: f64 = panels[0].attribute("transform").unwrap()["translate(0 ".len()..]
+            .trim_end_matches(')')
+            .parse()
+            .unwrap();
+        assert!(
+            bottom < PLOT_TOP + shift,
+            "the legend reaches into the plot ({bottom} >= {})",
+            PLOT_TOP + shift
+        );
+        assert!(svg.contains("(byzantine: split-vote)"));
+    }
+
+    /// Issue 18, item 10: a run ending at 1,450 ms with one height every 100 ms: the last
+    /// bucket (1,000..1,450) shows the rate over its 450 ms, not its count per full second.
+    #[test]
+    fn the_last_partial_throughput_bucket_is_scaled_by_what_it_covers() {
+        let mut text = String::from(r#"{"ev":"start","t":0,"nodes":[{"node":0,"byzantine":null}]}"#);
+        for h in 0..15u64 {
+            let t = 50 + 100 * h;
+            text.push_str(&format!(
+                "\n{{\"ev\":\"decided\",\"t\":{t},\"node\":0,\"h\":{},\"value\":\"ab\"}}",
+                h + 1
+            ));
+        }
+        text.push_str("\n{\"ev\":\"decided\",\"t\":1450,\"node\":0,\"h\":15,\"value\":\"ab\"}");
+        let svg = height_plot_svg(&parse_trace(&text).expect("parses"));
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+        let bars = with_class(&doc, "throughput");
+        assert_eq!(bars.len(), 2);
+        let (full, last) = (&bars[0], &bars[1]);
+        // 10 heights in 1 s, and 5 in 0.45 s: the last rate is the higher, not half.
+        let ratio = attr(last, "height") / attr(full, "height");
+        assert!(
+            (ratio - (5.0 / 0.45) / 10.0).abs() < 0.01,
+            "last/full bar height {ratio}"
+        );
+        let widths = (attr(last, "width") + 1.0) / (attr(full, "width") + 1.0);
+        assert!(
+            (widths - 0.45).abs() < 0.01,
+            "the last bar covers 450 of 1000 ms: {widths}"
+        );
+        let title = last.children().find(|c| c.has_tag_name("title")).unwrap();
+        assert_eq!(title.text(), Some("1000..1450 ms: 5 heights"));
     }
 
     #[test]

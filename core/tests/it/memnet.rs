@@ -145,6 +145,8 @@ pub struct Net {
     pub genesis: ChainState,
     /// Decided block ids per node, by height.
     pub decided: Vec<BTreeMap<u64, (BlockId, Round)>>,
+    /// The nodes' timeouts ([`timeouts`] unless a test changes them before [`Net::build`]).
+    pub timeouts: TimeoutConfig,
 }
 
 impl Net {
@@ -167,6 +169,7 @@ impl Net {
             keys,
             genesis,
             decided: vec![BTreeMap::new(); n],
+            timeouts: timeouts(),
         };
         for i in 0..n {
             let node = net.build(i);
@@ -177,7 +180,7 @@ impl Net {
 
     pub fn build(&self, i: usize) -> MemNode {
         Node::new(
-            EngineConfig::new(CHAIN, timeouts()),
+            EngineConfig::new(CHAIN, self.timeouts.clone()),
             Some(self.keys[i].clone()),
             self.genesis.clone(),
             MemClock(self.world.clone(), i),
@@ -330,4 +333,31 @@ fn unequal_powers_make_progress_and_agree() {
     net.start_all();
     assert!(net.run_until(600_000, |n| n.min_height() >= 30));
     net.assert_agreement();
+}
+
+/// Issue 18, item 6: after a height decided in round 1 (its proposer silent), the next block
+/// still comes `commit_ms` after the previous block's time, not at once.
+#[test]
+fn block_time_is_kept_after_a_height_decided_in_a_later_round() {
+    let mut net = Net::new(4);
+    net.timeouts.commit_ms = 400;
+    for i in 0..4 {
+        net.nodes[i] = Some(net.build(i));
+    }
+    net.start_all();
+    assert!(net.run_until(600_000, |n| n.min_height() >= 3));
+    let h = net.min_height() + 2;
+    let proposer = net.nodes[0].as_ref().unwrap().engine().chain().proposer(Round(0));
+    assert!(net.nodes[0].as_ref().unwrap().engine().height().0 <= h);
+    let silent = net.keys.iter().position(|k| k.address() == proposer).unwrap();
+    net.world.borrow_mut().silent[silent] = true;
+    assert!(net.run_until(600_000, |n| n.min_height() >= h + 3));
+    net.assert_agreement();
+    let slow = (1..=h + 3).filter(|k| net.decided[0][k].1 .0 >= 1).count();
+    assert!(slow >= 1, "some height was decided in a later round");
+    let time = |k: u64| net.stores[0].decided(Height(k)).unwrap().unwrap().0.header.time.0;
+    for k in 2..=h + 3 {
+        let gap = time(k) - time(k - 1);
+        assert!(gap >= 400, "block {k} came {gap} ms after block {}, not 400", k - 1);
+    }
 }

@@ -132,3 +132,36 @@ async fn a_shut_down_transport_frees_its_port_for_a_restart() {
     assert_eq!(t.local_addr(), addr);
     t.shutdown().await;
 }
+
+/// Issue 18, item 2: the guide lists .1 and .2 in every node's `seed_nodes`, so those two dial
+/// themselves. The first dial that reaches ourselves marks the address as our own; it is
+/// never dialled again (before, every backoff period brought two warnings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_address_in_the_seeds_is_dialled_once() {
+    init_tracing();
+    let port = std::net::UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let own: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let cfg = NetConfig {
+        listen: format!("0.0.0.0:{port}").parse().unwrap(),
+        node_key: tendr_core::PrivateKey::from_seed(b"self-seeded"),
+        chain_id: CHAIN.into(),
+        genesis_hash: tendr_core::Hash([3; 32]),
+        seeds: vec![own],
+        max_peers: 8,
+        is_validator: true,
+        advertise: None,
+    };
+    let (t, _rx) = Transport::start_with(cfg, test_limits()).await.unwrap();
+    wait_for("the node to recognise its own address", 20, || t.stats().own_addrs == 1).await;
+    // Several backoff periods (100 ms doubling) pass: no second dial of ourselves.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let stats = t.stats();
+    assert_eq!(stats.self_dials, 1, "{stats:?}");
+    assert_eq!(stats.known_addrs, 0, "our own address left the address book: {stats:?}");
+    assert!(t.peers().is_empty());
+    t.shutdown().await;
+}

@@ -75,13 +75,14 @@ fn snapshots_bound_the_store_and_a_restart_resumes_from_one() {
 
 #[test]
 fn a_node_further_behind_than_the_retained_blocks_cannot_catch_up() {
-    // Down for ~300 heights while peers keep 100 blocks: nobody can serve what it misses
-    // (there is no state sync yet), and the liveness check says so.
+    // Down for ~170 heights (every 4th one waits for the propose timeout, then the target
+    // block time) while peers keep 100 blocks behind a snapshot every 50: nobody can serve what
+    // it misses (there is no state sync yet), and the liveness check says so.
     let mut cfg = pruned(100);
     cfg.heights = 500;
     cfg.liveness_bound_ms = 5_000;
-    cfg.max_time_ms = 60_000;
-    cfg.faults = crash_restart(3, 2_000, 30_000);
+    cfg.max_time_ms = 70_000;
+    cfg.faults = crash_restart(3, 2_000, 40_000);
     let r = run(cfg).unwrap();
     assert_eq!(r.broken().into_iter().collect::<Vec<_>>(), vec![Invariant::Liveness]);
 }
