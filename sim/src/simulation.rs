@@ -20,7 +20,7 @@ use crate::adversary::Adversary;
 use crate::checker::Invariant;
 use crate::config::{Behaviour, Byzantine, SimConfig};
 use crate::workload::{KvWorkload, NoLoad, Workload};
-use crate::world::{AppFactory, AppInvariant, Plugins, Report, World};
+use crate::world::{AppInvariant, MakeApp, Plugins, Report, World};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +32,7 @@ use tendr_core::traits::Application;
 /// its load, its invariants and adversaries of your own.
 pub struct Simulation<A> {
     cfg: SimConfig,
-    app: AppFactory<A>,
+    app: MakeApp<A>,
     workload: Option<Box<dyn Workload>>,
     invariants: Vec<Box<dyn AppInvariant<A>>>,
     adversaries: BTreeMap<u32, Box<dyn Adversary>>,
@@ -96,15 +96,6 @@ impl<A: Application + 'static> Simulation<A> {
 
     pub fn config(&self) -> &SimConfig {
         &self.cfg
-    }
-
-    /// The same run with another config (shrinking keeps the code-given parts). Adversaries of
-    /// nodes the new config no longer lists as `custom` are dropped.
-    pub fn with_config(mut self, cfg: SimConfig) -> Self {
-        self.adversaries
-            .retain(|n, _| cfg.behaviour(*n) == Some(Behaviour::Custom));
-        self.cfg = cfg;
-        self
     }
 
     /// Runs to the end and reports. `Err` only for a config that makes no sense.

@@ -408,7 +408,7 @@ pub fn validator_key(i: usize) -> PrivateKey {
 }
 
 /// Makes a node's fresh application from the chain id.
-pub type AppFactory<A> = Rc<dyn Fn(&str) -> A>;
+pub type MakeApp<A> = Rc<dyn Fn(&str) -> A>;
 
 /// Checks an application's own invariant (e.g. "total supply is conserved") on every honest
 /// node's application.
@@ -422,7 +422,7 @@ pub trait AppInvariant<A> {
 
 /// The user's side of a run: application, load, invariants, own adversaries.
 pub struct Plugins<A> {
-    pub app: AppFactory<A>,
+    pub app: MakeApp<A>,
     pub workload: Box<dyn Workload>,
     pub invariants: Vec<Box<dyn AppInvariant<A>>>,
     /// Adversaries given in code, by validator (their config entry is `Behaviour::Custom`).
@@ -441,7 +441,7 @@ pub struct World<A> {
     genesis: ChainState,
     net_rng: Rng,
     tx_rng: Rng,
-    app: AppFactory<A>,
+    app: MakeApp<A>,
     workload: Box<dyn Workload>,
     invariants: Vec<Box<dyn AppInvariant<A>>>,
     /// Each Byzantine validator's adversary (by key), with its own stream.
