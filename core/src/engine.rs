@@ -222,9 +222,11 @@ pub enum EngineError {
     RoundTooFar { got: Round, current: Round },
     #[error("vote from {0}, which is not a validator at this height")]
     UnknownValidator(Address),
-    /// A vote of a later height from someone outside our validator set: that height may have
-    /// another set, so it can be neither checked nor blamed yet.
-    #[error("vote of height {height} from {validator}, not in the validator set of our height: cannot be checked yet")]
+    /// A vote or proposal of a later height from someone outside our validator set: that
+    /// height may have another set, so it can be neither checked nor blamed yet.
+    #[error(
+        "message of height {height} from {validator}, not in the validator set of our height: cannot be checked yet"
+    )]
     NotYetVerifiable { height: Height, validator: Address },
     #[error("{what}: signature does not verify ({detail})")]
     BadSignature { what: &'static str, detail: String },
@@ -238,6 +240,30 @@ pub enum EngineError {
     BadEvidence(String),
     #[error("future-message buffer full ({MAX_FUTURE_MESSAGES}); message dropped")]
     BufferFull,
+    /// A proposal of a later height not signed by the proposer its block names: a re-proposal
+    /// (L16's validValue, whose block another validator built) is like that, so its signer can
+    /// only be checked against that height's proposer schedule, when the height starts. Kept
+    /// until then (at most [`MAX_PARKED_PROPOSALS`], the oldest dropped); nobody is blamed.
+    #[error("proposal of height {height} round {round} parked until that height starts: its proposer cannot be checked before")]
+    Parked { height: Height, round: Round },
+}
+
+impl EngineError {
+    /// Whether the message proves its sender faulty (or broken), so that a driver may count it
+    /// against the peer it came from. Not the sender's fault: an honest relay of a Byzantine
+    /// proposer's second proposal ([`EngineError::ConflictingProposal`]), our own full buffer,
+    /// and a later height's message we cannot check yet. Both worlds use this one rule: the
+    /// real node strikes peers by it and the simulator asserts that no honest node is ever
+    /// blamed by it.
+    pub fn blames_sender(&self) -> bool {
+        !matches!(
+            self,
+            EngineError::BufferFull
+                | EngineError::ConflictingProposal { .. }
+                | EngineError::NotYetVerifiable { .. }
+                | EngineError::Parked { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,6 +329,8 @@ pub struct Engine {
     hs: HeightState,
     verifier: Box<dyn SignatureVerifier>,
     future: Vec<(PeerId, Message)>,
+    /// Later-height proposals whose signer is checked when their height starts.
+    parked: VecDeque<(PeerId, Box<Proposal>)>,
     recent_serves: VecDeque<(PeerId, Height)>,
     last_sync_request: Option<(Height, TimeMs)>,
     /// Highest height a verified peer message showed us, and who showed it.
@@ -347,6 +375,7 @@ impl Engine {
             chain,
             verifier,
             future: Vec::new(),
+            parked: VecDeque::new(),
             recent_serves: VecDeque::new(),
             last_sync_request: None,
             ahead: None,
@@ -915,7 +944,13 @@ impl Engine {
             .into_iter()
             .filter(|(_, m)| m.height().is_some_and(|mh| mh > h))
             .collect();
-        for (from, msg) in ready {
+        let (parked_now, parked_later): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .filter(|(_, p)| p.height >= h)
+            .partition(|(_, p)| p.height == h);
+        self.parked = parked_later;
+        let parked_now = parked_now.into_iter().map(|(from, p)| (from, Message::Proposal(p)));
+        for (from, msg) in ready.into_iter().chain(parked_now) {
             let _ = self.on_message(now, from, msg, out); // re-verified against this height's set
         }
     }
@@ -1012,7 +1047,7 @@ impl Engine {
             }
             Message::Evidence(ev) => {
                 if ev.height() == self.chain.height {
-                    verify_evidence(&self.cfg.chain_id, &self.chain.validators, &ev)
+                    verify_evidence(&self.cfg.chain_id, &self.chain.validators, &ev, self.verifier.as_mut())
                         .map_err(EngineError::BadEvidence)?;
                     let Evidence::DuplicateVote { a, .. } = ev.as_ref();
                     if self.hs.evidence_seen.insert((a.validator, a.round, a.vote_type)) {
@@ -1054,6 +1089,23 @@ impl Engine {
         self.future.push((from, msg.clone()));
         self.note_ahead(now, from, h, out);
         Ok(false)
+    }
+
+    /// Keeps a later-height proposal whose signer cannot be checked yet (see
+    /// [`EngineError::Parked`]); one too far ahead to keep is only refused.
+    fn park(&mut self, from: PeerId, p: Box<Proposal>) -> EngineError {
+        let (height, round) = (p.height, p.round);
+        if height.0 > self.chain.height.0 + MAX_FUTURE_HEIGHTS {
+            return EngineError::NotYetVerifiable {
+                height,
+                validator: p.block.header.proposer,
+            };
+        }
+        if self.parked.len() >= MAX_PARKED_PROPOSALS {
+            self.parked.pop_front();
+        }
+        self.parked.push_back((from, p));
+        EngineError::Parked { height, round }
     }
 
     /// A peer is ahead of us: ask it for the decided block of our height (rate-limited).
@@ -1123,27 +1175,38 @@ impl Engine {
             return Ok(());
         }
         let id = p.block.id();
-        // For our height the signer must be the proposer of (height, round). For a later
-        // height the proposer schedule may still change, so the proposal is checked against
-        // the validator its block names, buffered, and checked again when its height starts.
-        let proposer = if p.height == self.chain.height {
-            self.chain.proposer(p.round)
-        } else {
-            p.block.header.proposer
-        };
-        let idx = self
-            .chain
-            .validators
-            .index_of(&proposer)
-            .ok_or(EngineError::UnknownValidator(proposer))?;
         let bytes = proposal_sign_bytes(&self.cfg.chain_id, p.height, p.round, p.pol_round, id);
-        let vs = &self.chain.validators;
-        self.verifier
-            .verify(&vs.get(idx).pub_key, vs.key(idx), &bytes, &p.signature)
-            .map_err(|e| EngineError::BadSignature {
-                what: "proposal",
-                detail: format!("not signed by the proposer {proposer}: {e}"),
-            })?;
+        if p.height > self.chain.height {
+            // The proposer schedule of a later height is not known yet. A proposal signed by
+            // the validator its block names (a fresh value: the usual case) is buffered and
+            // checked again when its height starts; any other (a re-proposal of a validValue
+            // another validator built, or a forgery) is parked unblamed until then.
+            let named = p.block.header.proposer;
+            let signed_by_named = self.chain.validators.index_of(&named).is_some_and(|idx| {
+                let vs = &self.chain.validators;
+                self.verifier
+                    .verify(&vs.get(idx).pub_key, vs.key(idx), &bytes, &p.signature)
+                    .is_ok()
+            });
+            if !signed_by_named {
+                return Err(self.park(from, p));
+            }
+        } else {
+            // For our height the signer must be the proposer of (height, round).
+            let proposer = self.chain.proposer(p.round);
+            let idx = self
+                .chain
+                .validators
+                .index_of(&proposer)
+                .ok_or(EngineError::UnknownValidator(proposer))?;
+            let vs = &self.chain.validators;
+            self.verifier
+                .verify(&vs.get(idx).pub_key, vs.key(idx), &bytes, &p.signature)
+                .map_err(|e| EngineError::BadSignature {
+                    what: "proposal",
+                    detail: format!("not signed by the proposer {proposer}: {e}"),
+                })?;
+        }
         let msg = Message::Proposal(p);
         if !self.route_height(now, from, msg.height().unwrap_or_default(), &msg, out)? {
             return Ok(());

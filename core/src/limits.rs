@@ -14,6 +14,9 @@ pub const MAX_BLOCK_TXS: usize = 20_000;
 pub const MAX_TX_BYTES: usize = 64 * 1024;
 /// Messages for future heights kept until their height starts.
 pub const MAX_FUTURE_MESSAGES: usize = 4_096;
+/// Proposals of a later height whose signer cannot be checked yet (a re-proposal of a valid
+/// value names its first proposer in the block, not the signer), kept until their height starts.
+pub const MAX_PARKED_PROPOSALS: usize = 16;
 /// How many heights ahead a buffered message may be.
 pub const MAX_FUTURE_HEIGHTS: u64 = 2;
 /// How many rounds ahead of our own round a message may be and still be kept.

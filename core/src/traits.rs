@@ -343,10 +343,13 @@ pub enum NodeEvent {
         app_hash: Hash,
     },
     Evidence(Evidence),
+    /// A peer's message was refused.
     Rejected {
         from: PeerId,
         kind: &'static str,
         error: String,
+        /// Whether the refusal is the sender's fault ([`NodeError::blames_sender`]).
+        blames_sender: bool,
     },
 }
 
@@ -362,6 +365,19 @@ pub enum NodeError {
     CorruptStore(Height, String),
     #[error("transaction rejected: {0}")]
     TxRejected(String),
+}
+
+impl NodeError {
+    /// Whether a peer's message that failed this way proves the peer faulty: undecodable bytes
+    /// and the engine's refusals that [`EngineError::blames_sender`] names. This node's own
+    /// storage failures and a refused transaction are not the sender's fault.
+    pub fn blames_sender(&self) -> bool {
+        match self {
+            NodeError::Decode(_) => true,
+            NodeError::Rejected(e) => e.blames_sender(),
+            NodeError::Storage(_) | NodeError::CorruptStore(..) | NodeError::TxRejected(_) => false,
+        }
+    }
 }
 
 impl From<MempoolError> for NodeError {
@@ -527,6 +543,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                     from,
                     kind: "bytes",
                     error: e.to_string(),
+                    blames_sender: true,
                 });
                 Err(e.into())
             }
@@ -547,6 +564,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                         from,
                         kind,
                         error: e.to_string(),
+                        blames_sender: e.blames_sender(),
                     });
                 }
                 result

@@ -8,7 +8,7 @@
 
 use crate::claims::{Claims, Verdict};
 use crate::{Incoming, NetHandle, PeerInfo};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tendr_core::engine::{Engine, EngineError, Timeout};
 use tendr_core::limits::MAX_FUTURE_HEIGHTS;
@@ -121,16 +121,12 @@ pub enum Command {
     Shutdown,
 }
 
-/// Proposals for later heights kept until their height starts.
-const MAX_PARKED_PROPOSALS: usize = 16;
-
 /// Counts rejected messages per peer; too many within the window means a penalty. Also keeps
-/// the parked future proposals and the far-future [`Claims`].
+/// the far-future [`Claims`].
 struct Strikes {
     count: HashMap<PeerId, (u32, Instant)>,
     /// Peers penalized recently, whose already-queued messages are skipped.
     penalized: HashMap<PeerId, Instant>,
-    parked: VecDeque<(PeerId, Message)>,
     claims: Claims,
 }
 
@@ -139,26 +135,8 @@ impl Strikes {
         Strikes {
             count: HashMap::new(),
             penalized: HashMap::new(),
-            parked: VecDeque::new(),
             claims: Claims::new(limits.far_future_answer, limits.far_future_strikes),
         }
-    }
-
-    fn park(&mut self, from: PeerId, msg: Message) {
-        if self.parked.len() >= MAX_PARKED_PROPOSALS {
-            self.parked.pop_front();
-        }
-        self.parked.push_back((from, msg));
-    }
-
-    /// Parked proposals for `height` (those for earlier heights are dropped).
-    fn unpark(&mut self, height: Height) -> Vec<(PeerId, Message)> {
-        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .filter(|(_, m)| m.height().is_some_and(|h| h >= height))
-            .partition(|(_, m)| m.height() == Some(height));
-        self.parked = later.into();
-        now
     }
 
     fn penalized(&mut self, peer: &PeerId) -> bool {
@@ -204,19 +182,6 @@ impl Strikes {
     }
 }
 
-/// Whether a rejection is the sender's fault (an honest relay of a Byzantine proposer's
-/// second proposal, or our own full buffer, is not).
-fn counts_against_sender(e: &NodeError) -> bool {
-    match e {
-        NodeError::Decode(_) => true,
-        NodeError::Rejected(e) => !matches!(
-            e,
-            EngineError::BufferFull | EngineError::ConflictingProposal { .. } | EngineError::NotYetVerifiable { .. }
-        ),
-        _ => false,
-    }
-}
-
 /// How loudly to log a message that failed without counting against its sender. Only this
 /// node's own failures (its store) are errors; a conflicting proposal is a peer's misbehaviour
 /// (a warning); the rest are the ordinary conditions of catching up (a vote of a height whose
@@ -241,13 +206,6 @@ fn on_incoming<S: Storage, A: Application>(
     let started = Instant::now();
     let kind = msg.kind();
     let current = node.engine().height();
-    // The engine checks a proposal's signature against the proposer of *its* current height,
-    // so a valid proposal for a later height would be rejected: park it until that height.
-    let future_proposal = matches!(&msg, Message::Proposal(p) if p.height > current);
-    if future_proposal && msg.height().is_some_and(|h| h.0 <= current.0 + MAX_FUTURE_HEIGHTS) {
-        strikes.park(from, msg);
-        return;
-    }
     // Messages far beyond our height are claims that we are behind; they are never relayed
     // (the engine only takes them as a hint), and their sender must back them (see `claims`).
     let far = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Decided { .. })
@@ -288,7 +246,7 @@ fn on_incoming<S: Storage, A: Application>(
                 on_claim_answer(node, strikes, from, h, id);
             }
         }
-        Err(e) if counts_against_sender(&e) && !future_proposal => {
+        Err(e) if e.blames_sender() => {
             tracing::debug!(peer = %from, "rejected message: {e}");
             if strikes.strike(from) {
                 let reason = format!("{STRIKES_BEFORE_PENALTY} rejected messages within {STRIKE_WINDOW:?}; last: {e}");
@@ -369,7 +327,6 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
         Some(s) => (s.txs, s.bulk),
         None => (mpsc::channel(1).1, mpsc::channel(1).1),
     };
-    let mut height = node.engine().height();
     loop {
         for e in node.drain_events() {
             on_event(&e);
@@ -394,18 +351,6 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
             Some(inc) = txs.recv() => {
                 node.net.tx_taken(&inc);
                 on_incoming(&mut node, inc, &mut strikes)
-            }
-        }
-        let h = node.engine().height();
-        if h != height {
-            height = h;
-            for (from, msg) in strikes.unpark(h) {
-                let inc = Incoming {
-                    from,
-                    msg,
-                    tx_hash: None,
-                };
-                on_incoming(&mut node, inc, &mut strikes);
             }
         }
     }

@@ -339,7 +339,7 @@ fn on_event(shared: &Shared, ev: &NodeEvent) {
         NodeEvent::Evidence(ev) => {
             warn!(culprit = %ev.culprit(), height = ev.height().0, "evidence: a validator signed two conflicting votes");
         }
-        NodeEvent::Rejected { from, kind, error } => {
+        NodeEvent::Rejected { from, kind, error, .. } => {
             shared.metrics.lock().expect("metrics").rejected_messages_total += 1;
             debug!(peer = %from, kind, %error, "message rejected");
         }

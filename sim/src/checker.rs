@@ -31,10 +31,16 @@ pub enum Invariant {
     AppHashAgreement,
     /// An invariant of the application's own (`AppInvariant`).
     Application,
+    /// No honest node refuses an honest node's message in a way that blames the sender (the
+    /// rule a real node strikes and bans peers by: [`NodeError::blames_sender`]). A breach
+    /// means honest validators would cut each other off on a real network.
+    ///
+    /// [`NodeError::blames_sender`]: tendr_core::traits::NodeError::blames_sender
+    HonestNotBlamed,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 9] = [
+    pub const ALL: [Invariant; 10] = [
         Invariant::Agreement,
         Invariant::Validity,
         Invariant::CommitIntegrity,
@@ -44,6 +50,7 @@ impl Invariant {
         Invariant::Liveness,
         Invariant::AppHashAgreement,
         Invariant::Application,
+        Invariant::HonestNotBlamed,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -56,6 +63,7 @@ impl Invariant {
             Invariant::Liveness => "liveness",
             Invariant::AppHashAgreement => "app-hash-agreement",
             Invariant::Application => "application",
+            Invariant::HonestNotBlamed => "honest-not-blamed",
         }
     }
 }
@@ -103,6 +111,9 @@ pub struct Checker {
     verifier: Box<dyn SignatureVerifier>,
     pub violations: Vec<Violation>,
     pub fork_heights: BTreeSet<u64>,
+    /// The validator set (power by address, and total) of each fork height, when known:
+    /// accountability is measured against the set that decided the height, not genesis.
+    fork_sets: BTreeMap<u64, (BTreeMap<Address, u64>, u64)>,
     pub rounds_sum: u64,
     pub decisions: u64,
     prune_below: u64,
@@ -146,6 +157,7 @@ impl Checker {
             verifier,
             violations: vec![],
             fork_heights: BTreeSet::new(),
+            fork_sets: BTreeMap::new(),
             rounds_sum: 0,
             decisions: 0,
             prune_below: 0,
@@ -304,6 +316,10 @@ impl Checker {
                 let prev = prev.id;
                 if prev != id {
                     self.fork_heights.insert(h);
+                    if let Some(vs) = validators {
+                        let power = vs.validators().iter().map(|v| (v.address, v.power.0)).collect();
+                        self.fork_sets.entry(h).or_insert((power, vs.total_power().0));
+                    }
                     self.violate(
                         Invariant::Agreement,
                         now,
@@ -392,21 +408,28 @@ impl Checker {
         true
     }
 
-    /// Convicted power must exceed 1/3 whenever agreement broke.
+    /// Convicted power must exceed 1/3 whenever agreement broke, measured against the
+    /// validator set of each forked height (genesis power where that set is not known).
     fn check_accountability(&mut self, now: u64) {
-        let convicted: u64 = self
-            .evidence
-            .keys()
-            .map(|a| self.power.get(a).copied().unwrap_or(0))
-            .sum();
-        if 3 * convicted <= self.total_power {
+        let mut short = None;
+        for h in &self.fork_heights {
+            let (power, total) = match self.fork_sets.get(h) {
+                Some((p, t)) => (p, *t),
+                None => (&self.power, self.total_power),
+            };
+            let convicted: u64 = self.evidence.keys().map(|a| power.get(a).copied().unwrap_or(0)).sum();
+            if 3 * convicted <= total {
+                short = Some((*h, convicted, total));
+                break;
+            }
+        }
+        if let Some((h, convicted, total)) = short {
             let names: Vec<String> = self.evidence.keys().map(|a| a.to_string()).collect();
             self.violate(
                 Invariant::Accountability,
                 now,
                 format!(
-                    "agreement broke but evidence convicts only {convicted} of {} power ({})",
-                    self.total_power,
+                    "agreement broke at height {h} but evidence convicts only {convicted} of that height's {total} power ({})",
                     names.join(", ")
                 ),
             );

@@ -705,8 +705,16 @@ impl<A: Application + 'static> World<A> {
                     Payload::Msg(m) => self.call(to, |n| n.on_message(from_peer, Rc::unwrap_or_clone(m))),
                     Payload::Bytes(b) => self.call(to, |n| n.on_bytes(from_peer, &b)),
                 };
-                if r.is_err() {
+                if let Err(e) = r {
                     self.stats.rejected += 1;
+                    let honest = |s: &Slot<A>| s.byz.is_none();
+                    if e.blames_sender() && honest(&self.slots[to]) && honest(&self.slots[from]) {
+                        self.checker.violate(
+                            Invariant::HonestNotBlamed,
+                            self.now(),
+                            format!("honest node {to} refused honest node {from}'s message, blaming it: {e}"),
+                        );
+                    }
                 }
             }
             Ev::Timer { slot, inc, t } => {

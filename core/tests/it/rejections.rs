@@ -222,3 +222,66 @@ fn equivocating_vote_produces_evidence_once() {
         0
     );
 }
+
+/// A later height's proposal signed by someone other than the validator its block names (a
+/// re-proposal of a valid value another validator built, or a forgery: it cannot be told yet)
+/// is parked without blame until its height starts; beyond the buffered heights it is refused,
+/// still without blame.
+#[test]
+fn a_later_heights_re_proposal_is_parked_without_blame() {
+    let keys = keys(4);
+    let g = genesis(&keys, &[1, 1, 1, 1]);
+    let (mut e, _) = engine(0);
+    let proposal = |h: u64, round: u32| {
+        let block: Block = BlockData {
+            header: g.new_header(keys[1].address(), TimeMs(5), &[]),
+            txs: vec![],
+            last_commit: None,
+        }
+        .into();
+        let mut block: Block = block;
+        block.make_mut().header.height = Height(h);
+        let sig = keys[2].sign(&proposal_sign_bytes(
+            CHAIN,
+            Height(h),
+            Round(round),
+            Some(Round(0)),
+            block.id(),
+        ));
+        Proposal {
+            height: Height(h),
+            round: Round(round),
+            pol_round: Some(Round(0)),
+            block,
+            signature: sig,
+        }
+    };
+    let r = msg(&mut e, &keys[3], Message::Proposal(Box::new(proposal(2, 2))));
+    assert_eq!(
+        r,
+        Err(EngineError::Parked {
+            height: Height(2),
+            round: Round(2)
+        })
+    );
+    assert!(!r.unwrap_err().blames_sender());
+    let r = msg(&mut e, &keys[3], Message::Proposal(Box::new(proposal(9, 2))));
+    assert!(matches!(
+        r,
+        Err(EngineError::NotYetVerifiable { height: Height(9), .. })
+    ));
+    assert!(!r.unwrap_err().blames_sender());
+    // At our own height the same mismatch is a forged proposal, and blamed.
+    let mut p = proposal(1, 2);
+    p.block.make_mut().header.height = Height(1);
+    let not_proposer = keys.iter().find(|k| k.address() != g.proposer(Round(2))).unwrap();
+    p.signature = not_proposer.sign(&proposal_sign_bytes(
+        CHAIN,
+        Height(1),
+        Round(2),
+        Some(Round(0)),
+        p.block.id(),
+    ));
+    let r = msg(&mut e, &keys[3], Message::Proposal(Box::new(p)));
+    assert!(r.as_ref().is_err_and(|e| e.blames_sender()), "{r:?}");
+}
