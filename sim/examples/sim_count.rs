@@ -6,6 +6,7 @@
 //! valgrind --tool=callgrind target/release/examples/sim_count 2000          # trusted, 4 validators
 //! VALS=100 valgrind --tool=callgrind target/release/examples/sim_count 6    # 100 validators
 //! CACHED=1 valgrind --tool=callgrind target/release/examples/sim_count 20   # cached verification
+//! WIRE=1 valgrind --tool=callgrind target/release/examples/sim_count 2000   # through the wire codec
 //! ```
 //!
 //! Prints the heights decided and the trace hash. Valgrind runs SHA-256 without the CPU's SHA
@@ -22,6 +23,7 @@ fn main() {
     } else {
         VerifyMode::Trusted
     };
+    cfg.wire_codec = std::env::var("WIRE").is_ok();
     cfg.max_time_ms = u64::MAX / 4;
     let r = tendr_sim::run(cfg).expect("valid config");
     println!("{} heights, trace hash {}", r.heights, r.trace_hash);

@@ -143,6 +143,10 @@ pub struct RunArgs {
     /// Crashes keep unsynced writes (default: a crash loses what the node had not synced).
     #[arg(long)]
     pub keep_unsynced: bool,
+    /// Pass every message through the wire codec (encode, frame limit, decode) as a real node
+    /// receives it, instead of delivering message values.
+    #[arg(long)]
+    pub wire_codec: bool,
     /// Keep every decision time and transaction latency in the JSON report (they grow with
     /// the run; off by default so memory stays flat).
     #[arg(long)]
@@ -340,6 +344,7 @@ pub fn build_config(a: &RunArgs) -> Result<SimConfig, String> {
         c.storage.lose_unsynced = false;
     }
     c.timeline |= a.timeline;
+    c.wire_codec |= a.wire_codec;
     if let Some(n) = a.snapshot_every {
         c.storage.snapshot_every = n;
     }

@@ -350,6 +350,12 @@ pub struct SimConfig {
     /// A planted core bug (needs the `planted-bugs` feature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planted: Option<String>,
+    /// Deliver every message as a real node receives it: encoded by the wire codec, refused
+    /// above the frame limit, and decoded by the node's one fallible decoder
+    /// (`Node::on_bytes`). Off by default: the message values themselves are delivered, which
+    /// is faster and, since decoding an encoded message gives it back, decides the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wire_codec: bool,
     /// Keep the time of every decided height and the latency of every committed transaction
     /// in the report (`Report::decisions`, `Report::tx_latencies`), for per-phase statistics.
     /// Off unless asked for: both grow with the run, and a long run's memory must not.
@@ -414,6 +420,7 @@ impl SimConfig {
             verify: VerifyMode::Full,
             liveness_bound_ms: default_liveness(),
             planted: None,
+            wire_codec: false,
             timeline: false,
         }
     }

@@ -702,6 +702,28 @@ impl<A: Application + 'static> World<A> {
                     }
                 }
                 let r = match payload {
+                    Payload::Msg(m) if self.cfg.wire_codec => {
+                        // As a real node receives it: a frame of at most the wire's limit,
+                        // decoded by the node (the sender's encoder never makes a larger one).
+                        let bytes = tendr_core::codec::encode_message(&m);
+                        if bytes.len() > tendr_core::limits::MAX_MESSAGE_BYTES {
+                            self.stats.rejected += 1;
+                            if self.slots[from].byz.is_some() {
+                                return; // a real peer's stream would refuse the frame
+                            }
+                            self.checker.violate(
+                                Invariant::HonestNotBlamed,
+                                self.now(),
+                                format!(
+                                    "node {from} sent a {} message of {} bytes, over the wire limit",
+                                    m.kind(),
+                                    bytes.len()
+                                ),
+                            );
+                            return;
+                        }
+                        self.call(to, |n| n.on_bytes(from_peer, &bytes))
+                    }
                     Payload::Msg(m) => self.call(to, |n| n.on_message(from_peer, Rc::unwrap_or_clone(m))),
                     Payload::Bytes(b) => self.call(to, |n| n.on_bytes(from_peer, &b)),
                 };
