@@ -127,3 +127,18 @@ fn seed_13301_liveness_waits_for_the_locked_validator_to_propose() {
     assert!(r.liveness_checked);
     assert!(r.ok(), "{:?}", r.violations);
 }
+
+/// Through the wire codec (encode, frame limit, the node's own decoder) a run decides exactly
+/// as with message values: same trace, and no honest message is refused on the way.
+#[test]
+fn the_wire_codec_changes_nothing_but_the_cost() {
+    for seed in 0..12 {
+        let mut c = tendr_sim::SimConfig::from_seed(seed, None);
+        c.set_verify(VerifyMode::Trusted);
+        let values = tendr_sim::run(c.clone()).unwrap();
+        c.wire_codec = true;
+        let wire = tendr_sim::run(c).unwrap();
+        assert!(wire.ok(), "seed {seed}: {:?}", wire.violations);
+        assert_eq!(wire.trace_hash, values.trace_hash, "seed {seed}");
+    }
+}
