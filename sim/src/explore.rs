@@ -166,14 +166,26 @@ pub fn first_failure(opts: &ExploreOpts) -> Option<Report> {
 /// noise and heights while the smaller run still breaks the same invariant. At most
 /// `budget` runs.
 pub fn shrink(cfg: &SimConfig, invariant: Invariant, budget: usize) -> (SimConfig, Report) {
+    shrink_with(cfg, invariant, budget, |c| run(c).ok()).expect("the built-in application runs every valid config")
+}
+
+/// [`shrink`] for any run: `run_config` runs a config (for your own application, e.g. the
+/// sweep's simulation with the config replaced) and gives `None` for a config it cannot run.
+/// `None` when `cfg` itself cannot run.
+pub fn shrink_with(
+    cfg: &SimConfig,
+    invariant: Invariant,
+    budget: usize,
+    run_config: impl Fn(SimConfig) -> Option<Report>,
+) -> Option<(SimConfig, Report)> {
     let fails = |c: &SimConfig| -> Option<Report> {
-        let r = run(c.clone()).ok()?;
+        let r = run_config(c.clone())?;
         r.broken().contains(&invariant).then_some(r)
     };
     let mut best = cfg.clone();
     let mut best_report = match fails(&best) {
         Some(r) => r,
-        None => return (best.clone(), run(best).expect("valid config")),
+        None => return run_config(best.clone()).map(|r| (best, r)),
     };
     let mut runs = 1;
     let mut improved = true;
@@ -245,5 +257,5 @@ pub fn shrink(cfg: &SimConfig, invariant: Invariant, budget: usize) -> (SimConfi
             }
         }
     }
-    (best, best_report)
+    Some((best, best_report))
 }

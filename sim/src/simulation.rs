@@ -98,6 +98,21 @@ impl<A: Application + 'static> Simulation<A> {
         &self.cfg
     }
 
+    /// Changes the config (e.g. a sweep's shrunk or replayed one). An adversary of your own
+    /// stays only while its node is still Byzantine with [`Behaviour::Custom`].
+    pub fn configure(mut self, f: impl FnOnce(&mut SimConfig)) -> Self {
+        f(&mut self.cfg);
+        let custom: Vec<u32> = self
+            .cfg
+            .byzantine
+            .iter()
+            .filter(|b| b.behaviour == Behaviour::Custom)
+            .map(|b| b.node)
+            .collect();
+        self.adversaries.retain(|node, _| custom.contains(node));
+        self
+    }
+
     /// Runs to the end and reports. `Err` only for a config that makes no sense.
     pub fn run(self) -> Result<Report, String> {
         let plugins = Plugins {
@@ -124,6 +139,9 @@ pub struct Failure {
     /// How to run this seed again.
     pub replay: String,
     pub report: Report,
+    /// The smallest config found that still breaks the same invariant (fewer faults,
+    /// Byzantine nodes, heights and less network noise), with where it was written as TOML.
+    pub shrunk: Option<(SimConfig, Option<std::path::PathBuf>)>,
 }
 
 /// What a sweep found.
@@ -150,6 +168,18 @@ impl SweepResult {
                 f.detail,
                 f.replay
             );
+            if let Some((c, path)) = &f.shrunk {
+                msg += &format!(
+                    "  shrunk: {} faults, {} Byzantine, {} heights",
+                    c.faults.len(),
+                    c.byzantine.len(),
+                    c.heights
+                );
+                if let Some(p) = path {
+                    msg += &format!("; replay it: TENDR_SIM_CONFIG={} <the same command>", p.display());
+                }
+                msg += "\n";
+            }
         }
         panic!("{msg}");
     }
@@ -158,13 +188,16 @@ impl SweepResult {
 /// Many seeds of one simulation, in parallel (one seed per thread, never one seed across
 /// threads). `build(seed)` makes the run of a seed.
 ///
-/// Set `TENDR_SIM_SEED=N` to run only seed `N` (that is the replay of a failure).
+/// Set `TENDR_SIM_SEED=N` to run only seed `N` (that is the replay of a failure), or
+/// `TENDR_SIM_CONFIG=FILE` to run only the config of a TOML file (a shrunk failure: the seed's
+/// simulation with that config).
 pub struct Sweep<F> {
     seeds: std::ops::Range<u64>,
     jobs: usize,
     build: F,
     progress: bool,
     stop_on_failure: bool,
+    shrink_budget: usize,
 }
 
 impl<A, F> Sweep<F>
@@ -179,7 +212,16 @@ where
             build,
             progress: false,
             stop_on_failure: false,
+            shrink_budget: 60,
         }
+    }
+
+    /// Runs at most this many smaller configs to shrink the first failure (default 60;
+    /// 0: do not shrink). The shrunk config is written as TOML to the system's temporary
+    /// folder and named in [`SweepResult::assert_ok`]'s message.
+    pub fn shrink(mut self, budget: usize) -> Self {
+        self.shrink_budget = budget;
+        self
     }
 
     /// Threads to use (default: every core).
@@ -210,8 +252,59 @@ where
         format!("{cmd}   (in code: the sweep's build({seed}).run())")
     }
 
-    /// Runs every seed (or only `TENDR_SIM_SEED`).
+    /// The seed's simulation with `cfg` in place of its own.
+    fn run_config(&self, cfg: SimConfig) -> Option<Report> {
+        (self.build)(cfg.seed).configure(|c| *c = cfg).run().ok()
+    }
+
+    /// Runs every seed (or only `TENDR_SIM_SEED`, or only `TENDR_SIM_CONFIG`).
     pub fn run(&self) -> SweepResult {
+        if let Ok(path) = std::env::var("TENDR_SIM_CONFIG") {
+            return self.run_file(&path);
+        }
+        let mut result = self.run_seeds();
+        if let (Some(first), true) = (result.failures.first_mut(), self.shrink_budget > 0) {
+            let cfg = (self.build)(first.seed).config().clone();
+            let shrunk = crate::explore::shrink_with(&cfg, first.invariant, self.shrink_budget, |c| self.run_config(c));
+            if let Some((small, _)) = shrunk {
+                let path = std::env::temp_dir().join(format!("tendr-sim-shrunk-{}.toml", first.seed));
+                let written = toml::to_string(&small)
+                    .ok()
+                    .and_then(|text| std::fs::write(&path, text).ok())
+                    .map(|()| path);
+                first.shrunk = Some((small, written));
+            }
+        }
+        result
+    }
+
+    /// Runs the config of a TOML file (`TENDR_SIM_CONFIG`) as the sweep's simulation of its seed.
+    fn run_file(&self, path: &str) -> SweepResult {
+        let cfg = crate::cli::load_config(std::path::Path::new(path))
+            .unwrap_or_else(|e| panic!("TENDR_SIM_CONFIG={path}: {e}"));
+        let seed = cfg.seed;
+        let report = self
+            .run_config(cfg)
+            .unwrap_or_else(|| panic!("TENDR_SIM_CONFIG={path}: the simulation's config is invalid"));
+        let mut r = SweepResult {
+            runs: 1,
+            safety_only: u64::from(!report.liveness_checked),
+            failures: vec![],
+        };
+        if let Some(v) = report.violations.first() {
+            r.failures.push(Failure {
+                seed,
+                invariant: v.invariant,
+                detail: v.detail.clone(),
+                replay: format!("TENDR_SIM_CONFIG={path} <the same command>"),
+                report: report.clone(),
+                shrunk: None,
+            });
+        }
+        r
+    }
+
+    fn run_seeds(&self) -> SweepResult {
         let seeds = match std::env::var("TENDR_SIM_SEED").ok().and_then(|s| s.parse::<u64>().ok()) {
             Some(s) => s..s + 1,
             None => self.seeds.clone(),
@@ -247,6 +340,7 @@ where
                             detail: v.detail.clone(),
                             replay: Self::replay(caller.as_deref(), seed),
                             report: report.clone(),
+                            shrunk: None,
                         });
                     }
                     let failing = r.failures.len() as u64;

@@ -133,21 +133,23 @@ fn a_custom_node_in_a_config_needs_its_adversary() {
     assert!(err.contains("no adversary was given"), "{err}");
 }
 
+/// An invariant that any transfer breaks: for tests of failure reports.
+struct NoTransfers;
+impl tendr_sim::AppInvariant<Ledger> for NoTransfers {
+    fn name(&self) -> String {
+        "no-transfers".into()
+    }
+    fn check(&mut self, _: usize, _: u64, app: &Ledger) -> Result<(), String> {
+        match app.accounts().find(|(_, a)| a.nonce > 0) {
+            Some((addr, _)) => Err(format!("{addr} sent money")),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A broken invariant is reported with the invariant's name.
 #[test]
 fn an_application_invariant_can_fail() {
-    struct NoTransfers;
-    impl tendr_sim::AppInvariant<Ledger> for NoTransfers {
-        fn name(&self) -> String {
-            "no-transfers".into()
-        }
-        fn check(&mut self, _: usize, _: u64, app: &Ledger) -> Result<(), String> {
-            match app.accounts().find(|(_, a)| a.nonce > 0) {
-                Some((addr, _)) => Err(format!("{addr} sent money")),
-                None => Ok(()),
-            }
-        }
-    }
     let mut cfg = SimConfig::new(4);
     cfg.heights = 10;
     let r = ledger_run(cfg).invariant(NoTransfers).run().unwrap();
@@ -157,6 +159,27 @@ fn an_application_invariant_can_fail() {
         "{}",
         r.violations[0].detail
     );
+}
+
+/// A sweep over your own application shrinks its first failure (fewer faults, Byzantine
+/// nodes, heights, less noise) and writes the small config where `TENDR_SIM_CONFIG` replays it.
+#[test]
+fn a_user_apps_failure_is_shrunk() {
+    let build = |seed| ledger_run(SimConfig::from_seed(seed, None)).invariant(NoTransfers);
+    let r = Sweep::new(0..4, build).stop_on_failure(true).shrink(40).run();
+    let first = &r.failures[0];
+    let original = SimConfig::from_seed(first.seed, None);
+    let (small, path) = first.shrunk.as_ref().expect("the first failure is shrunk");
+    assert!(
+        small.faults.len() + small.byzantine.len() < original.faults.len() + original.byzantine.len()
+            || small.heights < original.heights,
+        "nothing removed: {small:?}"
+    );
+    let written = tendr_sim::cli::load_config(path.as_ref().unwrap()).unwrap();
+    assert_eq!(&written, small);
+    let again = build(small.seed).configure(|c| *c = written).run().unwrap();
+    assert_eq!(again.violations[0].invariant, Invariant::Application);
+    let _ = std::fs::remove_file(path.as_ref().unwrap());
 }
 
 /// Each planted non-determinism is found by the simulator as diverging app hashes, within 200
