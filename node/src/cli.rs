@@ -13,7 +13,7 @@ use crate::keys;
 use crate::rpc;
 use crate::runtime::{self, NodeSetup};
 use crate::status::{QueryView, Status, TxView};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,6 +49,26 @@ One machine, four nodes:      tendr testnet --validators 4 --out ./testnet";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Parses the command line under the name the binary was started as (`ledger-node --help`
+/// shows `ledger-node start`, not `tendr start`).
+fn parse_cli() -> Cli {
+    let name = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "tendr".into());
+    let mut cmd = Cli::command().bin_name(name.clone());
+    if name != "tendr" {
+        cmd = cmd.after_help(AFTER_HELP.replace("tendr ", &format!("{name} ")));
+    }
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Where a read command finds the node: its RPC address, or the config that names it.
@@ -211,7 +231,7 @@ pub enum Command {
 /// `tendr add-validator` needs the application to route the governance transactions to
 /// `tendr_core::governance::Approvals` (see that module) and to answer its query path.
 pub fn main_with(app: impl AppFactory) -> i32 {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let result = match cli.command {
         Command::Sim(args) => {
             // The simulator never reads the clock; this stopwatch only times its reports.

@@ -37,13 +37,15 @@ pub const DEMO_BALANCE: u64 = 1_000_000;
 const TRANSFER_PREFIX: &str = "xfer:";
 const TRANSFER_DOMAIN: &[u8] = b"tendr-ledger/transfer/v1";
 
-/// Result codes of a transfer (0 is success).
+/// Result codes of a transfer or query (0 is success). They start at 10, above the
+/// framework's own query codes (`QueryResult::NOT_FOUND` 1, `UNSUPPORTED` 2), so a client
+/// never mistakes one for the other.
 pub mod code {
-    pub const MALFORMED: u32 = 1;
-    pub const BAD_SIGNATURE: u32 = 3;
-    pub const STALE_NONCE: u32 = 4;
-    pub const INSUFFICIENT_FUNDS: u32 = 5;
-    pub const ZERO_AMOUNT: u32 = 6;
+    pub const MALFORMED: u32 = 10;
+    pub const BAD_SIGNATURE: u32 = 11;
+    pub const STALE_NONCE: u32 = 12;
+    pub const INSUFFICIENT_FUNDS: u32 = 13;
+    pub const ZERO_AMOUNT: u32 = 14;
 }
 
 /// The key of genesis account `i` (its seed is public: a demo, not a real allocation).

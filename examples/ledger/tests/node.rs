@@ -189,8 +189,20 @@ fn transfers_submitted_on_one_node_are_applied_on_all_four() {
         let out = submit(t);
         assert!(out.contains(": code 0"), "{out}");
     }
-    // A second transfer with a used nonce (a double spend) is executed as a failure.
-    let out = submit(Transfer::new(&chain_id, &a, fresh, 1, 2));
+    // A second transfer with a used nonce (a double spend) is executed as a failure; this one
+    // is printed by the `ledger-transfer` binary, as a shell user would make it.
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_ledger-transfer"))
+        .args(["--chain-id", &chain_id, "--from-demo", "0", "--to", &fresh.to_string()])
+        .args(["--amount", "1", "--nonce", "2"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let tx = String::from_utf8(made.stdout).unwrap();
+    assert_eq!(
+        tx.trim(),
+        String::from_utf8(Transfer::new(&chain_id, &a, fresh, 1, 2).to_tx()).unwrap()
+    );
+    let out = ok(&["tx", tx.trim(), "--config", &node1, "--wait"]);
     assert!(out.contains(&format!(": code {}", code::STALE_NONCE)), "{out}");
     // A transfer signed for another chain never enters the mempool.
     let forged = String::from_utf8(Transfer::new("other", &a, fresh, 1, 3).to_tx()).unwrap();
