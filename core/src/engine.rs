@@ -105,6 +105,9 @@ impl EngineConfig {
                 (Some(DecideOnPrevotes), "decide-on-prevotes")
                     | (Some(CountByNumber), "count-by-number")
                     | (Some(ForgetLastVote), "forget-last-vote")
+                    | (Some(FixedTimeouts), "fixed-timeouts")
+                    | (Some(RoundSkipOnOne), "round-skip-on-one")
+                    | (Some(AcceptNonProposer), "accept-non-proposer")
             );
         }
         #[allow(unreachable_code)]
@@ -594,7 +597,8 @@ impl Engine {
     }
 
     fn schedule(&self, now: TimeMs, kind: TimeoutKind, round: Round, out: &mut Vec<Output>) {
-        let at = TimeMs(now.0.saturating_add(self.cfg.timeouts.duration_ms(kind, round)));
+        let round_for_timeout = if self.cfg.planted("fixed-timeouts") { Round(0) } else { round };
+        let at = TimeMs(now.0.saturating_add(self.cfg.timeouts.duration_ms(kind, round_for_timeout)));
         out.push(Output::ScheduleTimeout {
             timeout: Timeout {
                 height: self.chain.height,
@@ -612,6 +616,9 @@ impl Engine {
         self.chain.validators.is_quorum(power)
     }
     fn one_third(&self, power: u64) -> bool {
+        if self.cfg.planted("round-skip-on-one") {
+            return power > 0;
+        }
         if self.cfg.planted("count-by-number") {
             return 3 * power > self.chain.validators.len() as u64;
         }
@@ -1193,7 +1200,11 @@ impl Engine {
             }
         } else {
             // For our height the signer must be the proposer of (height, round).
-            let proposer = self.chain.proposer(p.round);
+            let proposer = if self.cfg.planted("accept-non-proposer") {
+                p.block.header.proposer
+            } else {
+                self.chain.proposer(p.round)
+            };
             let idx = self
                 .chain
                 .validators

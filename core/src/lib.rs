@@ -43,22 +43,41 @@ pub enum PlantedBug {
     CountByNumber,
     /// On restart, forget the votes persisted in the consensus log.
     ForgetLastVote,
+    /// Line 23 without its lock test: prevote a fresh proposal while locked on another value.
+    PrevoteIgnoresLock,
+    /// Lines 42-43 forgotten: validValue/validRound never updated, so a later proposer
+    /// proposes a fresh value instead of the one that had a polka.
+    SkipValidValue,
+    /// Timeouts that do not grow with the round (the deltas ignored).
+    FixedTimeouts,
+    /// Line 55's f+1 counted as one: any single message of a higher round skips to it.
+    RoundSkipOnOne,
+    /// A proposal accepted from any validator, not only the round's proposer.
+    AcceptNonProposer,
+}
+
+impl PlantedBug {
+    /// Every planted bug with its name (`--planted NAME`).
+    pub const ALL: [(PlantedBug, &'static str); 9] = [
+        (PlantedBug::IgnoreLock, "ignore-lock"),
+        (PlantedBug::DecideOnPrevotes, "decide-on-prevotes"),
+        (PlantedBug::CountByNumber, "count-by-number"),
+        (PlantedBug::ForgetLastVote, "forget-last-vote"),
+        (PlantedBug::PrevoteIgnoresLock, "prevote-ignores-lock"),
+        (PlantedBug::SkipValidValue, "skip-valid-value"),
+        (PlantedBug::FixedTimeouts, "fixed-timeouts"),
+        (PlantedBug::RoundSkipOnOne, "round-skip-on-one"),
+        (PlantedBug::AcceptNonProposer, "accept-non-proposer"),
+    ];
 }
 
 #[cfg(feature = "planted-bugs")]
 impl std::str::FromStr for PlantedBug {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "ignore-lock" => PlantedBug::IgnoreLock,
-            "decide-on-prevotes" => PlantedBug::DecideOnPrevotes,
-            "count-by-number" => PlantedBug::CountByNumber,
-            "forget-last-vote" => PlantedBug::ForgetLastVote,
-            _ => {
-                return Err(format!(
-                    "unknown planted bug `{s}` (ignore-lock, decide-on-prevotes, count-by-number, forget-last-vote)"
-                ))
-            }
+        PlantedBug::ALL.iter().find(|(_, name)| *name == s).map(|(b, _)| *b).ok_or_else(|| {
+            let names: Vec<&str> = PlantedBug::ALL.iter().map(|(_, n)| *n).collect();
+            format!("unknown planted bug `{s}` ({})", names.join(", "))
         })
     }
 }

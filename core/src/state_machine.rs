@@ -172,6 +172,8 @@ pub fn apply(s: &mut State, ev: Event) -> Vec<Action> {
         // L22-27 proposal with vr = -1: prevote it if valid and we are not locked on another.
         (Propose, Proposal { round, id, valid }) if round == s.round => {
             let ok = valid && s.locked.is_none_or(|(_, lv)| lv == id); // L23
+            #[cfg(feature = "planted-bugs")]
+            let ok = ok || (valid && s.planted == Some(crate::PlantedBug::PrevoteIgnoresLock));
             s.step = Prevote; // L27
             vec![Action::Prevote {
                 round,
@@ -209,6 +211,10 @@ pub fn apply(s: &mut State, ev: Event) -> Vec<Action> {
                 s.step = Precommit; // L41
             }
             s.valid = Some((round, id)); // L42-43
+            #[cfg(feature = "planted-bugs")]
+            if s.planted == Some(crate::PlantedBug::SkipValidValue) {
+                s.valid = None;
+            }
             out
         }
         // L44-46 +2/3 nil prevotes: precommit nil.
