@@ -388,6 +388,8 @@ pub struct Node<C, N, S, A> {
     snapshots: SnapshotPolicy,
     /// Written since the last [`Storage::sync`].
     unsynced: bool,
+    /// The first failed sync of the current input: its sends were skipped.
+    send_error: Option<NodeError>,
     /// Buffers of [`Node::run`], empty between calls.
     inputs: VecDeque<Input>,
     outputs: Vec<Output>,
@@ -462,6 +464,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             events: VecDeque::new(),
             snapshots: SnapshotPolicy::default(),
             unsynced: false,
+            send_error: None,
             inputs: VecDeque::new(),
             outputs: Vec::new(),
         })
@@ -498,6 +501,19 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             self.unsynced = false;
         }
         Ok(())
+    }
+
+    /// Persist before send, for one send: `false` (the message is not sent) when what was
+    /// written cannot be made durable. The other outputs still run (timers, decisions), the
+    /// engine re-sends what matters later, and the error is returned once the input is done.
+    fn sync_before_send(&mut self) -> bool {
+        match self.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                self.send_error.get_or_insert(e);
+                false
+            }
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -605,6 +621,10 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         let mut outputs = std::mem::take(&mut self.outputs);
         inputs.push_back(input);
         let r = self.run_queue(&mut inputs, &mut outputs);
+        let r = match (r, self.send_error.take()) {
+            (Ok(()), Some(e)) => Err(e),
+            (r, _) => r,
+        };
         inputs.clear();
         outputs.clear();
         self.inputs = inputs;
@@ -646,13 +666,15 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 None
             }
             Output::Broadcast(msg) => {
-                self.sync()?;
-                self.net.broadcast(&msg);
+                if self.sync_before_send() {
+                    self.net.broadcast(&msg);
+                }
                 None
             }
             Output::Send { to, msg } => {
-                self.sync()?;
-                self.net.send(to, &msg);
+                if self.sync_before_send() {
+                    self.net.send(to, &msg);
+                }
                 None
             }
             Output::ScheduleTimeout { timeout, at } => {
@@ -691,14 +713,16 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             }
             Output::SendDecided { to, height } => {
                 if let Some((block, commit)) = self.storage.decided(height)? {
-                    self.sync()?;
-                    self.net.send(to, &Message::Decided { block, commit });
+                    if self.sync_before_send() {
+                        self.net.send(to, &Message::Decided { block, commit });
+                    }
                 }
                 None
             }
             Output::Evidence(ev) => {
-                self.sync()?;
-                self.net.broadcast(&Message::Evidence(ev.clone()));
+                if self.sync_before_send() {
+                    self.net.broadcast(&Message::Evidence(ev.clone()));
+                }
                 self.event(NodeEvent::Evidence(*ev));
                 None
             }

@@ -132,7 +132,14 @@ struct Strikes {
     penalized: HashMap<PeerId, Instant>,
     parked: VecDeque<(PeerId, Message)>,
     claims: Claims,
+    /// When this node's own store last failed, and when that was last logged as an error:
+    /// while it fails, peers are not blamed for what it cannot do, and the log is not flooded.
+    own_failure: Option<Instant>,
+    own_failure_logged: Option<Instant>,
 }
+
+/// A failing store is logged as an error at most this often (the store logs its own state).
+const OWN_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Strikes {
     fn new(limits: &crate::Limits) -> Self {
@@ -141,7 +148,27 @@ impl Strikes {
             penalized: HashMap::new(),
             parked: VecDeque::new(),
             claims: Claims::new(limits.far_future_answer, limits.far_future_strikes),
+            own_failure: None,
+            own_failure_logged: None,
         }
+    }
+
+    /// Notes a failure of this node's own store; true when it is worth an error line now.
+    fn own_failure(&mut self) -> bool {
+        let now = Instant::now();
+        self.own_failure = Some(now);
+        let log = self
+            .own_failure_logged
+            .is_none_or(|t| now.duration_since(t) >= OWN_FAILURE_LOG_EVERY);
+        if log {
+            self.own_failure_logged = Some(now);
+        }
+        log
+    }
+
+    /// Whether this node's own store failed recently (within [`STRIKE_WINDOW`]).
+    fn failing_itself(&self) -> bool {
+        self.own_failure.is_some_and(|t| t.elapsed() < STRIKE_WINDOW)
     }
 
     fn park(&mut self, from: PeerId, msg: Message) {
@@ -276,6 +303,14 @@ fn on_incoming<S: Storage, A: Application>(
     if is_tx {
         node.net.set_tx_origin(None);
     }
+    // A message that failed only because our own store cannot write was still handled: the
+    // sender did its part (e.g. answered our challenge), so it is not blamed for our disk.
+    let own_failure = matches!(result, Err(NodeError::Storage(_)));
+    if own_failure {
+        if let Some((h, id)) = answer {
+            on_claim_answer(node, strikes, from, h, id);
+        }
+    }
     match result {
         Ok(()) => {
             if let Some(m) = copy {
@@ -297,6 +332,9 @@ fn on_incoming<S: Storage, A: Application>(
         }
         Err(NodeError::TxRejected(_)) => {}
         Err(e) => match failure_level(&e) {
+            tracing::Level::ERROR if own_failure && !strikes.own_failure() => {
+                tracing::debug!(peer = %from, "handling a message failed: {e}")
+            }
             tracing::Level::ERROR => tracing::error!(peer = %from, "handling a message failed: {e}"),
             tracing::Level::WARN => tracing::warn!(peer = %from, "message refused: {e}"),
             _ => tracing::debug!(peer = %from, "message not used: {e}"),
@@ -324,6 +362,9 @@ fn on_far_future<S: Storage, A: Application>(
             tracing::debug!(peer = %from, claimed = claimed.0, ours = ours.0, "far-future message; asking the peer for our height's decided block");
             node.net.note_far_future(false);
             node.net.send(from, &Message::RequestDecided(h));
+        }
+        Verdict::Penalize(reason) if strikes.failing_itself() => {
+            tracing::debug!(peer = %from, "not penalizing while this node's own store fails: {reason}");
         }
         Verdict::Penalize(reason) => {
             strikes.mark_penalized(from, now);
@@ -377,11 +418,13 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
         // Consensus first: timers, votes, proposals and blocks; then clients; then gossiped txs.
         tokio::select! {
             biased;
-            Some(t) = timers.recv() => {
-                if let Err(e) = node.on_timeout(t) {
-                    tracing::error!(?t, "timeout handling failed: {e}");
+            Some(t) = timers.recv() => match node.on_timeout(t) {
+                Err(e @ NodeError::Storage(_)) if !strikes.own_failure() => {
+                    tracing::debug!(?t, "timeout handling failed: {e}")
                 }
-            }
+                Err(e) => tracing::error!(?t, "timeout handling failed: {e}"),
+                Ok(()) => {}
+            },
             Some(inc) = incoming.recv() => on_incoming(&mut node, inc, &mut strikes),
             Some(inc) = bulk.recv() => on_incoming(&mut node, inc, &mut strikes),
             c = commands.recv() => match c {

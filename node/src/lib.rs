@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod netwire;
 pub mod rpc;
 pub mod runtime;
+pub mod signing;
 pub mod status;
 pub mod store;

@@ -303,3 +303,95 @@ fn restarted_locked_validator_re_proposes_its_locked_block_with_the_polka() {
         .count();
     assert!(polka >= 3, "the polka goes with it: {polka} prevotes");
 }
+
+/// A signer that records what it is asked to sign and refuses from `refuse_from` on: the
+/// node-side double-sign guard's seam.
+struct Recording {
+    key: PrivateKey,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<tendr_core::crypto::SignTarget>>>,
+    refuse: bool,
+}
+
+impl Signer for Recording {
+    fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+    fn address(&self) -> Address {
+        self.key.address()
+    }
+    fn sign(
+        &self,
+        at: tendr_core::crypto::SignTarget,
+        msg: &[u8],
+    ) -> Result<Signature, tendr_core::crypto::SignRefused> {
+        self.asked.lock().unwrap().push(at);
+        if self.refuse {
+            return Err(tendr_core::crypto::SignRefused("test".into()));
+        }
+        Ok(self.key.sign(msg))
+    }
+}
+
+/// Issue 16: a signer may refuse (the real node's guard refuses what conflicts with its
+/// `validator_state.json`). The engine then persists and sends nothing of its own, and asks in
+/// signing order (height, round, then proposal < prevote < precommit).
+#[test]
+fn a_refusing_signer_sends_nothing_and_is_asked_in_order() {
+    use tendr_core::crypto::{SignStep, SignTarget};
+    let keys = keys(1);
+    for refuse in [false, true] {
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let signer = Recording {
+            key: keys[0].clone(),
+            asked: asked.clone(),
+            refuse,
+        };
+        let mut e = Engine::with_signer(
+            EngineConfig::new(CHAIN, timeouts()),
+            Some(Box::new(signer)),
+            genesis(&keys, &[1]),
+            vec![],
+            Box::new(CachingVerifier::new()),
+        );
+        let mut out = e.handle(TimeMs(0), Input::Start).unwrap();
+        let txs = Input::BlockTxs {
+            height: Height(1),
+            round: Round(0),
+            txs: vec![],
+        };
+        out.extend(e.handle(TimeMs(1), txs).unwrap());
+        for kind in [TimeoutKind::Propose, TimeoutKind::Prevote, TimeoutKind::Precommit] {
+            let t = Timeout {
+                height: Height(1),
+                round: Round(0),
+                kind,
+            };
+            out.extend(e.handle(TimeMs(5000), Input::TimeoutElapsed(t)).unwrap());
+        }
+        let own = out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Persist(_) | Output::Broadcast(Message::Vote(_) | Message::Proposal(_))
+                )
+            })
+            .count();
+        let asked = asked.lock().unwrap().clone();
+        let step = |s| SignTarget {
+            height: Height(1),
+            round: Round(0),
+            step: s,
+        };
+        assert_eq!(asked.first(), Some(&step(SignStep::Proposal)), "{asked:?}");
+        assert!(asked.windows(2).all(|w| w[0] < w[1]), "asked out of order: {asked:?}");
+        if refuse {
+            assert_eq!(own, 0, "a refused signature was persisted or sent: {out:?}");
+            assert_eq!(e.height(), Height(1));
+        } else {
+            assert_eq!(asked.len(), 3, "{asked:?}");
+            assert!(own > 0);
+            assert_eq!(e.height(), Height(1), "waits for the application to execute");
+        }
+    }
+}
