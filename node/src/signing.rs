@@ -16,8 +16,6 @@
 use crate::error::{CliError, CliResult};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tendr_core::crypto::{proposal_sign_bytes, vote_sign_bytes, SignRefused, SignStep, SignTarget, Signer};
@@ -90,25 +88,10 @@ pub fn check(last: &SignState, at: SignTarget, bytes: &[u8]) -> Result<Option<Si
     }
 }
 
-/// Writes `state` to `path` atomically: a temporary file, fsynced, renamed over, and the
-/// folder fsynced.
+/// Writes `state` to `path` atomically and durably ([`crate::keys::write_private`]).
 pub fn write_state(path: &Path, state: &SignState) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(state).expect("the signing state serialises");
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::keys::write_private(path, &text)
 }
 
 /// Reads `validator_state.json`; `Ok(None)` when it does not exist.
@@ -136,9 +119,13 @@ pub struct Guard {
     path: PathBuf,
     state: Mutex<SignState>,
     blocker: Blocker,
-    /// The last refusal: what and why.
-    refusal: Mutex<Option<(SignTarget, String)>>,
+    /// The last refusal since the last signature: what, why, and when a refusal was last
+    /// logged as a warning.
+    refusal: Mutex<Option<(SignTarget, String, std::time::Instant)>>,
 }
+
+/// While signatures keep being refused, a warning at most this often (the rest at debug).
+const REFUSAL_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Guard {
     /// A guard over the state file at `path`, currently holding `state`.
@@ -160,16 +147,31 @@ impl Guard {
     pub fn last_refusal(&self) -> Option<String> {
         let r = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
         r.as_ref()
-            .map(|(at, why)| format!("refused to sign at {}: {why}", describe(at_tuple(*at))))
+            .map(|(at, why, _)| format!("refused to sign at {}: {why}", describe(at_tuple(*at))))
     }
 
     fn refuse(&self, at: SignTarget, why: String) -> SignRefused {
         let mut r = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
-        if r.as_ref().is_none_or(|(last, _)| *last != at) {
-            tracing::warn!(height = at.height.0, round = at.round.0, step = ?at.step, "not signing: {why}");
-        }
-        *r = Some((at, why.clone()));
+        let now = std::time::Instant::now();
+        let warned = match r.as_ref() {
+            Some((_, _, t)) if now.duration_since(*t) < REFUSAL_WARN_EVERY => {
+                tracing::debug!(height = at.height.0, round = at.round.0, step = ?at.step, "not signing: {why}");
+                *t
+            }
+            _ => {
+                tracing::warn!(height = at.height.0, round = at.round.0, step = ?at.step, "not signing: {why}");
+                now
+            }
+        };
+        *r = Some((at, why.clone(), warned));
         SignRefused(why)
+    }
+
+    fn signed(&self, at: SignTarget) {
+        let mut r = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
+        if r.take().is_some() {
+            tracing::info!(height = at.height.0, round = at.round.0, step = ?at.step, "signing again");
+        }
     }
 
     /// Signs `msg` at `at` with `key` if the state allows it, recording it durably first.
@@ -195,6 +197,8 @@ impl Guard {
             return Err(self.refuse(at, format!("cannot write `{}`: {e}", self.path.display())));
         }
         *state = next;
+        drop(state);
+        self.signed(at);
         Ok(signature)
     }
 }
