@@ -492,17 +492,7 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
     let mut s = Scratch::new("kill");
     let base = base_port() + 5_000;
     let out = s.path("net");
-    let text = ok(&[
-        "testnet",
-        "--validators",
-        "4",
-        "--out",
-        out.to_str().unwrap(),
-        "--base-port",
-        &base.to_string(),
-        "--target-block-time",
-        "0.2",
-    ]);
+    let text = testnet(&out, 4, base, "0.2");
     assert!(text.contains("node4"), "{text}");
     let cfgs: Vec<String> = (1..=4)
         .map(|i| {
@@ -708,20 +698,25 @@ fn the_readme_documents_itself_and_the_operators_questions() {
 
 // ---- Issue 16: storage faults and key safety ----
 
-/// A one-validator testnet in `s`, started, with at least `height` blocks; its config path.
-fn one_validator(s: &mut Scratch, port: u16, block_time: &str, height: u64) -> String {
-    let out = s.path("net");
+/// `tendr testnet` of `n` validators in `out` from port `base`; its output.
+fn testnet(out: &Path, n: usize, base: u16, block_time: &str) -> String {
     ok(&[
         "testnet",
         "--validators",
-        "1",
+        &n.to_string(),
         "--out",
         out.to_str().unwrap(),
         "--base-port",
-        &port.to_string(),
+        &base.to_string(),
         "--target-block-time",
         block_time,
-    ]);
+    ])
+}
+
+/// A one-validator testnet in `s`, started, with at least `height` blocks; its config path.
+fn one_validator(s: &mut Scratch, port: u16, block_time: &str, height: u64) -> String {
+    let out = s.path("net");
+    testnet(&out, 1, port, block_time);
     let cfg = out.join("node1/tendermint_config.json").to_string_lossy().into_owned();
     spawn(s, 1, &["start", "--config", &cfg]);
     wait_for(s, "blocks", 60, || status(port).filter(|st| st.latest_height >= height));
@@ -913,17 +908,7 @@ fn a_full_disk_stops_signing_blames_no_peer_and_resumes() {
     let mut s = Scratch::new("full");
     let base = base_port() + 8_000;
     let out = s.path("net");
-    ok(&[
-        "testnet",
-        "--validators",
-        "4",
-        "--out",
-        out.to_str().unwrap(),
-        "--base-port",
-        &base.to_string(),
-        "--target-block-time",
-        "0.2",
-    ]);
+    testnet(&out, 4, base, "0.2");
     let Some(fs) = Tmpfs::over(&out.join("node4"), "24m") else {
         return;
     };
