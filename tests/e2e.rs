@@ -838,19 +838,29 @@ fn a_wiped_data_folder_cannot_make_a_validator_sign_again() {
     .latest_height;
     s.kill(1);
     let signed = std::fs::read_to_string(&state_file).unwrap();
-    std::fs::remove_dir_all(node.join("data")).unwrap();
-    spawn(&mut s, 1, &["start", "--config", &cfg]);
-    let st = wait_for(&s, "a refusal to sign", 30, || {
-        status(port).filter(|st| st.warnings.iter().any(|w| w.contains("refused to sign")))
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    let st2 = status(port).unwrap();
-    assert_eq!(st2.latest_height, 0, "the wiped validator built a new chain: {st:?}");
-    assert_eq!(std::fs::read_to_string(&state_file).unwrap(), signed);
-    let text = ok(&["status", "--config", &cfg]);
-    assert!(text.contains("refused to sign at height 1"), "{text}");
-    assert!(s.logs().contains("not signing"), "{}", s.logs());
-    eprintln!("validator at height {before} wiped: refuses to sign at height 1, state file unchanged");
+    // The 0-byte store first, then no data folder at all.
+    for wipe in ["a 0-byte tendr.redb", "no data folder"] {
+        if wipe == "no data folder" {
+            std::fs::remove_dir_all(node.join("data")).unwrap();
+        } else {
+            std::fs::write(node.join("data/tendr.redb"), b"").unwrap();
+        }
+        spawn(&mut s, 1, &["start", "--config", &cfg]);
+        let st = wait_for(&s, "a refusal to sign", 30, || {
+            status(port).filter(|st| st.warnings.iter().any(|w| w.contains("refused to sign")))
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let st2 = status(port).unwrap();
+        assert_eq!(st2.latest_height, 0, "{wipe}: the validator built a new chain: {st:?}");
+        assert_eq!(std::fs::read_to_string(&state_file).unwrap(), signed, "{wipe}");
+        let text = ok(&["status", "--config", &cfg]);
+        assert!(text.contains("refused to sign at height 1"), "{wipe}: {text}");
+        assert!(s.logs().contains("not signing"), "{}", s.logs());
+        s.kill(1);
+    }
+    eprintln!(
+        "validator at height {before}, store emptied or wiped: refuses to sign at height 1, state file unchanged"
+    );
 }
 
 /// A small tmpfs mounted over `dir` (its files kept), unmounted on drop; `None` (with the
