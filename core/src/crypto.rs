@@ -84,8 +84,11 @@ impl PublicKey {
 /// proposal (if it proposes), then a prevote, then a precommit: the order of the variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SignStep {
+    /// Our proposal of a round.
     Proposal = 1,
+    /// Our prevote.
     Prevote = 2,
+    /// Our precommit.
     Precommit = 3,
 }
 
@@ -102,8 +105,11 @@ impl SignStep {
 /// The height, round and step of a message we sign; ordered as a validator signs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SignTarget {
+    /// The height of the message.
     pub height: Height,
+    /// Its round.
     pub round: Round,
+    /// Which message of that round.
     pub step: SignStep,
 }
 

@@ -33,6 +33,9 @@ pub const STATE_FILE: &str = "validator_state.json";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignState {
+    /// The validator key's address: the state of another key does not count for this one.
+    #[serde(default)]
+    pub address: String,
     pub height: u64,
     pub round: u32,
     pub step: u8,
@@ -187,6 +190,7 @@ impl Guard {
         }
         let signature = key.sign(msg);
         let next = SignState {
+            address: key.address().to_string(),
             height: at.height.0,
             round: at.round.0,
             step: at.step as u8,
@@ -210,6 +214,7 @@ pub struct GuardedSigner {
 }
 
 impl GuardedSigner {
+    /// `key`, signing only what `guard` allows.
     pub fn new(key: PrivateKey, guard: Arc<Guard>) -> Self {
         GuardedSigner { key, guard }
     }
@@ -234,6 +239,7 @@ pub fn state_from_store(store: &Store, chain_id: &str, me: Address) -> CliResult
     let fail = |e: tendr_core::traits::StorageError| CliError::failure(e.to_string());
     let last = store.last_height().map_err(fail)?;
     let mut best: Option<SignState> = (last.0 > 0).then(|| SignState {
+        address: me.to_string(),
         height: last.0,
         round: u32::MAX,
         step: SignStep::Precommit as u8,
@@ -255,6 +261,7 @@ pub fn state_from_store(store: &Store, chain_id: &str, me: Address) -> CliResult
         };
         if best.as_ref().is_none_or(|b| b.at() < at) {
             best = Some(SignState {
+                address: me.to_string(),
                 height: at.0,
                 round: at.1,
                 step: at.2,
@@ -279,7 +286,18 @@ pub fn open_guard(
 ) -> CliResult<Arc<Guard>> {
     let path = key_path.with_file_name(STATE_FILE);
     let from_store = state_from_store(store, chain_id, key.address())?;
-    let on_disk = read_state(&path)?;
+    let me = key.address().to_string();
+    let on_disk = read_state(&path)?.filter(|s| {
+        let theirs = s.address.is_empty() || s.address == me;
+        if !theirs {
+            tracing::warn!(
+                "{} is the state of another key ({}), not of {me} (a replaced key?); ignoring it",
+                path.display(),
+                s.address
+            );
+        }
+        theirs
+    });
     let state = match (on_disk, from_store) {
         (Some(s), Some(f)) if f.at() > s.at() => {
             tracing::warn!(
@@ -291,7 +309,10 @@ pub fn open_guard(
             f
         }
         (Some(s), _) => return Ok(Guard::new(path, s, blocker)),
-        (None, None) => SignState::default(),
+        (None, None) => SignState {
+            address: me,
+            ..SignState::default()
+        },
         (None, Some(f)) if rebuild => {
             tracing::warn!("{} rebuilt from the store: {}", path.display(), describe(f.at()));
             f
@@ -412,7 +433,8 @@ mod tests {
         let mut store = Store::open(&dir.path().join("data/tendr.redb")).unwrap();
         let none = || -> Blocker { Box::new(|| None) };
         let g = open_guard(&key_path, &key, "c", &store, false, none()).unwrap();
-        assert_eq!(g.state(), SignState::default());
+        assert_eq!((g.state().height, g.state().step), (0, 0));
+        assert_eq!(g.state().address, key.address().to_string());
         assert!(state_path.exists());
         // The store gets a decided block and our prevote at height 2.
         let (b, c) = crate::store::faults::block(1, 1, 10);
@@ -448,6 +470,16 @@ mod tests {
         let store = Store::open(&dir.path().join("data/tendr.redb")).unwrap();
         let g = open_guard(&key_path, &key, "c", &store, false, none()).unwrap();
         assert_eq!((g.state().height, g.state().round, g.state().step), (2, 1, 2));
+        // The state of another key (the key was replaced, `init --force`) does not bind this
+        // one: with an empty store it starts afresh.
+        let other = PrivateKey::from_seed(b"other");
+        let g = open_guard(&key_path, &other, "c", &store, false, none()).unwrap();
+        assert_eq!(
+            (g.state().height, g.state().address.clone()),
+            (0, other.address().to_string())
+        );
+        let g = open_guard(&key_path, &key, "c", &store, false, none()).unwrap();
+        assert_eq!(g.state().height, 0, "the file now holds the other key's state");
         // A damaged file is refused, not replaced.
         std::fs::write(&state_path, "{\"height\": \"x\"}").unwrap();
         let e = open_guard(&key_path, &key, "c", &store, false, none()).err().unwrap();
