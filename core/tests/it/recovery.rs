@@ -4,7 +4,7 @@ use crate::memnet::*;
 use tendr_core::crypto::vote_sign_bytes;
 use tendr_core::engine::{Input, Output, Timeout, WalEntry};
 use tendr_core::state_machine::TimeoutKind;
-use tendr_core::traits::CachingVerifier;
+use tendr_core::traits::{CachingVerifier, MemStorage, Storage, StorageError};
 use tendr_core::*;
 
 #[test]
@@ -394,4 +394,108 @@ fn a_refusing_signer_sends_nothing_and_is_asked_in_order() {
             assert_eq!(e.height(), Height(1), "waits for the application to execute");
         }
     }
+}
+
+/// Storage whose `sync` fails while `failing` is set (a full disk under a write-behind store).
+struct FailingSync {
+    inner: MemStorage,
+    failing: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl Storage for FailingSync {
+    fn append_wal(&mut self, e: WalEntry) -> Result<(), StorageError> {
+        self.inner.append_wal(e)
+    }
+    fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
+        self.inner.wal(h)
+    }
+    fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
+        self.inner.save_decided(b, c)
+    }
+    fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
+        self.inner.decided(h)
+    }
+    fn last_height(&self) -> Result<Height, StorageError> {
+        self.inner.last_height()
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        match self.failing.get() {
+            true => Err(StorageError("disk full".into())),
+            false => Ok(()),
+        }
+    }
+}
+
+/// Issue 16: while the store cannot make its writes durable, nothing is sent (persist before
+/// send), but the rest of the input still runs: the engine's later signatures are persisted
+/// and its timers armed, so once writes succeed again a timer re-sends what it signed. (Before,
+/// the first failed send dropped every later output, timers included, and the node could
+/// stay silent for good.)
+#[test]
+fn a_failed_sync_skips_sends_but_not_timers_and_the_node_resumes() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let keys = keys(4);
+    let g = genesis(&keys, &[1, 1, 1, 1]);
+    let proposer = g.proposer(Round(0));
+    let key = keys.iter().find(|k| k.address() == proposer).unwrap().clone();
+    let world: Shared = Rc::default();
+    world.borrow_mut().peers = keys.iter().map(|k| k.address()).collect();
+    world.borrow_mut().silent = vec![false; 4];
+    let me = keys.iter().position(|k| k.address() == proposer).unwrap();
+    let failing = Rc::new(Cell::new(true));
+    let store = MemStorage::default();
+    let mut node = tendr_core::traits::Node::new(
+        EngineConfig::new(CHAIN, timeouts()),
+        Some(key),
+        g,
+        MemClock(world.clone(), me),
+        MemNet(world.clone(), me),
+        FailingSync {
+            inner: store.clone(),
+            failing: failing.clone(),
+        },
+        tendr_kv::KvApp::new(CHAIN),
+        Box::new(CachingVerifier::new()),
+    )
+    .unwrap();
+    let e = node.start().unwrap_err();
+    assert!(matches!(e, tendr_core::traits::NodeError::Storage(_)), "{e}");
+    let sent = |w: &Shared| {
+        w.borrow()
+            .queue
+            .values()
+            .filter(|e| matches!(e, Ev::Deliver { .. }))
+            .count()
+    };
+    let timers = |w: &Shared| {
+        w.borrow()
+            .queue
+            .values()
+            .filter(|e| matches!(e, Ev::Timer { .. }))
+            .count()
+    };
+    assert_eq!(sent(&world), 0, "sent while the store could not sync");
+    let persisted = store.wal(Height(1)).unwrap();
+    assert!(
+        persisted.iter().any(|e| matches!(e, WalEntry::Proposal(_)))
+            && persisted.iter().any(|e| matches!(e, WalEntry::Vote(_))),
+        "the proposal and the prevote after it are persisted: {persisted:?}"
+    );
+    assert!(timers(&world) > 0, "no timer armed");
+    failing.set(false);
+    // Fire timers in order until the node sends again.
+    for _ in 0..20 {
+        let next = world.borrow_mut().queue.pop_first();
+        let Some(((at, _), ev)) = next else { break };
+        world.borrow_mut().now = at;
+        if let Ev::Timer { t, .. } = ev {
+            node.on_timeout(t).unwrap();
+        }
+        if sent(&world) > 0 {
+            break;
+        }
+    }
+    assert!(sent(&world) > 0, "the node did not resume sending");
+    assert_eq!(world.borrow().double_signs, 0);
 }
