@@ -390,6 +390,8 @@ pub struct Node<C, N, S, A> {
     unsynced: bool,
     /// The first failed sync of the current input: its sends were skipped.
     send_error: Option<NodeError>,
+    /// A decided block the store refused, retried before each later input.
+    stalled_decide: Option<(Block, Commit)>,
     /// Buffers of [`Node::run`], empty between calls.
     inputs: VecDeque<Input>,
     outputs: Vec<Output>,
@@ -465,6 +467,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             snapshots: SnapshotPolicy::default(),
             unsynced: false,
             send_error: None,
+            stalled_decide: None,
             inputs: VecDeque::new(),
             outputs: Vec::new(),
         })
@@ -513,6 +516,24 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 self.send_error.get_or_insert(e);
                 false
             }
+        }
+    }
+
+    /// Whether a decided block waits to be stored: the store refused it (a full disk), and
+    /// the height goes on once [`Node::retry_stalled`] (or any later input) stores it.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled_decide.is_some()
+    }
+
+    /// Stores and executes the decided block the store refused, if any; a driver calls it
+    /// periodically while [`Node::is_stalled`], so a node with no input resumes too.
+    pub fn retry_stalled(&mut self) -> Result<(), NodeError> {
+        let Some((block, commit)) = self.stalled_decide.take() else {
+            return Ok(());
+        };
+        match self.execute(Output::Decide { block, commit })? {
+            Some(executed) => self.run(executed),
+            None => Ok(()),
         }
     }
 
@@ -617,6 +638,10 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
     /// Runs one input and every input its outputs lead to, carrying outputs out in order.
     fn run(&mut self, input: Input) -> Result<(), NodeError> {
         // The queues are the node's own buffers, kept for their capacity between calls.
+        if self.stalled_decide.is_some() {
+            // Its errors are the store's (it reports them); this input's result is its own.
+            let _ = self.retry_stalled();
+        }
         let mut inputs = std::mem::take(&mut self.inputs);
         let mut outputs = std::mem::take(&mut self.outputs);
         inputs.push_back(input);
@@ -694,7 +719,11 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 })
             }
             Output::Decide { block, commit } => {
-                self.storage.save_decided(&block, &commit)?;
+                if let Err(e) = self.storage.save_decided(&block, &commit) {
+                    // Retried before each later input: the engine waits for `Executed`.
+                    self.stalled_decide = Some((block, commit));
+                    return Err(e.into());
+                }
                 self.unsynced = true;
                 let res = self.app.execute_block(&block, self.engine.validators());
                 self.mempool.remove_committed(&block.txs);

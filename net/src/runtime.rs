@@ -411,6 +411,9 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
         None => (mpsc::channel(1).1, mpsc::channel(1).1),
     };
     let mut height = node.engine().height();
+    // A decided block the store refused (a full disk) is retried this often.
+    let mut stalled = tokio::time::interval(Duration::from_secs(1));
+    stalled.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         for e in node.drain_events() {
             on_event(&e);
@@ -418,6 +421,11 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
         // Consensus first: timers, votes, proposals and blocks; then clients; then gossiped txs.
         tokio::select! {
             biased;
+            _ = stalled.tick(), if node.is_stalled() => {
+                if let Err(e) = node.retry_stalled() {
+                    tracing::debug!("a decided block still cannot be stored: {e}");
+                }
+            }
             Some(t) = timers.recv() => match node.on_timeout(t) {
                 Err(e @ NodeError::Storage(_)) if !strikes.own_failure() => {
                     tracing::debug!(?t, "timeout handling failed: {e}")

@@ -396,10 +396,12 @@ fn a_refusing_signer_sends_nothing_and_is_asked_in_order() {
     }
 }
 
-/// Storage whose `sync` fails while `failing` is set (a full disk under a write-behind store).
+/// Storage whose `sync` fails while `failing` is set (a full disk under a write-behind store),
+/// and whose `save_decided` fails while `refuse_blocks` is set (a store that refuses writes).
 struct FailingSync {
     inner: MemStorage,
     failing: std::rc::Rc<std::cell::Cell<bool>>,
+    refuse_blocks: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl Storage for FailingSync {
@@ -410,6 +412,9 @@ impl Storage for FailingSync {
         self.inner.wal(h)
     }
     fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
+        if self.refuse_blocks.get() {
+            return Err(StorageError("disk full".into()));
+        }
         self.inner.save_decided(b, c)
     }
     fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
@@ -454,6 +459,7 @@ fn a_failed_sync_skips_sends_but_not_timers_and_the_node_resumes() {
         FailingSync {
             inner: store.clone(),
             failing: failing.clone(),
+            refuse_blocks: Rc::default(),
         },
         tendr_kv::KvApp::new(CHAIN),
         Box::new(CachingVerifier::new()),
@@ -498,4 +504,64 @@ fn a_failed_sync_skips_sends_but_not_timers_and_the_node_resumes() {
     }
     assert!(sent(&world) > 0, "the node did not resume sending");
     assert_eq!(world.borrow().double_signs, 0);
+}
+
+/// Issue 16: a store that refuses a decided block (a full disk) leaves the height waiting for
+/// it; once writes succeed `retry_stalled` (which the real driver calls every second) or any
+/// later input stores and executes it and the chain goes on, with no restart. (Before, the
+/// block was dropped and the engine waited for it forever.)
+#[test]
+fn a_refused_decided_block_is_retried_and_the_height_goes_on() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let keys = keys(1);
+    let world: Shared = Rc::default();
+    world.borrow_mut().peers = vec![keys[0].address()];
+    world.borrow_mut().silent = vec![false];
+    let refuse = Rc::new(Cell::new(true));
+    let store = MemStorage::default();
+    let mut node = tendr_core::traits::Node::new(
+        EngineConfig::new(CHAIN, timeouts()),
+        Some(keys[0].clone()),
+        genesis(&keys, &[1]),
+        MemClock(world.clone(), 0),
+        MemNet(world.clone(), 0),
+        FailingSync {
+            inner: store.clone(),
+            failing: Rc::default(),
+            refuse_blocks: refuse.clone(),
+        },
+        tendr_kv::KvApp::new(CHAIN),
+        Box::new(CachingVerifier::new()),
+    )
+    .unwrap();
+    assert!(node.start().is_err(), "the decided block could not be stored");
+    assert_eq!((node.engine().height(), store.height()), (Height(1), 0));
+    let fire = |node: &mut tendr_core::traits::Node<_, _, _, _>| {
+        let next = world.borrow_mut().queue.pop_first();
+        if let Some(((at, _), Ev::Timer { t, .. })) = next {
+            world.borrow_mut().now = at;
+            let _ = node.on_timeout(t);
+        }
+    };
+    for _ in 0..3 {
+        fire(&mut node);
+    }
+    assert_eq!(node.engine().height(), Height(1), "went on without storing the block");
+    assert!(node.is_stalled());
+    assert!(node.retry_stalled().is_err(), "stored while the store refuses");
+    refuse.set(false);
+    node.retry_stalled().unwrap();
+    assert!(!node.is_stalled());
+    for _ in 0..50 {
+        if store.height() >= 3 {
+            break;
+        }
+        fire(&mut node);
+    }
+    assert!(
+        store.height() >= 3,
+        "the chain did not go on: stored {}",
+        store.height()
+    );
 }
