@@ -950,6 +950,44 @@ pub(crate) mod faults {
         assert!(refused + reported > 0, "no damage was noticed at all");
     }
 
+    /// A truncated file (the "file truncated") and a file that is not a store at all
+    /// say the store is damaged and what to do, not that another process holds it.
+    #[test]
+    fn a_truncated_or_foreign_file_is_reported_as_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.redb");
+        {
+            let mut s = Store::open(&p).unwrap();
+            for h in 1..=50 {
+                let (b, c) = block(h, 2, 100);
+                s.save_decided(&b, &c).unwrap();
+            }
+        }
+        let bytes = std::fs::read(&p).unwrap();
+        for (what, content) in [
+            ("half", bytes[..bytes.len() / 2].to_vec()),
+            ("4 KiB", bytes[..4096].to_vec()),
+            ("foreign", b"{\"not\": \"a store\"}".repeat(300)),
+        ] {
+            std::fs::write(&p, &content).unwrap();
+            match Store::open(&p) {
+                Err(e) => {
+                    assert!(e.0.contains("is damaged") && e.0.contains("restore"), "{what}: {e}");
+                    assert!(!e.0.contains("another `tendr` process"), "{what}: {e}");
+                }
+                Ok(s) => {
+                    // redb may recover an older state from its second header: then what it
+                    // reads is whole, or reported.
+                    for h in 1..=50 {
+                        if let Err(e) = s.decided(Height(h)) {
+                            assert!(e.0.contains("is damaged"), "{what}: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A value changed on disk behind redb's back (its page checksum recomputed) is caught by
     /// the seal: the record is refused, not decoded into something else.
     #[test]
