@@ -470,6 +470,21 @@ mod tests {
     use super::*;
     use tendr_core::types::{Address, Round};
 
+    /// Issue 16: while this node's own store fails, its peers are not penalized for claims it
+    /// could not check (a full disk once made a node ban every honest peer), and the failure
+    /// is logged as an error at most every [`OWN_FAILURE_LOG_EVERY`].
+    #[test]
+    fn own_store_failures_blame_no_peer_and_do_not_flood_the_log() {
+        let mut s = Strikes::new(&crate::Limits::default());
+        assert!(!s.failing_itself());
+        assert!(s.own_failure(), "the first failure is logged");
+        assert!(s.failing_itself());
+        assert!(!s.own_failure(), "the next ones within the window are not");
+        assert!(!counts_against_sender(&NodeError::Storage(
+            tendr_core::traits::StorageError("disk full".into())
+        )));
+    }
+
     /// Issue 18, item 5: a late-joining observer's "cannot be checked yet" is catch-up, not an
     /// error; only the node's own store failures are.
     #[test]
