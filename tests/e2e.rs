@@ -38,6 +38,15 @@ impl Scratch {
             let _ = c.wait();
         }
     }
+    /// Every node log, whole.
+    fn full_logs(&self) -> String {
+        std::fs::read_dir(&self.dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    }
     fn logs(&self) -> String {
         let mut s = String::new();
         for e in std::fs::read_dir(&self.dir).unwrap().flatten() {
@@ -560,12 +569,7 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
     }
     let logs = s.logs();
     assert!(!logs.contains("evidence"), "a validator double-signed:\n{logs}");
-    let full: String = std::fs::read_dir(&s.dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
+    let full = s.full_logs();
     assert!(!full.contains("evidence:"), "a validator double-signed");
     let o = status(obs_port).unwrap();
     assert!(o.validator_address.is_none() && !o.in_validator_set, "{o:?}");
@@ -856,6 +860,8 @@ fn a_wiped_data_folder_cannot_make_a_validator_sign_again() {
         let text = ok(&["status", "--config", &cfg]);
         assert!(text.contains("refused to sign at height 1"), "{wipe}: {text}");
         assert!(s.logs().contains("not signing"), "{}", s.logs());
+        let full = s.full_logs();
+        assert!(full.contains("emptied, wiped or replaced"), "{wipe}: not said at start");
         s.kill(1);
     }
     eprintln!(
@@ -973,12 +979,7 @@ fn a_full_disk_stops_signing_blames_no_peer_and_resumes() {
     wait_for(&s, "node 4 to sign again", 30, || {
         node4_log().contains("signing again").then_some(())
     });
-    let full: String = std::fs::read_dir(&s.dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
+    let full = s.full_logs();
     assert!(
         full.contains("cannot write") && full.contains("writes succeed again"),
         "{}",

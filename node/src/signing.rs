@@ -308,7 +308,20 @@ pub fn open_guard(
             );
             f
         }
-        (Some(s), _) => return Ok(Guard::new(path, s, blocker)),
+        (Some(s), f) => {
+            let stored = f.map_or(0, |f| f.height);
+            if s.height > stored + 1 {
+                // An emptied, wiped or older data folder: say so instead of re-syncing silently.
+                tracing::warn!(
+                    "this validator signed up to {} ({}), but the store holds the chain only up to height {stored}: \
+                     the data folder was emptied, wiped or replaced by an older one. The node re-syncs from its \
+                     peers and signs nothing until it is past what it signed before",
+                    describe(s.at()),
+                    path.display()
+                );
+            }
+            return Ok(Guard::new(path, s, blocker));
+        }
         (None, None) => SignState {
             address: me,
             ..SignState::default()
