@@ -988,6 +988,36 @@ pub(crate) mod faults {
         }
     }
 
+    /// Damage found while running (a record that fails its seal when read): the read is a
+    /// clear error, the store reports the damage (so the node is not healthy and does not
+    /// sign), and the next open refuses the store.
+    #[test]
+    fn damage_found_while_running_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.redb");
+        let mut s = Store::open(&p).unwrap();
+        for h in 1..=5 {
+            let (b, c) = block(h, 1, 10);
+            s.save_decided(&b, &c).unwrap();
+        }
+        s.with_db(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(BLOCKS)?
+                .insert(3, b"\x01not what was written".as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(s.decided(Height(2)).unwrap().is_some());
+        assert_eq!(s.problem(), None);
+        let e = s.decided(Height(3)).unwrap_err().0;
+        assert!(e.contains("is damaged (block 3: not a sealed record"), "{e}");
+        assert!(matches!(s.problem(), Some(StoreProblem::Damaged(m)) if m.contains("block 3")));
+        drop(s);
+        let e = Store::open(&p).err().unwrap().0;
+        assert!(e.contains("block 3") && e.contains("mv "), "{e}");
+    }
+
     /// A value changed on disk behind redb's back (its page checksum recomputed) is caught by
     /// the seal: the record is refused, not decoded into something else.
     #[test]
