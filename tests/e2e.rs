@@ -38,6 +38,15 @@ impl Scratch {
             let _ = c.wait();
         }
     }
+    /// Every node log, whole.
+    fn full_logs(&self) -> String {
+        std::fs::read_dir(&self.dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    }
     fn logs(&self) -> String {
         let mut s = String::new();
         for e in std::fs::read_dir(&self.dir).unwrap().flatten() {
@@ -492,17 +501,7 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
     let mut s = Scratch::new("kill");
     let base = base_port() + 5_000;
     let out = s.path("net");
-    let text = ok(&[
-        "testnet",
-        "--validators",
-        "4",
-        "--out",
-        out.to_str().unwrap(),
-        "--base-port",
-        &base.to_string(),
-        "--target-block-time",
-        "0.2",
-    ]);
+    let text = testnet(&out, 4, base, "0.2");
     assert!(text.contains("node4"), "{text}");
     let cfgs: Vec<String> = (1..=4)
         .map(|i| {
@@ -570,12 +569,7 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
     }
     let logs = s.logs();
     assert!(!logs.contains("evidence"), "a validator double-signed:\n{logs}");
-    let full: String = std::fs::read_dir(&s.dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
+    let full = s.full_logs();
     assert!(!full.contains("evidence:"), "a validator double-signed");
     let o = status(obs_port).unwrap();
     assert!(o.validator_address.is_none() && !o.in_validator_set, "{o:?}");
@@ -704,4 +698,303 @@ fn the_readme_documents_itself_and_the_operators_questions() {
     assert!(!arch.contains("../shared"));
     assert!(readme.contains("every Nth height") && readme.contains("propose_ms"));
     assert!(readme.contains("/block?height=N") && readme.contains("on **each host**"));
+}
+
+// ---- Issue 16: storage faults and key safety ----
+
+/// `tendr testnet` of `n` validators in `out` from port `base`; its output.
+fn testnet(out: &Path, n: usize, base: u16, block_time: &str) -> String {
+    ok(&[
+        "testnet",
+        "--validators",
+        &n.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+        "--base-port",
+        &base.to_string(),
+        "--target-block-time",
+        block_time,
+    ])
+}
+
+/// A one-validator testnet in `s`, started, with at least `height` blocks; its config path.
+fn one_validator(s: &mut Scratch, port: u16, block_time: &str, height: u64) -> String {
+    let out = s.path("net");
+    testnet(&out, 1, port, block_time);
+    let cfg = out.join("node1/tendermint_config.json").to_string_lossy().into_owned();
+    spawn(s, 1, &["start", "--config", &cfg]);
+    wait_for(s, "blocks", 60, || status(port).filter(|st| st.latest_height >= height));
+    cfg
+}
+
+/// Starts `tendr start` on `cfg` and waits until it either exits (its code and output) or
+/// serves its RPC (`None`; it is killed after a second more, and must still be running).
+fn start_or_exit(s: &Scratch, cfg: &str, port: u16, extra: &[&str]) -> Option<(Option<i32>, String)> {
+    let log = s.path("start-or-exit.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(TENDR)
+        .args([&["start", "--config", cfg][..], extra].concat())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break Some((code.code(), std::fs::read_to_string(&log).unwrap()));
+        }
+        if status(port).is_some() {
+            std::thread::sleep(Duration::from_secs(1));
+            let still = child.try_wait().unwrap().is_none();
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(
+                still && !text.contains("panicked"),
+                "the node died after starting:\n{text}"
+            );
+            break None;
+        }
+        assert!(Instant::now() < deadline, "neither started nor exited");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// Issue 16: 4 KiB of random bytes in `data/tendr.redb` at 10%, 25% and 40% of its length
+/// and over its last 32 KiB. Before: the node panicked inside redb (`entered unreachable
+/// code`, exit 101). Now it refuses with what is damaged and what to do (or, where the bytes
+/// hit space not in use, runs); the intact store runs again afterwards.
+#[test]
+fn a_damaged_store_is_refused_with_the_way_out_never_a_panic() {
+    let mut s = Scratch::new("damaged");
+    let port = base_port() + 7_000;
+    let cfg = one_validator(&mut s, port, "0.02", 200);
+    s.kill(1);
+    let db = s.path("net/node1/data/tendr.redb");
+    let good = std::fs::read(&db).unwrap();
+    let len = good.len();
+    let mut rng = std::process::id() as u64 | 1;
+    let mut refused = 0;
+    for (name, at) in [
+        ("10%", len / 10),
+        ("25%", len / 4),
+        ("40%", len * 2 / 5),
+        ("last 32 KiB", len - (32 << 10)),
+    ] {
+        let mut bad = good.clone();
+        for b in &mut bad[at..at + 4096] {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            *b = rng as u8;
+        }
+        std::fs::write(&db, &bad).unwrap();
+        if let Some((code, text)) = start_or_exit(&s, &cfg, port, &[]) {
+            refused += 1;
+            assert!(!text.contains("panicked"), "{name}: {text}");
+            assert_eq!(code, Some(1), "{name}: {text}");
+            assert!(
+                text.contains("is damaged") && text.contains("re-syncs the chain from its peers"),
+                "{name}: {text}"
+            );
+            assert!(!text.contains("another `tendr` process"), "{name}: {text}");
+        }
+    }
+    assert!(refused > 0, "no damage was noticed");
+    std::fs::write(&db, &good).unwrap();
+    assert!(
+        start_or_exit(&s, &cfg, port, &[]).is_none(),
+        "the intact store does not start"
+    );
+    eprintln!("damaged store of {len} bytes: {refused} of 4 refused with the way out, none panicked");
+}
+
+/// Issue 16: the double-sign guard lives beside the key, not in `data/`. A missing
+/// `validator_state.json` next to a chain is refused (and `--rebuild-signing-state` rebuilds
+/// it); wiping `data/` makes the node start over at height 1, where its guard refuses to sign
+/// anything (before: it re-created block 1 and signed a second, conflicting chain).
+#[test]
+fn a_wiped_data_folder_cannot_make_a_validator_sign_again() {
+    let mut s = Scratch::new("wiped");
+    let port = base_port() + 7_500;
+    let cfg = one_validator(&mut s, port, "0.2", 3);
+    s.kill(1);
+    let node = s.path("net/node1");
+    let state_file = node.join("validator_state.json");
+    let moved = node.join("validator_state.json.moved");
+    std::fs::rename(&state_file, &moved).unwrap();
+    let (code, text) = start_or_exit(&s, &cfg, port, &[]).expect("started without the signing state");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("validator_state.json` is missing") && text.contains("--rebuild-signing-state"),
+        "{text}"
+    );
+    assert!(start_or_exit(&s, &cfg, port, &["--rebuild-signing-state"]).is_none());
+    let rebuilt = tendr_node::signing::read_state(&state_file).unwrap().unwrap();
+    assert!(rebuilt.height >= 3, "{rebuilt:?}");
+    // Run on, then wipe the data folder.
+    spawn(&mut s, 1, &["start", "--config", &cfg]);
+    let before = wait_for(&s, "more blocks", 30, || {
+        status(port).filter(|st| st.latest_height >= 6)
+    })
+    .latest_height;
+    s.kill(1);
+    let signed = std::fs::read_to_string(&state_file).unwrap();
+    // The issue's 0-byte store first, then no data folder at all.
+    for wipe in ["a 0-byte tendr.redb", "no data folder"] {
+        if wipe == "no data folder" {
+            std::fs::remove_dir_all(node.join("data")).unwrap();
+        } else {
+            std::fs::write(node.join("data/tendr.redb"), b"").unwrap();
+        }
+        spawn(&mut s, 1, &["start", "--config", &cfg]);
+        let st = wait_for(&s, "a refusal to sign", 30, || {
+            status(port).filter(|st| st.warnings.iter().any(|w| w.contains("refused to sign")))
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let st2 = status(port).unwrap();
+        assert_eq!(st2.latest_height, 0, "{wipe}: the validator built a new chain: {st:?}");
+        assert_eq!(std::fs::read_to_string(&state_file).unwrap(), signed, "{wipe}");
+        let text = ok(&["status", "--config", &cfg]);
+        assert!(text.contains("refused to sign at height 1"), "{wipe}: {text}");
+        assert!(s.logs().contains("not signing"), "{}", s.logs());
+        let full = s.full_logs();
+        assert!(full.contains("emptied, wiped or replaced"), "{wipe}: not said at start");
+        s.kill(1);
+    }
+    eprintln!(
+        "validator at height {before}, store emptied or wiped: refuses to sign at height 1, state file unchanged"
+    );
+}
+
+/// A small tmpfs mounted over `dir` (its files kept), unmounted on drop; `None` (with the
+/// reason printed) where mounting is not permitted.
+struct Tmpfs(PathBuf, PathBuf);
+
+impl Tmpfs {
+    fn over(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let keep = dir.with_extension("files");
+        std::fs::rename(dir, &keep).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        let mounted = matches!(&o, Ok(o) if o.status.success());
+        if !mounted {
+            let why = match o {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            eprintln!("SKIPPED: cannot mount a tmpfs ({why}); run as root to test a full disk");
+        }
+        for e in std::fs::read_dir(&keep).unwrap().flatten() {
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        mounted.then(|| Tmpfs(dir.to_path_buf(), dir.join("filler")))
+    }
+
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&self.1).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(&self.1).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Issue 16: a validator whose disk fills up. Before: it stayed at its height while `/health`
+/// said ok, banned its honest peers ("did not serve the decided block of our height") and
+/// did not recover until restarted. Now: it stops signing, says why in its log, `status` and
+/// `/health` (503), bans nobody, and resumes by itself once space is freed; the others go on.
+#[test]
+fn a_full_disk_stops_signing_blames_no_peer_and_resumes() {
+    let mut s = Scratch::new("full");
+    let base = base_port() + 8_000;
+    let out = s.path("net");
+    testnet(&out, 4, base, "0.2");
+    let Some(fs) = Tmpfs::over(&out.join("node4"), "24m") else {
+        return;
+    };
+    let cfgs: Vec<String> = (1..=4)
+        .map(|i| {
+            out.join(format!("node{i}/tendermint_config.json"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
+    for (i, c) in cfgs.iter().enumerate() {
+        spawn(&mut s, i + 1, &["start", "--config", c]);
+    }
+    wait_for(&s, "every node deciding", 60, || {
+        ports
+            .iter()
+            .all(|p| status(*p).is_some_and(|st| st.latest_height >= 3))
+            .then_some(())
+    });
+    fs.fill();
+    let st = wait_for(&s, "node 4 to report its full disk", 60, || {
+        status(ports[3]).filter(|st| st.unhealthy.is_some())
+    });
+    let why = st.unhealthy.clone().unwrap();
+    assert!(why.contains("cannot write") && why.contains("does not sign"), "{why}");
+    let health = rpc::request(rpc_addr(ports[3]), "GET", "/health", b"").unwrap();
+    assert_eq!(health.code, 503, "{}", health.body);
+    assert!(health.body.contains("not healthy"), "{}", health.body);
+    let text = ok(&["status", "--config", &cfgs[3]]);
+    assert!(text.contains("NOT HEALTHY"), "{text}");
+    // The other three go on without it.
+    let h1 = status(ports[0]).unwrap().latest_height;
+    wait_for(&s, "the others to go on", 60, || {
+        status(ports[0]).filter(|st| st.latest_height >= h1 + 10)
+    });
+    fs.free();
+    let target = status(ports[0]).unwrap().latest_height;
+    wait_for(&s, "node 4 to recover by itself", 90, || {
+        status(ports[3]).filter(|st| st.unhealthy.is_none() && st.latest_height >= target)
+    });
+    let health = rpc::request(rpc_addr(ports[3]), "GET", "/health", b"").unwrap();
+    assert_eq!(health.code, 200, "{}", health.body);
+    let node4_log = || -> String {
+        std::fs::read_dir(&s.dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("node4"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    };
+    wait_for(&s, "node 4 to sign again", 30, || {
+        node4_log().contains("signing again").then_some(())
+    });
+    let full = s.full_logs();
+    assert!(
+        full.contains("cannot write") && full.contains("writes succeed again"),
+        "{}",
+        s.logs()
+    );
+    assert!(
+        !full.contains("disconnected and banned"),
+        "a peer was banned:\n{}",
+        s.logs()
+    );
+    assert!(!full.contains("evidence:"), "a validator double-signed");
+    assert!(!full.contains("panicked"), "{}", s.logs());
+    s.kill(4);
+    eprintln!(
+        "node 4's disk full while the others decided {} blocks; it recovered by itself",
+        target - h1
+    );
 }

@@ -80,12 +80,55 @@ impl PublicKey {
     }
 }
 
-/// What signs our proposals and votes. [`PrivateKey`] is the signer of every real node; the
-/// simulator's trusted-signature mode brings a null signer of its own (never in a real node).
+/// Which of our consensus messages is signed. At one height and round a validator signs a
+/// proposal (if it proposes), then a prevote, then a precommit: the order of the variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SignStep {
+    /// Our proposal of a round.
+    Proposal = 1,
+    /// Our prevote.
+    Prevote = 2,
+    /// Our precommit.
+    Precommit = 3,
+}
+
+impl SignStep {
+    /// The step of a vote of type `t`.
+    pub fn of_vote(t: VoteType) -> SignStep {
+        match t {
+            VoteType::Prevote => SignStep::Prevote,
+            VoteType::Precommit => SignStep::Precommit,
+        }
+    }
+}
+
+/// The height, round and step of a message we sign; ordered as a validator signs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SignTarget {
+    /// The height of the message.
+    pub height: Height,
+    /// Its round.
+    pub round: Round,
+    /// Which message of that round.
+    pub step: SignStep,
+}
+
+/// A [`Signer`] refused to sign, and why (for example: it signed something else for the same
+/// or a later height, round and step).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("signing refused: {0}")]
+pub struct SignRefused(pub String);
+
+/// What signs our proposals and votes. [`PrivateKey`] signs whatever it is given; a real node
+/// wraps it in a guard that refuses what conflicts with what it signed before (the guard keeps
+/// its state on disk, which the core never touches); the simulator's trusted-signature mode
+/// brings a null signer of its own (never in a real node).
 pub trait Signer: Send + Sync {
     fn public_key(&self) -> PublicKey;
     fn address(&self) -> Address;
-    fn sign(&self, msg: &[u8]) -> Signature;
+    /// Signs `msg`, the sign bytes of our message at `at`. On `Err` the engine sends nothing
+    /// for that step (not signing is always safe).
+    fn sign(&self, at: SignTarget, msg: &[u8]) -> Result<Signature, SignRefused>;
 }
 
 /// A validator or node signing key, with its public key and address computed once.
@@ -154,8 +197,8 @@ impl Signer for PrivateKey {
     fn address(&self) -> Address {
         self.address
     }
-    fn sign(&self, msg: &[u8]) -> Signature {
-        PrivateKey::sign(self, msg)
+    fn sign(&self, _at: SignTarget, msg: &[u8]) -> Result<Signature, SignRefused> {
+        Ok(PrivateKey::sign(self, msg))
     }
 }
 

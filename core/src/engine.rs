@@ -17,7 +17,7 @@
 //! commit certificate, and paces heights by `TimeoutConfig::commit_ms`.
 
 use crate::chain::{verify_commit, BlockError, ChainState};
-use crate::crypto::{proposal_sign_bytes, vote_sign_bytes, PrivateKey, Signer};
+use crate::crypto::{proposal_sign_bytes, vote_sign_bytes, PrivateKey, SignStep, SignTarget, Signer};
 use crate::limits::*;
 use crate::state_machine::{apply, Action, Event, State, Step, TimeoutKind};
 use crate::traits::SignatureVerifier;
@@ -597,8 +597,15 @@ impl Engine {
     }
 
     fn schedule(&self, now: TimeMs, kind: TimeoutKind, round: Round, out: &mut Vec<Output>) {
-        let round_for_timeout = if self.cfg.planted("fixed-timeouts") { Round(0) } else { round };
-        let at = TimeMs(now.0.saturating_add(self.cfg.timeouts.duration_ms(kind, round_for_timeout)));
+        let round_for_timeout = if self.cfg.planted("fixed-timeouts") {
+            Round(0)
+        } else {
+            round
+        };
+        let at = TimeMs(
+            now.0
+                .saturating_add(self.cfg.timeouts.duration_ms(kind, round_for_timeout)),
+        );
         out.push(Output::ScheduleTimeout {
             timeout: Timeout {
                 height: self.chain.height,
@@ -761,12 +768,20 @@ impl Engine {
             return;
         };
         let bytes = proposal_sign_bytes(&self.cfg.chain_id, self.chain.height, round, pol_round, id);
+        let at = SignTarget {
+            height: self.chain.height,
+            round,
+            step: SignStep::Proposal,
+        };
+        let Ok(signature) = key.sign(at, &bytes) else {
+            return; // the signer refused (it says why); proposing nothing is safe
+        };
         let p = Proposal {
             height: self.chain.height,
             round,
             pol_round,
             block: block.clone(),
-            signature: key.sign(&bytes),
+            signature,
         };
         out.push(Output::Persist(WalEntry::Proposal(Box::new(p.clone()))));
         out.push(Output::Broadcast(Message::Proposal(Box::new(p.clone()))));
@@ -803,13 +818,21 @@ impl Engine {
             return;
         }
         let bytes = vote_sign_bytes(&self.cfg.chain_id, vote_type, self.chain.height, round, id);
+        let at = SignTarget {
+            height: self.chain.height,
+            round,
+            step: SignStep::of_vote(vote_type),
+        };
+        let Ok(signature) = key.sign(at, &bytes) else {
+            return; // the signer refused (it says why); not voting is safe
+        };
         let v = Vote {
             vote_type,
             height: self.chain.height,
             round,
             block_id: id,
             validator: me,
-            signature: key.sign(&bytes),
+            signature,
         };
         if let (VoteType::Precommit, Some(id)) = (vote_type, id) {
             // The lock's justification goes to the log before the lock is announced.

@@ -56,6 +56,7 @@ pub enum PlantedBug {
     AcceptNonProposer,
 }
 
+#[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug with its name (`--planted NAME`).
     pub const ALL: [(PlantedBug, &'static str); 9] = [
@@ -75,9 +76,13 @@ impl PlantedBug {
 impl std::str::FromStr for PlantedBug {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        PlantedBug::ALL.iter().find(|(_, name)| *name == s).map(|(b, _)| *b).ok_or_else(|| {
-            let names: Vec<&str> = PlantedBug::ALL.iter().map(|(_, n)| *n).collect();
-            format!("unknown planted bug `{s}` ({})", names.join(", "))
-        })
+        PlantedBug::ALL
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map(|(b, _)| *b)
+            .ok_or_else(|| {
+                let names: Vec<&str> = PlantedBug::ALL.iter().map(|(_, n)| *n).collect();
+                format!("unknown planted bug `{s}` ({})", names.join(", "))
+            })
     }
 }

@@ -404,6 +404,10 @@ pub struct Node<C, N, S, A> {
     snapshots: SnapshotPolicy,
     /// Written since the last [`Storage::sync`].
     unsynced: bool,
+    /// The first failed sync of the current input: its sends were skipped.
+    send_error: Option<NodeError>,
+    /// A decided block the store refused, retried before each later input.
+    stalled_decide: Option<(Block, Commit)>,
     /// Buffers of [`Node::run`], empty between calls.
     inputs: VecDeque<Input>,
     outputs: Vec<Output>,
@@ -478,6 +482,8 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             events: VecDeque::new(),
             snapshots: SnapshotPolicy::default(),
             unsynced: false,
+            send_error: None,
+            stalled_decide: None,
             inputs: VecDeque::new(),
             outputs: Vec::new(),
         })
@@ -514,6 +520,37 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             self.unsynced = false;
         }
         Ok(())
+    }
+
+    /// Persist before send, for one send: `false` (the message is not sent) when what was
+    /// written cannot be made durable. The other outputs still run (timers, decisions), the
+    /// engine re-sends what matters later, and the error is returned once the input is done.
+    fn sync_before_send(&mut self) -> bool {
+        match self.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                self.send_error.get_or_insert(e);
+                false
+            }
+        }
+    }
+
+    /// Whether a decided block waits to be stored: the store refused it (a full disk), and
+    /// the height goes on once [`Node::retry_stalled`] (or any later input) stores it.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled_decide.is_some()
+    }
+
+    /// Stores and executes the decided block the store refused, if any; a driver calls it
+    /// periodically while [`Node::is_stalled`], so a node with no input resumes too.
+    pub fn retry_stalled(&mut self) -> Result<(), NodeError> {
+        let Some((block, commit)) = self.stalled_decide.take() else {
+            return Ok(());
+        };
+        match self.execute(Output::Decide { block, commit })? {
+            Some(executed) => self.run(executed),
+            None => Ok(()),
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -619,10 +656,18 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
     /// Runs one input and every input its outputs lead to, carrying outputs out in order.
     fn run(&mut self, input: Input) -> Result<(), NodeError> {
         // The queues are the node's own buffers, kept for their capacity between calls.
+        if self.stalled_decide.is_some() {
+            // Its errors are the store's (it reports them); this input's result is its own.
+            let _ = self.retry_stalled();
+        }
         let mut inputs = std::mem::take(&mut self.inputs);
         let mut outputs = std::mem::take(&mut self.outputs);
         inputs.push_back(input);
         let r = self.run_queue(&mut inputs, &mut outputs);
+        let r = match (r, self.send_error.take()) {
+            (Ok(()), Some(e)) => Err(e),
+            (r, _) => r,
+        };
         inputs.clear();
         outputs.clear();
         self.inputs = inputs;
@@ -664,13 +709,15 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 None
             }
             Output::Broadcast(msg) => {
-                self.sync()?;
-                self.net.broadcast(&msg);
+                if self.sync_before_send() {
+                    self.net.broadcast(&msg);
+                }
                 None
             }
             Output::Send { to, msg } => {
-                self.sync()?;
-                self.net.send(to, &msg);
+                if self.sync_before_send() {
+                    self.net.send(to, &msg);
+                }
                 None
             }
             Output::ScheduleTimeout { timeout, at } => {
@@ -690,7 +737,11 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 })
             }
             Output::Decide { block, commit } => {
-                self.storage.save_decided(&block, &commit)?;
+                if let Err(e) = self.storage.save_decided(&block, &commit) {
+                    // Retried before each later input: the engine waits for `Executed`.
+                    self.stalled_decide = Some((block, commit));
+                    return Err(e.into());
+                }
                 self.unsynced = true;
                 let res = self.app.execute_block(&block, self.engine.validators());
                 self.mempool.remove_committed(&block.txs);
@@ -709,14 +760,16 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             }
             Output::SendDecided { to, height } => {
                 if let Some((block, commit)) = self.storage.decided(height)? {
-                    self.sync()?;
-                    self.net.send(to, &Message::Decided { block, commit });
+                    if self.sync_before_send() {
+                        self.net.send(to, &Message::Decided { block, commit });
+                    }
                 }
                 None
             }
             Output::Evidence(ev) => {
-                self.sync()?;
-                self.net.broadcast(&Message::Evidence(ev.clone()));
+                if self.sync_before_send() {
+                    self.net.broadcast(&Message::Evidence(ev.clone()));
+                }
                 self.event(NodeEvent::Evidence(*ev));
                 None
             }

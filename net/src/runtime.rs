@@ -128,7 +128,14 @@ struct Strikes {
     /// Peers penalized recently, whose already-queued messages are skipped.
     penalized: HashMap<PeerId, Instant>,
     claims: Claims,
+    /// When this node's own store last failed, and when that was last logged as an error:
+    /// while it fails, peers are not blamed for what it cannot do, and the log is not flooded.
+    own_failure: Option<Instant>,
+    own_failure_logged: Option<Instant>,
 }
+
+/// A failing store is logged as an error at most this often (the store logs its own state).
+const OWN_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Strikes {
     fn new(limits: &crate::Limits) -> Self {
@@ -136,7 +143,27 @@ impl Strikes {
             count: HashMap::new(),
             penalized: HashMap::new(),
             claims: Claims::new(limits.far_future_answer, limits.far_future_strikes),
+            own_failure: None,
+            own_failure_logged: None,
         }
+    }
+
+    /// Notes a failure of this node's own store; true when it is worth an error line now.
+    fn own_failure(&mut self) -> bool {
+        let now = Instant::now();
+        self.own_failure = Some(now);
+        let log = self
+            .own_failure_logged
+            .is_none_or(|t| now.duration_since(t) >= OWN_FAILURE_LOG_EVERY);
+        if log {
+            self.own_failure_logged = Some(now);
+        }
+        log
+    }
+
+    /// Whether this node's own store failed recently (within [`STRIKE_WINDOW`]).
+    fn failing_itself(&self) -> bool {
+        self.own_failure.is_some_and(|t| t.elapsed() < STRIKE_WINDOW)
     }
 
     fn penalized(&mut self, peer: &PeerId) -> bool {
@@ -234,6 +261,14 @@ fn on_incoming<S: Storage, A: Application>(
     if is_tx {
         node.net.set_tx_origin(None);
     }
+    // A message that failed only because our own store cannot write was still handled: the
+    // sender did its part (e.g. answered our challenge), so it is not blamed for our disk.
+    let own_failure = matches!(result, Err(NodeError::Storage(_)));
+    if own_failure {
+        if let Some((h, id)) = answer {
+            on_claim_answer(node, strikes, from, h, id);
+        }
+    }
     match result {
         Ok(()) => {
             if let Some(m) = copy {
@@ -255,6 +290,9 @@ fn on_incoming<S: Storage, A: Application>(
         }
         Err(NodeError::TxRejected(_)) => {}
         Err(e) => match failure_level(&e) {
+            tracing::Level::ERROR if own_failure && !strikes.own_failure() => {
+                tracing::debug!(peer = %from, "handling a message failed: {e}")
+            }
             tracing::Level::ERROR => tracing::error!(peer = %from, "handling a message failed: {e}"),
             tracing::Level::WARN => tracing::warn!(peer = %from, "message refused: {e}"),
             _ => tracing::debug!(peer = %from, "message not used: {e}"),
@@ -282,6 +320,9 @@ fn on_far_future<S: Storage, A: Application>(
             tracing::debug!(peer = %from, claimed = claimed.0, ours = ours.0, "far-future message; asking the peer for our height's decided block");
             node.net.note_far_future(false);
             node.net.send(from, &Message::RequestDecided(h));
+        }
+        Verdict::Penalize(reason) if strikes.failing_itself() => {
+            tracing::debug!(peer = %from, "not penalizing while this node's own store fails: {reason}");
         }
         Verdict::Penalize(reason) => {
             strikes.mark_penalized(from, now);
@@ -327,6 +368,9 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
         Some(s) => (s.txs, s.bulk),
         None => (mpsc::channel(1).1, mpsc::channel(1).1),
     };
+    // A decided block the store refused (a full disk) is retried this often.
+    let mut stalled = tokio::time::interval(Duration::from_secs(1));
+    stalled.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         for e in node.drain_events() {
             on_event(&e);
@@ -334,11 +378,18 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
         // Consensus first: timers, votes, proposals and blocks; then clients; then gossiped txs.
         tokio::select! {
             biased;
-            Some(t) = timers.recv() => {
-                if let Err(e) = node.on_timeout(t) {
-                    tracing::error!(?t, "timeout handling failed: {e}");
+            _ = stalled.tick(), if node.is_stalled() => {
+                if let Err(e) = node.retry_stalled() {
+                    tracing::debug!("a decided block still cannot be stored: {e}");
                 }
             }
+            Some(t) = timers.recv() => match node.on_timeout(t) {
+                Err(e @ NodeError::Storage(_)) if !strikes.own_failure() => {
+                    tracing::debug!(?t, "timeout handling failed: {e}")
+                }
+                Err(e) => tracing::error!(?t, "timeout handling failed: {e}"),
+                Ok(()) => {}
+            },
             Some(inc) = incoming.recv() => on_incoming(&mut node, inc, &mut strikes),
             Some(inc) = bulk.recv() => on_incoming(&mut node, inc, &mut strikes),
             c = commands.recv() => match c {
@@ -363,6 +414,19 @@ pub async fn drive<S: Storage + Send + 'static, A: Application + Send + 'static>
 mod tests {
     use super::*;
     use tendr_core::types::{Address, Round};
+
+    /// Issue 16: while this node's own store fails, its peers are not penalized for claims it
+    /// could not check (a full disk once made a node ban every honest peer), and the failure
+    /// is logged as an error at most every [`OWN_FAILURE_LOG_EVERY`].
+    #[test]
+    fn own_store_failures_blame_no_peer_and_do_not_flood_the_log() {
+        let mut s = Strikes::new(&crate::Limits::default());
+        assert!(!s.failing_itself());
+        assert!(s.own_failure(), "the first failure is logged");
+        assert!(s.failing_itself());
+        assert!(!s.own_failure(), "the next ones within the window are not");
+        assert!(!NodeError::Storage(tendr_core::traits::StorageError("disk full".into())).blames_sender());
+    }
 
     /// Issue 18, item 5: a late-joining observer's "cannot be checked yet" is catch-up, not an
     /// error; only the node's own store failures are.

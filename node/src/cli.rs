@@ -104,6 +104,11 @@ pub enum Command {
     Start {
         #[arg(long, default_value = DEFAULT_CONFIG_FILE)]
         config: PathBuf,
+        /// Rebuild a missing validator_state.json (what the validator key signed last) from the
+        /// store. Only when the file was lost or never written, and this key has signed nothing
+        /// beyond what this node's data folder holds (it is not in use anywhere else).
+        #[arg(long)]
+        rebuild_signing_state: bool,
     },
     /// Join an existing network: create keys if missing, connect to the seed nodes, catch up
     /// and follow the chain. With `is_validator: true` it prints the `add-validator` command
@@ -243,7 +248,10 @@ pub fn main_with(app: impl AppFactory) -> i32 {
             chain_id,
             force,
         } => init(&config, chain_id, force, &app),
-        Command::Start { config } => start(&config, &app),
+        Command::Start {
+            config,
+            rebuild_signing_state,
+        } => start(&config, rebuild_signing_state, &app),
         Command::Join { config, genesis } => join(&config, &genesis, &app),
         Command::Status { target, json } => status(&target, json),
         Command::AddValidator {
@@ -394,10 +402,11 @@ fn load_setup(cfg: Config, genesis: LoadedGenesis) -> CliResult<NodeSetup> {
         genesis,
         validator_key,
         node_key,
+        rebuild_signing_state: false,
     })
 }
 
-fn start(config_path: &Path, app: &impl AppFactory) -> CliResult<()> {
+fn start(config_path: &Path, rebuild_signing_state: bool, app: &impl AppFactory) -> CliResult<()> {
     let cfg = config::load(config_path)?;
     let gpath = cfg.genesis_path();
     if !gpath.exists() {
@@ -410,7 +419,8 @@ fn start(config_path: &Path, app: &impl AppFactory) -> CliResult<()> {
         )));
     }
     let g = genesis::load(&gpath, app)?;
-    let setup = load_setup(cfg, g)?;
+    let mut setup = load_setup(cfg, g)?;
+    setup.rebuild_signing_state = rebuild_signing_state;
     run_node(setup, app)
 }
 
@@ -571,6 +581,9 @@ pub fn render_status(s: &Status) -> String {
     for p in &s.peers {
         let dir = if p.outbound { "out" } else { "in" };
         let _ = writeln!(o, "  {}  {}  {} ({dir})", p.id, p.addr, p.role);
+    }
+    if let Some(why) = &s.unhealthy {
+        let _ = writeln!(o, "health     NOT HEALTHY: {why}");
     }
     for w in &s.warnings {
         let _ = writeln!(o, "warning    {w}");

@@ -42,20 +42,28 @@ pub fn write(path: &Path, key: &PrivateKey, force: bool) -> CliResult<()> {
         return Err(exists_error(path));
     }
     let text = serde_json::to_string_pretty(&KeyFile::of(key)).expect("key file serialises");
+    write_private(path, &text)
+        .map_err(|e| CliError::failure(format!("key file `{}`: cannot write it: {e}", path.display())))
+}
+
+/// Writes `text` (and a newline) to `path` with mode 0600, atomically: a temporary file,
+/// fsynced, renamed over `path`, then the folder fsynced.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| CliError::failure(format!("key file `{}`: cannot write it: {e}", tmp.display())))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .and_then(|_| f.write_all(text.as_bytes()))
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| CliError::failure(format!("key file `{}`: cannot write it: {e}", path.display())))?;
+        .open(&tmp)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `tendr-node`: the `tendr` command line and the real node behind it: config, genesis, key
-//! files, the durable redb store, the HTTP/JSON RPC with Prometheus metrics, and the runtime
+//! files, the durable redb store, the double-sign guard beside the validator key
+//! ([`signing`]), the HTTP/JSON RPC with Prometheus metrics, and the runtime
 //! that drives `tendr_core::traits::Node` with a wall clock, for any application:
 //! [`cli::main_with`] takes an [`app::AppFactory`] (e.g. `tendr_kv::KvApp::new`) and runs the
 //! whole command line with it.
@@ -17,5 +18,6 @@ pub mod metrics;
 pub mod netwire;
 pub mod rpc;
 pub mod runtime;
+pub mod signing;
 pub mod status;
 pub mod store;

@@ -213,9 +213,10 @@ fn get(shared: &Arc<Shared>, path: &str, query: &str) -> Reply {
     };
     let status = || s.clone();
     match path {
-        "/health" => {
-            json(&serde_json::json!({ "ok": true, "height": s.latest_height, "catching_up": s.consensus.catching_up }))
-        }
+        "/health" => match crate::status::health(&s) {
+            Ok(v) => json(&v),
+            Err(why) => error(503, why),
+        },
         "/status" => json(&status()),
         "/peers" => json(&status().peers),
         "/validators" => {

@@ -15,12 +15,13 @@ use crate::error::{CliError, CliResult};
 use crate::genesis::{now_ms, LoadedGenesis, DEFAULT_POWER};
 use crate::metrics::Metrics;
 use crate::rpc::RpcServer;
+use crate::signing::{open_guard, Guard, GuardedSigner};
 use crate::status::{ConsensusView, PeerView, Status, ValidatorView};
 use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tendr_core::crypto::{PrivateKey, PublicKey};
+use tendr_core::crypto::{PrivateKey, PublicKey, Signer};
 use tendr_core::engine::EngineConfig;
 use tendr_core::governance::{self, GovernanceError, GovernanceTx, REQUEST_QUERY_PATH};
 use tendr_core::traits::{Application, CachingVerifier, Node, NodeEvent, QueryResult, Storage};
@@ -61,6 +62,8 @@ pub struct Shared {
     pub store: Store,
     pub genesis: LoadedGenesis,
     pub commands: mpsc::Sender<Command>,
+    /// The double-sign guard of the validator key, if this node has one.
+    pub guard: Option<Arc<Guard>>,
 }
 
 impl Shared {
@@ -127,6 +130,8 @@ pub struct NodeSetup {
     pub genesis: LoadedGenesis,
     pub validator_key: Option<PrivateKey>,
     pub node_key: PrivateKey,
+    /// Rebuild a missing `validator_state.json` from the store (`--rebuild-signing-state`).
+    pub rebuild_signing_state: bool,
 }
 
 impl NodeSetup {
@@ -287,6 +292,7 @@ pub fn build_status(v: &dyn NodeView, info: &NodeInfo, warnings: Vec<String>) ->
             .collect(),
         mempool_size: v.mempool().len(),
         warnings,
+        unhealthy: None,
     }
 }
 
@@ -301,8 +307,18 @@ impl Shared {
             if let Some(r) = v.genesis_refusals().last() {
                 w.push(format!("a peer was refused for running another chain or genesis: {r}"));
             }
-            build_status(v, &me.info, w)
+            w.extend(me.guard.as_ref().and_then(|g| g.last_refusal()));
+            let mut s = build_status(v, &me.info, w);
+            s.unhealthy = me.unhealthy();
+            s
         })
+    }
+
+    /// Why the node is not healthy: its store cannot write or is damaged (it does not sign).
+    pub fn unhealthy(&self) -> Option<String> {
+        self.store
+            .problem()
+            .map(|p| format!("{p}; this node does not sign until it is fixed"))
     }
 }
 
@@ -354,6 +370,8 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
     let mut alone_secs = 0u64;
     loop {
         tick.tick().await;
+        // Writes that failed (a full disk) are retried here too, so an idle node resumes.
+        let _ = shared.store.flush();
         let addr = key.as_ref().map(|k| k.address());
         let Some((st, published)) = shared
             .ask(move |v| {
@@ -469,6 +487,27 @@ fn net_start_error(config: &std::path::Path, e: tendr_net::NetError) -> CliError
     CliError::input(format!("config `{}`: {msg}", config.display()))
 }
 
+/// The engine's signer (if any) and the guard behind it, for the status.
+pub type SignerAndGuard = (Option<Box<dyn Signer>>, Option<Arc<Guard>>);
+
+/// The validator key behind its double-sign guard (`validator_state.json`), which also stops
+/// signing while `store` cannot write.
+pub fn guarded_signer(setup: &NodeSetup, store: &Store) -> CliResult<SignerAndGuard> {
+    let Some(key) = setup.validator_key.clone() else {
+        return Ok((None, None));
+    };
+    let s = store.clone();
+    let guard = open_guard(
+        &setup.cfg.validator_key_path(),
+        &key,
+        &setup.genesis.genesis.chain_id,
+        store,
+        setup.rebuild_signing_state,
+        Box::new(move || s.problem().map(|p| p.to_string())),
+    )?;
+    Ok((Some(Box::new(GuardedSigner::new(key, guard.clone()))), Some(guard)))
+}
+
 /// Runs the node with the application `app` builds, until SIGINT or SIGTERM.
 pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
     let store = open_store(&setup, app)?;
@@ -487,9 +526,10 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
     .await
     .map_err(|e| net_start_error(&setup.cfg.path, e))?;
     let (clock, timers) = SystemClock::new();
-    let node: RealNode<_> = Node::new(
+    let (signer, guard) = guarded_signer(&setup, &store)?;
+    let node: RealNode<_> = Node::with_signer(
         EngineConfig::new(&chain_id, setup.timeouts()),
-        setup.validator_key.clone(),
+        signer,
         g.chain_state(),
         clock,
         transport.handle(),
@@ -507,6 +547,7 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
         store,
         genesis: g.clone(),
         commands: cmd_tx.clone(),
+        guard,
     });
     let rpc = RpcServer::start(setup.cfg.rpc_addr, shared.clone()).map_err(CliError::input)?;
     info!(
@@ -570,6 +611,7 @@ mod tests {
             genesis: g,
             validator_key: Some(k.clone()),
             node_key: k,
+            rebuild_signing_state: false,
         };
         let t = setup.timeouts();
         assert_eq!(

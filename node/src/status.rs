@@ -53,6 +53,21 @@ pub struct Status {
     pub mempool_size: usize,
     /// Problems the node detected (key not in the validator set, clock skew, ...).
     pub warnings: Vec<String>,
+    /// Why the node is not healthy (its store cannot write or is damaged: it does not sign);
+    /// `None` when healthy. `/health` answers 503 with it.
+    #[serde(default)]
+    pub unhealthy: Option<String>,
+}
+
+/// The answer of `/health`: `Ok` with the height and catching-up flag, or `Err` with why the
+/// node is not healthy (answered with HTTP 503).
+pub fn health(s: &Status) -> Result<serde_json::Value, String> {
+    match &s.unhealthy {
+        Some(why) => Err(format!("not healthy: {why}")),
+        None => {
+            Ok(serde_json::json!({ "ok": true, "height": s.latest_height, "catching_up": s.consensus.catching_up }))
+        }
+    }
 }
 
 /// A decided block as the RPC shows it.

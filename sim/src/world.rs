@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use tendr_core::chain::ChainState;
-use tendr_core::crypto::CryptoError;
+use tendr_core::crypto::{CryptoError, SignRefused, SignTarget};
 use tendr_core::engine::{Timeout, WalEntry};
 use tendr_core::governance::ValidatorApproval;
 use tendr_core::traits::*;
@@ -282,11 +282,11 @@ impl Signer for NullSigner {
     fn address(&self) -> Address {
         self.address
     }
-    fn sign(&self, msg: &[u8]) -> Signature {
+    fn sign(&self, _at: SignTarget, msg: &[u8]) -> Result<Signature, SignRefused> {
         let mut sig = [0u8; 64];
         sig[..32].copy_from_slice(&tendr_core::crypto::sha256(msg).0);
         sig[32..52].copy_from_slice(&self.address.0);
-        Signature(sig)
+        Ok(Signature(sig))
     }
 }
 
@@ -770,7 +770,7 @@ impl<A: Application + 'static> World<A> {
         self.observe(slot);
         if let Err(NodeError::Storage(_)) = &r {
             // A real node exits when its disk fails; so does this one. It sent nothing that
-            // depends on the failed write (the driver stops at the error).
+            // depends on the failed write (the driver skips sends once a sync fails).
             self.trace.halt(self.now(), slot);
             self.halt(slot);
         }

@@ -4,7 +4,7 @@ use crate::memnet::*;
 use tendr_core::crypto::vote_sign_bytes;
 use tendr_core::engine::{Input, Output, Timeout, WalEntry};
 use tendr_core::state_machine::TimeoutKind;
-use tendr_core::traits::CachingVerifier;
+use tendr_core::traits::{CachingVerifier, MemStorage, Storage, StorageError};
 use tendr_core::*;
 
 #[test]
@@ -302,4 +302,266 @@ fn restarted_locked_validator_re_proposes_its_locked_block_with_the_polka() {
         .filter(|o| matches!(o, Output::Broadcast(Message::Vote(v)) if v.round == Round(0) && v.vote_type == VoteType::Prevote && v.block_id == Some(id)))
         .count();
     assert!(polka >= 3, "the polka goes with it: {polka} prevotes");
+}
+
+/// A signer that records what it is asked to sign and refuses from `refuse_from` on: the
+/// node-side double-sign guard's seam.
+struct Recording {
+    key: PrivateKey,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<tendr_core::crypto::SignTarget>>>,
+    refuse: bool,
+}
+
+impl Signer for Recording {
+    fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+    fn address(&self) -> Address {
+        self.key.address()
+    }
+    fn sign(
+        &self,
+        at: tendr_core::crypto::SignTarget,
+        msg: &[u8],
+    ) -> Result<Signature, tendr_core::crypto::SignRefused> {
+        self.asked.lock().unwrap().push(at);
+        if self.refuse {
+            return Err(tendr_core::crypto::SignRefused("test".into()));
+        }
+        Ok(self.key.sign(msg))
+    }
+}
+
+/// Issue 16: a signer may refuse (the real node's guard refuses what conflicts with its
+/// `validator_state.json`). The engine then persists and sends nothing of its own, and asks in
+/// signing order (height, round, then proposal < prevote < precommit).
+#[test]
+fn a_refusing_signer_sends_nothing_and_is_asked_in_order() {
+    use tendr_core::crypto::{SignStep, SignTarget};
+    let keys = keys(1);
+    for refuse in [false, true] {
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let signer = Recording {
+            key: keys[0].clone(),
+            asked: asked.clone(),
+            refuse,
+        };
+        let mut e = Engine::with_signer(
+            EngineConfig::new(CHAIN, timeouts()),
+            Some(Box::new(signer)),
+            genesis(&keys, &[1]),
+            vec![],
+            Box::new(CachingVerifier::new()),
+        );
+        let mut out = e.handle(TimeMs(0), Input::Start).unwrap();
+        let txs = Input::BlockTxs {
+            height: Height(1),
+            round: Round(0),
+            txs: vec![],
+        };
+        out.extend(e.handle(TimeMs(1), txs).unwrap());
+        for kind in [TimeoutKind::Propose, TimeoutKind::Prevote, TimeoutKind::Precommit] {
+            let t = Timeout {
+                height: Height(1),
+                round: Round(0),
+                kind,
+            };
+            out.extend(e.handle(TimeMs(5000), Input::TimeoutElapsed(t)).unwrap());
+        }
+        let own = out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Persist(_) | Output::Broadcast(Message::Vote(_) | Message::Proposal(_))
+                )
+            })
+            .count();
+        let asked = asked.lock().unwrap().clone();
+        let step = |s| SignTarget {
+            height: Height(1),
+            round: Round(0),
+            step: s,
+        };
+        assert_eq!(asked.first(), Some(&step(SignStep::Proposal)), "{asked:?}");
+        assert!(asked.windows(2).all(|w| w[0] < w[1]), "asked out of order: {asked:?}");
+        if refuse {
+            assert_eq!(own, 0, "a refused signature was persisted or sent: {out:?}");
+            assert_eq!(e.height(), Height(1));
+        } else {
+            assert_eq!(asked.len(), 3, "{asked:?}");
+            assert!(own > 0);
+            assert_eq!(e.height(), Height(1), "waits for the application to execute");
+        }
+    }
+}
+
+/// Storage whose `sync` fails while `failing` is set (a full disk under a write-behind store),
+/// and whose `save_decided` fails while `refuse_blocks` is set (a store that refuses writes).
+struct FailingSync {
+    inner: MemStorage,
+    failing: std::rc::Rc<std::cell::Cell<bool>>,
+    refuse_blocks: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl Storage for FailingSync {
+    fn append_wal(&mut self, e: WalEntry) -> Result<(), StorageError> {
+        self.inner.append_wal(e)
+    }
+    fn wal(&self, h: Height) -> Result<Vec<WalEntry>, StorageError> {
+        self.inner.wal(h)
+    }
+    fn save_decided(&mut self, b: &Block, c: &Commit) -> Result<(), StorageError> {
+        if self.refuse_blocks.get() {
+            return Err(StorageError("disk full".into()));
+        }
+        self.inner.save_decided(b, c)
+    }
+    fn decided(&self, h: Height) -> Result<Option<(Block, Commit)>, StorageError> {
+        self.inner.decided(h)
+    }
+    fn last_height(&self) -> Result<Height, StorageError> {
+        self.inner.last_height()
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        match self.failing.get() {
+            true => Err(StorageError("disk full".into())),
+            false => Ok(()),
+        }
+    }
+}
+
+/// Issue 16: while the store cannot make its writes durable, nothing is sent (persist before
+/// send), but the rest of the input still runs: the engine's later signatures are persisted
+/// and its timers armed, so once writes succeed again a timer re-sends what it signed. (Before,
+/// the first failed send dropped every later output, timers included, and the node could
+/// stay silent for good.)
+#[test]
+fn a_failed_sync_skips_sends_but_not_timers_and_the_node_resumes() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let keys = keys(4);
+    let g = genesis(&keys, &[1, 1, 1, 1]);
+    let proposer = g.proposer(Round(0));
+    let key = keys.iter().find(|k| k.address() == proposer).unwrap().clone();
+    let world: Shared = Rc::default();
+    world.borrow_mut().peers = keys.iter().map(|k| k.address()).collect();
+    world.borrow_mut().silent = vec![false; 4];
+    let me = keys.iter().position(|k| k.address() == proposer).unwrap();
+    let failing = Rc::new(Cell::new(true));
+    let store = MemStorage::default();
+    let mut node = tendr_core::traits::Node::new(
+        EngineConfig::new(CHAIN, timeouts()),
+        Some(key),
+        g,
+        MemClock(world.clone(), me),
+        MemNet(world.clone(), me),
+        FailingSync {
+            inner: store.clone(),
+            failing: failing.clone(),
+            refuse_blocks: Rc::default(),
+        },
+        tendr_kv::KvApp::new(CHAIN),
+        Box::new(CachingVerifier::new()),
+    )
+    .unwrap();
+    let e = node.start().unwrap_err();
+    assert!(matches!(e, tendr_core::traits::NodeError::Storage(_)), "{e}");
+    let sent = |w: &Shared| {
+        w.borrow()
+            .queue
+            .values()
+            .filter(|e| matches!(e, Ev::Deliver { .. }))
+            .count()
+    };
+    let timers = |w: &Shared| {
+        w.borrow()
+            .queue
+            .values()
+            .filter(|e| matches!(e, Ev::Timer { .. }))
+            .count()
+    };
+    assert_eq!(sent(&world), 0, "sent while the store could not sync");
+    let persisted = store.wal(Height(1)).unwrap();
+    assert!(
+        persisted.iter().any(|e| matches!(e, WalEntry::Proposal(_)))
+            && persisted.iter().any(|e| matches!(e, WalEntry::Vote(_))),
+        "the proposal and the prevote after it are persisted: {persisted:?}"
+    );
+    assert!(timers(&world) > 0, "no timer armed");
+    failing.set(false);
+    // Fire timers in order until the node sends again.
+    for _ in 0..20 {
+        let next = world.borrow_mut().queue.pop_first();
+        let Some(((at, _), ev)) = next else { break };
+        world.borrow_mut().now = at;
+        if let Ev::Timer { t, .. } = ev {
+            node.on_timeout(t).unwrap();
+        }
+        if sent(&world) > 0 {
+            break;
+        }
+    }
+    assert!(sent(&world) > 0, "the node did not resume sending");
+    assert_eq!(world.borrow().double_signs, 0);
+}
+
+/// Issue 16: a store that refuses a decided block (a full disk) leaves the height waiting for
+/// it; once writes succeed `retry_stalled` (which the real driver calls every second) or any
+/// later input stores and executes it and the chain goes on, with no restart. (Before, the
+/// block was dropped and the engine waited for it forever.)
+#[test]
+fn a_refused_decided_block_is_retried_and_the_height_goes_on() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let keys = keys(1);
+    let world: Shared = Rc::default();
+    world.borrow_mut().peers = vec![keys[0].address()];
+    world.borrow_mut().silent = vec![false];
+    let refuse = Rc::new(Cell::new(true));
+    let store = MemStorage::default();
+    let mut node = tendr_core::traits::Node::new(
+        EngineConfig::new(CHAIN, timeouts()),
+        Some(keys[0].clone()),
+        genesis(&keys, &[1]),
+        MemClock(world.clone(), 0),
+        MemNet(world.clone(), 0),
+        FailingSync {
+            inner: store.clone(),
+            failing: Rc::default(),
+            refuse_blocks: refuse.clone(),
+        },
+        tendr_kv::KvApp::new(CHAIN),
+        Box::new(CachingVerifier::new()),
+    )
+    .unwrap();
+    assert!(node.start().is_err(), "the decided block could not be stored");
+    assert_eq!((node.engine().height(), store.height()), (Height(1), 0));
+    let fire = |node: &mut tendr_core::traits::Node<_, _, _, _>| {
+        let next = world.borrow_mut().queue.pop_first();
+        if let Some(((at, _), Ev::Timer { t, .. })) = next {
+            world.borrow_mut().now = at;
+            let _ = node.on_timeout(t);
+        }
+    };
+    for _ in 0..3 {
+        fire(&mut node);
+    }
+    assert_eq!(node.engine().height(), Height(1), "went on without storing the block");
+    assert!(node.is_stalled());
+    assert!(node.retry_stalled().is_err(), "stored while the store refuses");
+    refuse.set(false);
+    node.retry_stalled().unwrap();
+    assert!(!node.is_stalled());
+    for _ in 0..50 {
+        if store.height() >= 3 {
+            break;
+        }
+        fire(&mut node);
+    }
+    assert!(
+        store.height() >= 3,
+        "the chain did not go on: stored {}",
+        store.height()
+    );
 }
