@@ -69,6 +69,8 @@ pub struct ConfigFile {
     pub advertise: Option<String>,
     pub max_peers: Option<usize>,
     pub timeouts: Option<TimeoutOverrides>,
+    /// Prefix of the CometBFT-named metrics on `/metrics` (default `cometbft`).
+    pub metrics_namespace: Option<String>,
 }
 
 fn default_host() -> String {
@@ -245,6 +247,18 @@ pub fn resolve(path: &Path, file: ConfigFile) -> CliResult<Config> {
         )
     })?;
     let listen = SocketAddr::new(ip, file.port);
+    if let Some(ns) = &file.metrics_namespace {
+        let mut chars = ns.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(field_err(
+                path,
+                "metrics_namespace",
+                format!("`{ns}` is not a Prometheus name prefix: letters, digits and `_`, not starting with a digit (e.g. \"cometbft\")"),
+            ));
+        }
+    }
     for (i, v) in file.validators.iter().enumerate() {
         v.parse::<Address>()
             .map_err(|e| field_err(path, &format!("validators[{i}]"), e))?;
@@ -367,6 +381,20 @@ mod tests {
         assert_eq!(c.target_block_time_ms, Some(15_000));
         assert_eq!(c.rpc_addr, "127.0.0.1:18001".parse().unwrap());
         assert_eq!(c.home, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn metrics_namespace_is_a_prometheus_prefix() {
+        let c = load_str(r#"{"node_id": "n", "port": 9000, "metrics_namespace": "acme_1"}"#).unwrap();
+        assert_eq!(c.file.metrics_namespace.as_deref(), Some("acme_1"));
+        for bad in ["", "1abc", "a-b", "a b"] {
+            let text = format!(r#"{{"node_id": "n", "port": 9000, "metrics_namespace": "{bad}"}}"#);
+            let e = load_str(&text).unwrap_err().message;
+            assert!(
+                e.contains("field `metrics_namespace`") && e.contains("not a Prometheus name prefix"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

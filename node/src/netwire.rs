@@ -16,7 +16,7 @@ pub fn check_network_genesis(cfg: &Config, genesis: &LoadedGenesis) -> CliResult
         if std::net::TcpStream::connect_timeout(&rpc, Duration::from_millis(500)).is_err() {
             continue;
         }
-        let Ok(v) = crate::rpc::get_json::<serde_json::Value>(rpc, "/genesis") else {
+        let Ok(v) = crate::rpc::get_json::<serde_json::Value>(rpc, "/tendr/genesis") else {
             continue;
         };
         let theirs = v["genesis_hash"].as_str().unwrap_or_default();

@@ -140,6 +140,20 @@ impl Store {
         Ok(out)
     }
 
+    /// The transactions of decided block `height` with their results, in block order (empty
+    /// when the block has none, or its results are not written yet: see
+    /// [`Store::results_height`]).
+    pub fn transactions_at(&self, height: u64) -> Result<Vec<TxRecord>, StorageError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(TXS).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.range((height, 0)..=(height, u32::MAX)).map_err(err)? {
+            let (_, v) = item.map_err(err)?;
+            out.push(decode_bounded(v.value(), MAX_MESSAGE_BYTES).map_err(err)?);
+        }
+        Ok(out)
+    }
+
     pub fn transaction_by_hash(&self, hash_hex: &str) -> Result<Option<TxRecord>, StorageError> {
         let Ok(hash) = hex::decode(hash_hex) else {
             return Ok(None);
