@@ -220,6 +220,26 @@ fn cometbft_client_reads_and_writes_four_validators() {
         ws.close().unwrap();
         let _ = driving.await;
     });
+    // CometBFT's metric names, with the chain id; mempool bytes are real.
+    let chain = status(ports[0]).unwrap().chain_id;
+    let m = rpc::request(rpc_addr(ports[0]), "GET", "/metrics", b"").unwrap().body;
+    let label = format!("{{chain_id=\"{chain}\"}}");
+    for name in [
+        "consensus_height",
+        "consensus_validators",
+        "consensus_total_txs",
+        "consensus_block_interval_seconds_count",
+        "p2p_peers",
+        "mempool_size_bytes",
+    ] {
+        assert!(
+            m.contains(&format!("cometbft_{name}{label}")),
+            "no cometbft_{name} in:\n{m}"
+        );
+    }
+    assert!(m.contains(&format!("cometbft_consensus_validators{label} 4")), "{m}");
+    assert!(m.contains(&format!("cometbft_p2p_peers{label} 3")), "{m}");
+    assert!(m.contains("tendr_commit_latency_seconds_count"), "{m}");
 }
 
 /// Resident memory of process `pid`, in KiB.
