@@ -183,6 +183,26 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Load through the CometBFT RPC of running nodes: unique transactions via
+    /// `broadcast_tx_sync` (or `--async`) from `--senders` connections per node, bounded by
+    /// `--max-pending` waiting transactions per node; prints committed tx/s and commit latency.
+    BenchRpc {
+        /// A node's RPC address (repeat for each node), e.g. --rpc 127.0.0.1:18001.
+        #[arg(long = "rpc", required = true)]
+        nodes: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 250)]
+        tx_bytes: usize,
+        /// Senders to a node pause while its mempool holds this many transactions.
+        #[arg(long, default_value_t = 700)]
+        max_pending: u64,
+        /// Use broadcast_tx_async instead of broadcast_tx_sync.
+        #[arg(long)]
+        r#async: bool,
+    },
     /// Deterministic simulation: run, explore and replay seeded Byzantine scenarios.
     Sim(tendr_sim::cli::SimArgs),
 }
@@ -242,6 +262,21 @@ pub fn main_with(app: impl AppFactory) -> i32 {
             target,
             json,
         } => query(&path, &key, hex, &target, json),
+        Command::BenchRpc {
+            nodes,
+            senders,
+            seconds,
+            tx_bytes,
+            max_pending,
+            r#async,
+        } => crate::bench::run(crate::bench::BenchConfig {
+            nodes,
+            senders,
+            seconds,
+            tx_bytes,
+            max_pending,
+            r#async,
+        }),
         Command::Testnet {
             validators,
             out,
