@@ -338,16 +338,17 @@ fn on_event(shared: &Shared, ev: &NodeEvent) {
             results,
             app_hash,
         } => {
+            if let Err(e) = shared.store.save_results(block, results) {
+                // The blocks themselves are stored; the history is rebuilt on the next start.
+                error!(height = block.height().0, "cannot record the transaction history: {e}");
+            }
+            // After the history: a waiter told of the block finds its transaction with `/tx`.
             if shared.decided.receiver_count() > 0 {
                 let _ = shared.decided.send(Arc::new(DecidedBlock {
                     block: block.clone(),
                     results: results.clone(),
                     app_hash: *app_hash,
                 }));
-            }
-            if let Err(e) = shared.store.save_results(block, results) {
-                // The blocks themselves are stored; the history is rebuilt on the next start.
-                error!(height = block.height().0, "cannot record the transaction history: {e}");
             }
             let now = now_ms();
             shared.metrics.lock().expect("metrics").on_decided(now, block);

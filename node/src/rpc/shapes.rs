@@ -3,7 +3,7 @@
 //! base64, times in RFC 3339, secp256k1 keys as `tendermint/PubKeySecp256k1`.
 //!
 //! Where tendr has no such thing, the shape says so plainly: blocks are not split into parts
-//! (`parts` is `{"total":0,"hash":""}`), there is no consensus-params, results or evidence hash
+//! (`parts` is one part named by the block id), there is no consensus-params, results or evidence hash
 //! (empty), and votes carry no time of their own (a commit signature shows the time of the
 //! block it commits).
 
@@ -37,12 +37,14 @@ pub fn time(ms: u64) -> String {
     crate::genesis::format_time(ms)
 }
 
-/// A block id: the hash, and no part set.
+/// A block id. tendr sends a block whole, so its part set is one part, named by the block id
+/// (clients such as cosmjs require a non-empty part set); no block is `{"hash": "", "parts":
+/// {"total": 0, "hash": ""}}`, as CometBFT writes it.
 pub fn block_id(id: Option<&Hash>) -> Value {
-    json!({
-        "hash": id.map(|h| hex_up(&h.0)).unwrap_or_default(),
-        "parts": {"total": 0, "hash": ""},
-    })
+    match id {
+        Some(h) => json!({"hash": hex_up(&h.0), "parts": {"total": 1, "hash": hex_up(&h.0)}}),
+        None => json!({"hash": "", "parts": {"total": 0, "hash": ""}}),
+    }
 }
 
 pub fn pub_key(pk: &PublicKey) -> Value {
