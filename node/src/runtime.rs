@@ -570,7 +570,12 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
         commands: cmd_tx.clone(),
         decided: broadcast::channel(DECIDED_QUEUE).0,
     });
-    let rpc = RpcServer::start(setup.cfg.rpc_addr, shared.clone(), RpcLimits::default()).map_err(CliError::input)?;
+    let rpc = RpcServer::start(
+        setup.cfg.rpc_addr,
+        shared.clone(),
+        RpcLimits::from_config(setup.cfg.file.rpc_limits.as_ref()),
+    )
+    .map_err(CliError::input)?;
     info!(
         node_id = %setup.cfg.file.node_id,
         chain_id = %chain_id,

@@ -278,7 +278,19 @@ fn answer(c: &mut TcpStream) -> String {
 fn hostile_clients_cannot_stop_the_rpc() {
     let mut s = Scratch::new("rpc-hostile");
     let port = base_port() + 7_005;
-    start_testnet(&mut s, 1, port, "0.2");
+    let out = s.path("net");
+    let args = ["testnet", "--validators", "1", "--out", out.to_str().unwrap()];
+    ok(&[
+        &args[..],
+        &["--base-port", &port.to_string(), "--target-block-time", "0.2"],
+    ]
+    .concat());
+    // A connection limit just above the 2,000 idle connections below.
+    let cfg = out.join("node1/tendermint_config.json");
+    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    c["rpc_limits"] = serde_json::json!({"max_open_connections": 2_020});
+    std::fs::write(&cfg, c.to_string()).unwrap();
+    spawn(&mut s, 1, &["start", "--config", cfg.to_str().unwrap()]);
     wait_for(&s, "blocks", 30, || status(port).filter(|st| st.latest_height >= 1));
     let addr = rpc_addr(port);
     let pid = s.children[&1].id();
@@ -300,6 +312,23 @@ fn hostile_clients_cannot_stop_the_rpc() {
         "served beside 2,000 idle connections: {during_idle:?}"
     );
     let rss_idle = rss_kib(pid);
+
+    // Beyond the connection limit: refused at once with 503, not queued.
+    let extra: Vec<TcpStream> = (0..40).map(|_| connect(addr)).collect();
+    let mut refused = 0;
+    for mut c in &extra {
+        c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut b = [0u8; 64];
+        if matches!(c.read(&mut b), Ok(n) if String::from_utf8_lossy(&b[..n]).contains(" 503 ")) {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 15,
+        "only {refused} of 40 connections beyond the limit got 503"
+    );
+    drop(extra);
+    std::thread::sleep(Duration::from_millis(200));
 
     // An oversized body is refused from its Content-Length, before it is sent.
     let mut big = connect(addr);

@@ -76,6 +76,22 @@ impl Default for RpcLimits {
     }
 }
 
+impl RpcLimits {
+    /// The defaults with the config's overrides.
+    pub fn from_config(o: Option<&crate::config::RpcLimitOverrides>) -> RpcLimits {
+        let mut l = RpcLimits::default();
+        let Some(o) = o else { return l };
+        l.max_open_connections = o.max_open_connections.unwrap_or(l.max_open_connections);
+        l.max_body_bytes = o.max_body_bytes.unwrap_or(l.max_body_bytes);
+        l.max_inflight_body_bytes = l.max_inflight_body_bytes.max(l.max_body_bytes);
+        let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+        l.broadcast_commit_timeout = ms(o.timeout_broadcast_tx_commit_ms, l.broadcast_commit_timeout);
+        l.header_timeout = ms(o.header_timeout_ms, l.header_timeout);
+        l.body_timeout = ms(o.body_timeout_ms, l.body_timeout);
+        l
+    }
+}
+
 /// The RPC server. It runs on the tokio runtime it was started on until dropped.
 pub struct RpcServer {
     /// The address it listens on.
