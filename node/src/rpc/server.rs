@@ -58,6 +58,8 @@ pub struct RpcLimits {
     pub broadcast_commit_timeout: Duration,
     /// Calls in one JSON-RPC batch.
     pub max_batch_calls: usize,
+    /// Longest a websocket subscriber may take to accept one message before it is dropped.
+    pub ws_write_timeout: Duration,
 }
 
 impl Default for RpcLimits {
@@ -72,6 +74,7 @@ impl Default for RpcLimits {
             body_timeout: Duration::from_secs(10),
             broadcast_commit_timeout: Duration::from_secs(10),
             max_batch_calls: 100,
+            ws_write_timeout: Duration::from_secs(10),
         }
     }
 }

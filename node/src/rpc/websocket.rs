@@ -6,8 +6,8 @@
 //!
 //! Bounded: at most [`MAX_CLIENTS`] websocket clients and [`MAX_SUBSCRIPTIONS`] subscriptions
 //! each; all subscribers read one shared ring of the last decided blocks, and one that falls
-//! behind it (or whose socket does not take an event within [`WRITE_TIMEOUT`]) is dropped with
-//! a close frame saying why, never buffered for.
+//! behind it (or whose socket does not take a message within `RpcLimits::ws_write_timeout`) is
+//! dropped with a close frame saying why, never buffered for.
 
 use super::comet::{self, Ctx, RpcError};
 use super::params::Params;
@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tendr_core::crypto::sha256;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -35,8 +36,6 @@ use tracing::debug;
 pub const MAX_CLIENTS: usize = 100;
 /// Subscriptions per client (CometBFT: `max_subscriptions_per_client`, 5).
 pub const MAX_SUBSCRIPTIONS: usize = 5;
-/// Longest a client may take to accept one event before it is dropped.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message a client may send.
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
@@ -145,9 +144,11 @@ struct Subscription {
     filter: EventQuery,
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, Message>;
+type Sink<S> = futures_util::stream::SplitSink<WebSocketStream<S>, Message>;
 
-async fn serve(ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, ctx: &Ctx) {
+/// Serves one websocket client until it leaves, errs, or falls behind.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(ws: WebSocketStream<S>, ctx: &Ctx) {
+    let wait = ctx.limits.ws_write_timeout;
     let (mut sink, mut stream) = ws.split();
     let mut subs: Vec<Subscription> = Vec::new();
     let mut decided: Option<broadcast::Receiver<Arc<DecidedBlock>>> = None;
@@ -159,13 +160,13 @@ async fn serve(ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, ctx: &Ctx
                     if decided.is_none() && !subs.is_empty() {
                         decided = Some(ctx.shared.decided.subscribe());
                     }
-                    if send(&mut sink, reply).await.is_err() {
+                    if send(&mut sink, wait, reply).await.is_err() {
                         return;
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let e = RpcError::invalid_request("send JSON-RPC requests as text messages");
-                    if send(&mut sink, envelope(Value::Null, Err(e))).await.is_err() {
+                    if send(&mut sink, wait, envelope(Value::Null, Err(e))).await.is_err() {
                         return;
                     }
                 }
@@ -180,7 +181,7 @@ async fn serve(ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, ctx: &Ctx
             ev = next_block(&mut decided), if decided.is_some() => match ev {
                 Ok(d) => {
                     for event in events(ctx, &subs, &d).await {
-                        if send(&mut sink, event).await.is_err() {
+                        if send(&mut sink, wait, event).await.is_err() {
                             return;
                         }
                     }
@@ -188,7 +189,7 @@ async fn serve(ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, ctx: &Ctx
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let reason = format!("subscriber too slow: {n} blocks behind; dropped (resubscribe)");
                     let frame = CloseFrame { code: CloseCode::Policy, reason: reason.into() };
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+                    let _ = tokio::time::timeout(wait, sink.send(Message::Close(Some(frame)))).await;
                     return;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -206,10 +207,10 @@ async fn next_block(
     }
 }
 
-/// Sends one message within [`WRITE_TIMEOUT`]; an error ends the connection.
-async fn send(sink: &mut Sink, v: Value) -> Result<(), ()> {
+/// Sends one message within `wait`; an error ends the connection.
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(sink: &mut Sink<S>, wait: Duration, v: Value) -> Result<(), ()> {
     let text = serde_json::to_string(&v).expect("a JSON value serialises");
-    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text))).await {
+    match tokio::time::timeout(wait, sink.send(Message::Text(text))).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
@@ -339,6 +340,152 @@ async fn events(ctx: &Ctx, subs: &[Subscription], d: &DecidedBlock) -> Vec<Value
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::AppFactory;
+    use crate::rpc::RpcLimits;
+    use crate::runtime::{NodeInfo, Shared};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use tendr_core::crypto::PrivateKey;
+    use tendr_core::traits::TxResult;
+    use tendr_core::types::{Block, BlockData, Hash, Header, Height, TimeMs};
+
+    fn ctx(
+        dir: &std::path::Path,
+        limits: RpcLimits,
+    ) -> (Arc<Ctx>, tokio::sync::mpsc::Receiver<tendr_net::runtime::Command>) {
+        let app = tendr_kv::KvApp::new;
+        let k = PrivateKey::from_seed(b"ws");
+        let members = [("n".to_string(), k.public_key(), 10)];
+        let g = crate::genesis::Genesis::new("c", 1, &members, Default::default(), app.initial_app_hash("c"))
+            .check(std::path::Path::new("genesis.json"), &app)
+            .unwrap();
+        let (commands, rx) = tokio::sync::mpsc::channel(8);
+        let shared = Arc::new(Shared {
+            info: NodeInfo {
+                node_id: "n".into(),
+                peer_id: k.address(),
+                validator: None,
+                validator_key: None,
+                node_key: k.public_key(),
+                wants_to_validate: false,
+                listen: String::new(),
+                rpc: String::new(),
+                genesis_hash: String::new(),
+                seeds: 0,
+            },
+            metrics: Mutex::new(crate::metrics::Metrics::new("cometbft", "c")),
+            warnings: Mutex::new(BTreeMap::new()),
+            store: crate::store::Store::open(&dir.join("db.redb")).unwrap(),
+            genesis: g,
+            commands,
+            decided: broadcast::channel(4).0,
+        });
+        (Arc::new(Ctx::new(shared, limits)), rx)
+    }
+
+    fn decided(h: u64) -> Arc<DecidedBlock> {
+        let header = Header {
+            chain_id: "c".into(),
+            height: Height(h),
+            time: TimeMs(h),
+            prev_block_id: None,
+            proposer: PrivateKey::from_seed(b"ws").address(),
+            txs_hash: Hash::default(),
+            app_hash: Hash::default(),
+            validators_hash: Hash::default(),
+            last_commit_hash: Hash::default(),
+        };
+        let txs: Vec<Vec<u8>> = (0..20).map(|i| format!("k{h}-{i}=v").into_bytes()).collect();
+        let results = vec![
+            TxResult {
+                code: 0,
+                log: String::new()
+            };
+            txs.len()
+        ];
+        let block: Block = BlockData {
+            header,
+            txs,
+            last_commit: None,
+        }
+        .into();
+        Arc::new(DecidedBlock {
+            block,
+            results,
+            app_hash: Hash::default(),
+        })
+    }
+
+    /// A subscriber that stops reading is dropped (within the write timeout, or as soon as it
+    /// falls behind the shared ring), and the events are not buffered for it.
+    #[tokio::test]
+    async fn a_slow_subscriber_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = RpcLimits {
+            ws_write_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let (ctx, _commands) = ctx(dir.path(), limits);
+        let (server_io, client_io) = tokio::io::duplex(4096);
+        let c = ctx.clone();
+        let server = tokio::spawn(async move {
+            let ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+            serve(ws, &c).await;
+        });
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let sub = r#"{"jsonrpc":"2.0","id":7,"method":"subscribe","params":{"query":"tm.event = 'Tx'"}}"#;
+        client.send(Message::Text(sub.into())).await.unwrap();
+        let reply = client.next().await.unwrap().unwrap();
+        let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+        assert_eq!(reply, json!({"jsonrpc": "2.0", "id": 7, "result": {}}));
+        assert_eq!(ctx.shared.decided.receiver_count(), 1);
+        for h in 1..=200 {
+            let _ = ctx.shared.decided.send(decided(h));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the slow subscriber is dropped within 5 s")
+            .unwrap();
+        assert_eq!(ctx.shared.decided.receiver_count(), 0, "no one buffers for it");
+        // What reached the socket before the drop is bounded by the socket's buffer.
+        let mut events = 0;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(1), client.next()).await {
+            match m {
+                Message::Text(t) => {
+                    assert!(t.contains("tendermint/event/Tx") && t.contains(r#""id":7"#), "{t}");
+                    events += 1;
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        assert!(events < 200 * 20, "{events} events reached a client that read nothing");
+    }
+
+    /// Calls other than subscriptions are answered over the socket too; errors in CometBFT's
+    /// shape.
+    #[tokio::test]
+    async fn calls_over_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _commands) = ctx(dir.path(), RpcLimits::default());
+        let mut subs = Vec::new();
+        let r = on_text(&ctx, &mut subs, r#"{"jsonrpc":"2.0","id":1,"method":"health"}"#).await;
+        assert_eq!(r, json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
+        let r = on_text(&ctx, &mut subs, r#"{"jsonrpc":"2.0","id":2,"method":"dial_peers"}"#).await;
+        assert_eq!(r["error"]["code"], -32601);
+        let r = on_text(&ctx, &mut subs, "not json").await;
+        assert_eq!(r["error"]["code"], -32700);
+        let r = on_text(
+            &ctx,
+            &mut subs,
+            r#"{"jsonrpc":"2.0","id":3,"method":"subscribe","params":{"query":"tm.event = 'Vote'"}}"#,
+        )
+        .await;
+        assert_eq!(r["error"]["code"], -32602);
+        let r = on_text(&ctx, &mut subs, r#"{"jsonrpc":"2.0","id":4,"method":"genesis"}"#).await;
+        assert_eq!(r["result"]["genesis"]["chain_id"], "c");
+    }
 
     #[test]
     fn event_queries() {
