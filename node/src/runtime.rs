@@ -399,7 +399,12 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
             })
             .await
         else {
-            return;
+            // A busy driver answers late (the ask gives up after ASK_TIMEOUT): look again at
+            // the next tick; stop only when the node is shutting down.
+            if shared.commands.is_closed() {
+                return;
+            }
+            continue;
         };
         shared.metrics.lock().expect("metrics").observe(&sample);
         let round = (st.consensus.height, st.consensus.round);
