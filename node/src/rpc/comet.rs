@@ -136,6 +136,9 @@ pub struct Ctx {
     pub limits: RpcLimits,
     /// Websocket clients connected (at most [`super::websocket::MAX_CLIENTS`]).
     pub ws_clients: Arc<tokio::sync::Semaphore>,
+    /// Store reads running at once (each on the blocking pool), so that many expensive calls
+    /// (`block_by_hash` scans, `blockchain`) queue instead of taking a thread each.
+    store_reads: tokio::sync::Semaphore,
     known_sets: Mutex<Vec<ValidatorSet>>,
 }
 
@@ -146,6 +149,7 @@ impl Ctx {
             shared,
             limits,
             ws_clients: Arc::new(tokio::sync::Semaphore::new(super::websocket::MAX_CLIENTS)),
+            store_reads: tokio::sync::Semaphore::new(STORE_READS),
             known_sets: Mutex::new(vec![genesis]),
         }
     }
@@ -249,11 +253,15 @@ async fn tip(ctx: &Ctx) -> Result<Tip, RpcError> {
     Ok(t)
 }
 
-/// Runs a store read on the blocking pool.
+/// Store reads at once (see [`Ctx`]).
+const STORE_READS: usize = 8;
+
+/// Runs a store read on the blocking pool, at most [`STORE_READS`] at once.
 async fn read<T: Send + 'static>(
     ctx: &Ctx,
     f: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, RpcError> {
+    let _turn = ctx.store_reads.acquire().await.map_err(|_| busy())?;
     let store = ctx.shared.store.clone();
     tokio::task::spawn_blocking(move || f(&store))
         .await
