@@ -1,6 +1,7 @@
 //! The guide's workflow with the real `tendr` binary, as separate processes on loopback, and
 //! the bad-input checks: each malformed file or refused request gives its clear message, exit
-//! status 2, and changes nothing on disk.
+//! status 2, and changes nothing on disk; CometBFT's RPC client against the nodes
+//! (`e2e/cometbft.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,6 +13,10 @@ use tendr_node::rpc;
 use tendr_node::status::{BlockView, QueryView, Status, TxView};
 
 const TENDR: &str = env!("CARGO_BIN_EXE_tendr");
+
+/// CometBFT's client against tendr's RPC, and the RPC under hostile clients (issue 14).
+#[path = "e2e/cometbft.rs"]
+mod cometbft;
 
 /// A scratch folder and the node processes started in it; both cleaned up on drop.
 struct Scratch {
@@ -129,7 +134,7 @@ fn rpc_addr(port: u16) -> SocketAddr {
 }
 
 fn status(port: u16) -> Option<Status> {
-    rpc::get_json(rpc_addr(port), "/status").ok()
+    rpc::get_json(rpc_addr(port), "/tendr/status").ok()
 }
 
 fn wait_for<T>(s: &Scratch, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
@@ -329,7 +334,7 @@ fn guide_workflow_four_machines_on_loopback() {
         let ids: Vec<String> = ports
             .iter()
             .map(|p| {
-                let b: BlockView = rpc::get_json(rpc_addr(*p), &format!("/block?height={h}")).unwrap();
+                let b: BlockView = rpc::get_json(rpc_addr(*p), &format!("/tendr/block?height={h}")).unwrap();
                 b.id
             })
             .collect();
@@ -563,7 +568,7 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
     for h in 1..=target {
         let blocks: Vec<BlockView> = ports
             .iter()
-            .map(|p| rpc::get_json(rpc_addr(*p), &format!("/block?height={h}")).unwrap())
+            .map(|p| rpc::get_json(rpc_addr(*p), &format!("/tendr/block?height={h}")).unwrap())
             .collect();
         assert!(blocks.iter().all(|b| b.id == blocks[0].id), "height {h} differs");
     }
@@ -632,11 +637,12 @@ fn a_transaction_lost_in_a_crash_is_reported_as_lost() {
         "it did not wait the full 60 s"
     );
     let hash = line["submitted ".len()..].trim();
-    assert!(rpc::get_json::<TxView>(rpc_addr(port), &format!("/tx?hash={hash}")).is_err());
+    assert!(rpc::get_json::<TxView>(rpc_addr(port), &format!("/tendr/tx?hash={hash}")).is_err());
 }
 
 /// Issue 18, item 7: a JSON-RPC body sent to `POST /tx` is refused with a pointer to the right
-/// use (it was stored as a key-value transaction), and a 1 MB URL gets 414 without its echo.
+/// use (it was stored as a key-value transaction), and an overlong URL gets 414 (431 when it
+/// does not even fit the request-head buffer) without its echo.
 #[test]
 fn rpc_refuses_json_rpc_bodies_and_overlong_urls() {
     let mut s = Scratch::new("rpc-odds");
@@ -659,16 +665,24 @@ fn rpc_refuses_json_rpc_bodies_and_overlong_urls() {
     // A JSON value that is not a call, and an ordinary transaction, are still transactions.
     let r = rpc::request(addr, "POST", "/tx", br#"{"a":1}=x"#).unwrap();
     assert_eq!(r.code, 200, "{}", r.body);
-    let long = format!("/status?{}", "x".repeat(1 << 20));
+    // A URL over the limit is refused with 414 and not echoed.
+    let long = format!("/status?{}", "x".repeat(10_000));
     let r = rpc::request(addr, "GET", &long, b"").unwrap();
     assert_eq!(r.code, 414, "{}", &r.body[..r.body.len().min(200)]);
-    assert!(
-        r.body.len() < 300 && !r.body.contains("xxxx"),
-        "{}",
-        &r.body[..r.body.len().min(200)]
-    );
+    assert!(r.body.len() < 300 && !r.body.contains("xxxx"), "{}", r.body);
+    // A 1 MB URL does not fit the request-head buffer: 431 (or the connection is closed
+    // before the client finished sending), never an echo.
+    let long = format!("/status?{}", "x".repeat(1 << 20));
+    if let Ok(r) = rpc::request(addr, "GET", &long, b"") {
+        assert!(matches!(r.code, 414 | 431), "{}", &r.body[..r.body.len().min(200)]);
+        assert!(!r.body.contains("xxxx"));
+    }
     let r = rpc::request(addr, "GET", "/status?ok=1", b"").unwrap();
     assert_eq!(r.code, 200, "an ordinary URL is still answered");
+    // JSON-RPC goes to `POST /`.
+    let r = rpc::request(addr, "POST", "/", br#"{"jsonrpc":"2.0","id":7,"method":"health"}"#).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v, serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": {}}));
 }
 
 /// Issue 18, items 8 and 9: the README documents itself (never `../shared`, which users do not
@@ -951,9 +965,13 @@ fn a_full_disk_stops_signing_blames_no_peer_and_resumes() {
     });
     let why = st.unhealthy.clone().unwrap();
     assert!(why.contains("cannot write") && why.contains("does not sign"), "{why}");
-    let health = rpc::request(rpc_addr(ports[3]), "GET", "/health", b"").unwrap();
+    let health = rpc::request(rpc_addr(ports[3]), "GET", "/tendr/health", b"").unwrap();
     assert_eq!(health.code, 503, "{}", health.body);
     assert!(health.body.contains("not healthy"), "{}", health.body);
+    // CometBFT's /health answers an error too (its clients and load balancers read it).
+    let comet = rpc::request(rpc_addr(ports[3]), "GET", "/health", b"").unwrap();
+    assert_ne!(comet.code, 200, "{}", comet.body);
+    assert!(comet.body.contains("not healthy"), "{}", comet.body);
     let text = ok(&["status", "--config", &cfgs[3]]);
     assert!(text.contains("NOT HEALTHY"), "{text}");
     // The other three go on without it.
@@ -966,7 +984,7 @@ fn a_full_disk_stops_signing_blames_no_peer_and_resumes() {
     wait_for(&s, "node 4 to recover by itself", 90, || {
         status(ports[3]).filter(|st| st.unhealthy.is_none() && st.latest_height >= target)
     });
-    let health = rpc::request(rpc_addr(ports[3]), "GET", "/health", b"").unwrap();
+    let health = rpc::request(rpc_addr(ports[3]), "GET", "/tendr/health", b"").unwrap();
     assert_eq!(health.code, 200, "{}", health.body);
     let node4_log = || -> String {
         std::fs::read_dir(&s.dir)

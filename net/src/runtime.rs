@@ -84,6 +84,8 @@ pub trait NodeView {
     /// The application's answer to a read-only query ([`Application::query`]), about the
     /// state after the last executed block.
     fn query(&self, path: &str, data: &[u8]) -> QueryResult;
+    /// The application's [`Application::check_tx`] of a transaction, without pooling it.
+    fn check_tx(&self, tx: &[u8]) -> Result<(), String>;
     fn peers(&self) -> Vec<PeerInfo>;
     /// Why peers were refused for another chain or genesis, newest last.
     fn genesis_refusals(&self) -> Vec<String>;
@@ -100,6 +102,9 @@ impl<S: Storage, A: Application> NodeView for View<'_, S, A> {
     }
     fn query(&self, path: &str, data: &[u8]) -> QueryResult {
         self.0.app.query(path, data)
+    }
+    fn check_tx(&self, tx: &[u8]) -> Result<(), String> {
+        self.0.app.check_tx(tx)
     }
     fn peers(&self) -> Vec<PeerInfo> {
         self.0.net.peers()

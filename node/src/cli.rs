@@ -208,6 +208,26 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Load through the CometBFT RPC of running nodes: unique transactions via
+    /// `broadcast_tx_sync` (or `--async`) from `--senders` connections per node, bounded by
+    /// `--max-pending` waiting transactions per node; prints committed tx/s and commit latency.
+    BenchRpc {
+        /// A node's RPC address (repeat for each node), e.g. --rpc 127.0.0.1:18001.
+        #[arg(long = "rpc", required = true)]
+        nodes: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 250)]
+        tx_bytes: usize,
+        /// Senders to a node pause while its mempool holds this many transactions.
+        #[arg(long, default_value_t = 700)]
+        max_pending: u64,
+        /// Use broadcast_tx_async instead of broadcast_tx_sync.
+        #[arg(long)]
+        r#async: bool,
+    },
     /// Deterministic simulation: run, explore and replay seeded Byzantine scenarios.
     Sim(tendr_sim::cli::SimArgs),
 }
@@ -270,6 +290,21 @@ pub fn main_with(app: impl AppFactory) -> i32 {
             target,
             json,
         } => query(&path, &key, hex, &target, json),
+        Command::BenchRpc {
+            nodes,
+            senders,
+            seconds,
+            tx_bytes,
+            max_pending,
+            r#async,
+        } => crate::bench::run(crate::bench::BenchConfig {
+            nodes,
+            senders,
+            seconds,
+            tx_bytes,
+            max_pending,
+            r#async,
+        }),
         Command::Testnet {
             validators,
             out,
@@ -531,11 +566,11 @@ fn fail(e: String) -> CliError {
 fn status(t: &Target, json: bool) -> CliResult<()> {
     let addr = rpc_addr(t)?;
     if json {
-        let v: serde_json::Value = rpc::get_json(addr, "/status").map_err(fail)?;
+        let v: serde_json::Value = rpc::get_json(addr, "/tendr/status").map_err(fail)?;
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return Ok(());
     }
-    let s: Status = rpc::get_json(addr, "/status").map_err(fail)?;
+    let s: Status = rpc::get_json(addr, "/tendr/status").map_err(fail)?;
     print!("{}", render_status(&s));
     Ok(())
 }
@@ -593,7 +628,7 @@ pub fn render_status(s: &Status) -> String {
 
 fn transactions(limit: usize, t: &Target, json: bool) -> CliResult<()> {
     let addr = rpc_addr(t)?;
-    let txs: Vec<TxView> = rpc::get_json(addr, &format!("/transactions?limit={limit}")).map_err(fail)?;
+    let txs: Vec<TxView> = rpc::get_json(addr, &format!("/tendr/transactions?limit={limit}")).map_err(fail)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&txs).expect("json"));
         return Ok(());
@@ -628,7 +663,7 @@ fn transactions(limit: usize, t: &Target, json: bool) -> CliResult<()> {
 }
 
 fn post_tx(addr: SocketAddr, tx: &[u8]) -> CliResult<String> {
-    let v: serde_json::Value = rpc::post_json(addr, "/tx", tx).map_err(|e| {
+    let v: serde_json::Value = rpc::post_json(addr, "/tendr/tx", tx).map_err(|e| {
         if e.starts_with("cannot reach") {
             CliError::failure(e)
         } else {
@@ -650,8 +685,8 @@ fn wait_for_tx(addr: SocketAddr, hash: &str, secs: u64) -> CliResult<TxView> {
     let mut since: Option<u64> = None;
     loop {
         // The status first: a transaction committed between the two requests is then found.
-        let status = rpc::get_json::<Status>(addr, "/status").ok();
-        if let Ok(tx) = rpc::get_json::<TxView>(addr, &format!("/tx?hash={hash}")) {
+        let status = rpc::get_json::<Status>(addr, "/tendr/status").ok();
+        if let Ok(tx) = rpc::get_json::<TxView>(addr, &format!("/tendr/tx?hash={hash}")) {
             return Ok(tx);
         }
         if let Some(s) = &status {
@@ -719,7 +754,7 @@ fn ask_app(addr: SocketAddr, path: &str, data: &str, hex: bool) -> CliResult<Que
     } else {
         format!("data={}", rpc::percent_encode(data.as_bytes()))
     };
-    let q = format!("/query?path={}&{arg}", rpc::percent_encode(path.as_bytes()));
+    let q = format!("/tendr/query?path={}&{arg}", rpc::percent_encode(path.as_bytes()));
     rpc::get_json(addr, &q).map_err(fail)
 }
 
@@ -809,7 +844,7 @@ fn add_validator(target: Address, power: u64, pub_key: Option<String>, t: &Targe
     let cfg = config::load(&t.config)?;
     let addr = t.rpc.unwrap_or(cfg.rpc_addr);
     let key = keys::read(&cfg.validator_key_path(), "validator key")?;
-    let s: Status = rpc::get_json(addr, "/status").map_err(fail)?;
+    let s: Status = rpc::get_json(addr, "/tendr/status").map_err(fail)?;
     if !s.validators.iter().any(|v| v.address == key.address().to_string()) {
         return Err(CliError::input(format!(
             "this node's validator key {} is not in the current validator set, so it cannot approve \

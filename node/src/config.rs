@@ -36,6 +36,17 @@ pub struct TimeoutOverrides {
     pub sync_retry_ms: Option<u64>,
 }
 
+/// The RPC's limits (CometBFT's `[rpc]` settings); each one given overrides the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcLimitOverrides {
+    pub max_open_connections: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub timeout_broadcast_tx_commit_ms: Option<u64>,
+    pub header_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
+}
+
 /// The file as written. Paths inside it are relative to the file's folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +80,9 @@ pub struct ConfigFile {
     pub advertise: Option<String>,
     pub max_peers: Option<usize>,
     pub timeouts: Option<TimeoutOverrides>,
+    /// Prefix of the CometBFT-named metrics on `/metrics` (default `cometbft`).
+    pub metrics_namespace: Option<String>,
+    pub rpc_limits: Option<RpcLimitOverrides>,
 }
 
 fn default_host() -> String {
@@ -245,6 +259,43 @@ pub fn resolve(path: &Path, file: ConfigFile) -> CliResult<Config> {
         )
     })?;
     let listen = SocketAddr::new(ip, file.port);
+    if let Some(l) = &file.rpc_limits {
+        let checks = [
+            (
+                "max_open_connections",
+                l.max_open_connections.map(|v| v as u64),
+                1,
+                65_536,
+            ),
+            ("max_body_bytes", l.max_body_bytes.map(|v| v as u64), 1024, 64 << 20),
+            (
+                "timeout_broadcast_tx_commit_ms",
+                l.timeout_broadcast_tx_commit_ms,
+                1,
+                600_000,
+            ),
+            ("header_timeout_ms", l.header_timeout_ms, 100, 600_000),
+            ("body_timeout_ms", l.body_timeout_ms, 100, 600_000),
+        ];
+        for (name, v, lo, hi) in checks {
+            if let Some(v) = v.filter(|v| !(lo..=hi).contains(v)) {
+                let field = format!("rpc_limits.{name}");
+                return Err(field_err(path, &field, format!("{v} is out of range ({lo}-{hi})")));
+            }
+        }
+    }
+    if let Some(ns) = &file.metrics_namespace {
+        let mut chars = ns.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(field_err(
+                path,
+                "metrics_namespace",
+                format!("`{ns}` is not a Prometheus name prefix: letters, digits and `_`, not starting with a digit (e.g. \"cometbft\")"),
+            ));
+        }
+    }
     for (i, v) in file.validators.iter().enumerate() {
         v.parse::<Address>()
             .map_err(|e| field_err(path, &format!("validators[{i}]"), e))?;
@@ -367,6 +418,37 @@ mod tests {
         assert_eq!(c.target_block_time_ms, Some(15_000));
         assert_eq!(c.rpc_addr, "127.0.0.1:18001".parse().unwrap());
         assert_eq!(c.home, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn metrics_namespace_is_a_prometheus_prefix() {
+        let c = load_str(r#"{"node_id": "n", "port": 9000, "metrics_namespace": "acme_1"}"#).unwrap();
+        assert_eq!(c.file.metrics_namespace.as_deref(), Some("acme_1"));
+        for bad in ["", "1abc", "a-b", "a b"] {
+            let text = format!(r#"{{"node_id": "n", "port": 9000, "metrics_namespace": "{bad}"}}"#);
+            let e = load_str(&text).unwrap_err().message;
+            assert!(
+                e.contains("field `metrics_namespace`") && e.contains("not a Prometheus name prefix"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn rpc_limits_are_checked() {
+        let c = load_str(r#"{"node_id": "n", "port": 9000, "rpc_limits": {"max_open_connections": 10}}"#).unwrap();
+        assert_eq!(c.file.rpc_limits.unwrap().max_open_connections, Some(10));
+        let e = load_str(r#"{"node_id": "n", "port": 9000, "rpc_limits": {"max_body_bytes": 5}}"#)
+            .unwrap_err()
+            .message;
+        assert!(
+            e.contains("field `rpc_limits.max_body_bytes`: 5 is out of range"),
+            "{e}"
+        );
+        let e = load_str(r#"{"node_id": "n", "port": 9000, "rpc_limits": {"max_conns": 5}}"#)
+            .unwrap_err()
+            .message;
+        assert!(e.contains("max_conns"), "{e}");
     }
 
     #[test]

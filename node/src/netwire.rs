@@ -16,8 +16,11 @@ pub fn check_network_genesis(cfg: &Config, genesis: &LoadedGenesis) -> CliResult
         if std::net::TcpStream::connect_timeout(&rpc, Duration::from_millis(500)).is_err() {
             continue;
         }
-        let Ok(v) = crate::rpc::get_json::<serde_json::Value>(rpc, "/genesis") else {
-            continue;
+        // `/genesis` for seeds of tendr versions before the CometBFT RPC took that name.
+        let answer = crate::rpc::get_json::<serde_json::Value>(rpc, "/tendr/genesis")
+            .or_else(|_| crate::rpc::get_json::<serde_json::Value>(rpc, "/genesis"));
+        let Some(v) = answer.ok().filter(|v| v["genesis_hash"].is_string()) else {
+            continue; // not tendr's answer: the transport's handshake checks this seed
         };
         let theirs = v["genesis_hash"].as_str().unwrap_or_default();
         if theirs != genesis.hash.to_hex() {

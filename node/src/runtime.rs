@@ -13,8 +13,8 @@ use crate::app::AppFactory;
 use crate::config::Config;
 use crate::error::{CliError, CliResult};
 use crate::genesis::{now_ms, LoadedGenesis, DEFAULT_POWER};
-use crate::metrics::Metrics;
-use crate::rpc::RpcServer;
+use crate::metrics::{Metrics, NodeSample, DEFAULT_NAMESPACE};
+use crate::rpc::{RpcLimits, RpcServer};
 use crate::signing::{open_guard, Guard, GuardedSigner};
 use crate::status::{ConsensusView, PeerView, Status, ValidatorView};
 use crate::store::Store;
@@ -24,12 +24,12 @@ use std::time::Duration;
 use tendr_core::crypto::{PrivateKey, PublicKey, Signer};
 use tendr_core::engine::EngineConfig;
 use tendr_core::governance::{self, GovernanceError, GovernanceTx, REQUEST_QUERY_PATH};
-use tendr_core::traits::{Application, CachingVerifier, Node, NodeEvent, QueryResult, Storage};
-use tendr_core::types::{Address, Height};
+use tendr_core::traits::{Application, CachingVerifier, Node, NodeEvent, QueryResult, Storage, TxResult};
+use tendr_core::types::{Address, Block, Hash, Height};
 use tendr_core::TimeoutConfig;
 use tendr_net::runtime::{drive, Command, NodeView, SystemClock};
 use tendr_net::{NetConfig, NetHandle, Transport};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 /// A block time further ahead of our clock than this is reported as clock skew.
@@ -38,6 +38,8 @@ const ANNOUNCE_RETRY_MS: u64 = 15_000;
 const DEFAULT_MAX_PEERS: usize = 50;
 /// Longest an RPC request waits for the node to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Decided blocks kept for a slow RPC waiter before it lags (and looks in the store instead).
+const DECIDED_QUEUE: usize = 64;
 /// How long a node with seeds may have no peer before it says so.
 const NO_PEERS_WARN_SECS: u64 = 10;
 
@@ -47,6 +49,10 @@ pub struct NodeInfo {
     pub node_id: String,
     pub peer_id: Address,
     pub validator: Option<Address>,
+    /// The validator key's public key, if this node has one.
+    pub validator_key: Option<PublicKey>,
+    /// The node key's public key (the network identity).
+    pub node_key: PublicKey,
     pub wants_to_validate: bool,
     pub listen: String,
     pub rpc: String,
@@ -64,6 +70,8 @@ pub struct Shared {
     pub commands: mpsc::Sender<Command>,
     /// The double-sign guard of the validator key, if this node has one.
     pub guard: Option<Arc<Guard>>,
+    /// Every decided block, for the RPC's waiters; sent only while someone listens.
+    pub decided: broadcast::Sender<Arc<DecidedBlock>>,
 }
 
 impl Shared {
@@ -75,43 +83,56 @@ impl Shared {
         };
     }
 
-    /// Runs `f` on the node inside the driver task (from a thread that is not a tokio worker).
-    /// `None` when the node is shutting down or does not answer within [`ASK_TIMEOUT`].
-    pub fn ask_blocking<T: Send + 'static>(&self, f: impl FnOnce(&dyn NodeView) -> T + Send + 'static) -> Option<T> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let q = Box::new(move |v: &dyn NodeView| {
-            let _ = tx.send(f(v));
-        });
-        self.commands.blocking_send(Command::Query(q)).ok()?;
-        rx.recv_timeout(ASK_TIMEOUT).ok()
-    }
-
-    /// [`Shared::ask_blocking`] from async code.
+    /// Runs `f` on the node inside the driver task. `None` when the node is shutting down or
+    /// does not answer within [`ASK_TIMEOUT`].
     pub async fn ask<T: Send + 'static>(&self, f: impl FnOnce(&dyn NodeView) -> T + Send + 'static) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         let q = Box::new(move |v: &dyn NodeView| {
             let _ = tx.send(f(v));
         });
-        self.commands.send(Command::Query(q)).await.ok()?;
-        rx.await.ok()
+        let asked = async {
+            self.commands.send(Command::Query(q)).await.ok()?;
+            rx.await.ok()
+        };
+        tokio::time::timeout(ASK_TIMEOUT, asked).await.ok().flatten()
     }
 
-    /// Checks a transaction (approvals against the current validator set), then submits it.
-    pub fn submit_blocking(&self, tx: Vec<u8>) -> Result<String, String> {
+    /// Checks a transaction (approvals against the current validator set), then submits it;
+    /// the transaction's hash (hex), or why it was refused.
+    pub async fn submit(&self, tx: Vec<u8>) -> Result<String, String> {
+        let r = self.submit_checked(tx).await;
+        if r.is_err() {
+            self.metrics.lock().expect("metrics").on_failed_tx();
+        }
+        r
+    }
+
+    async fn submit_checked(&self, tx: Vec<u8>) -> Result<String, String> {
         if tx.starts_with(governance::APPROVAL_PREFIX.as_bytes()) {
             let t = tx.clone();
-            self.ask_blocking(move |v| precheck_tx(v, &t))
+            self.ask(move |v| precheck_tx(v, &t))
+                .await
                 .ok_or("the node is busy or shutting down; try again")??;
         }
         let (reply, rx) = oneshot::channel();
         self.commands
-            .blocking_send(Command::SubmitTx(tx, reply))
+            .send(Command::SubmitTx(tx, reply))
+            .await
             .map_err(|_| "the node is shutting down")?;
-        match rx.blocking_recv() {
+        match rx.await {
             Ok(r) => r.map(|h| h.to_hex()),
             Err(_) => Err("the node is shutting down".into()),
         }
     }
+}
+
+/// A decided block with its results, as the RPC's waiters (`broadcast_tx_commit`) see it.
+#[derive(Debug, Clone)]
+pub struct DecidedBlock {
+    pub block: Block,
+    pub results: Vec<TxResult>,
+    /// The application's hash after executing the block.
+    pub app_hash: Hash,
 }
 
 /// The application's answer to a query, with the height of the state it was read from (the
@@ -159,6 +180,8 @@ impl NodeSetup {
             node_id: self.cfg.file.node_id.clone(),
             peer_id: self.node_key.address(),
             validator: self.validator_key.as_ref().map(|k| k.address()),
+            validator_key: self.validator_key.as_ref().map(|k| k.public_key()),
+            node_key: self.node_key.public_key(),
             wants_to_validate: self.cfg.file.is_validator,
             listen: self.cfg.listen.to_string(),
             rpc: self.cfg.rpc_addr.to_string(),
@@ -297,10 +320,10 @@ pub fn build_status(v: &dyn NodeView, info: &NodeInfo, warnings: Vec<String>) ->
 }
 
 impl Shared {
-    /// The current status (from a plain thread, e.g. the RPC's).
-    pub fn status_blocking(self: &Arc<Self>) -> Option<Status> {
+    /// The current status, with the node's warnings.
+    pub async fn status(self: &Arc<Self>) -> Option<Status> {
         let me = self.clone();
-        self.ask_blocking(move |v| {
+        self.ask(move |v| {
             let mut w: Vec<String> = me.warnings.lock().expect("warnings").values().cloned().collect();
             // From the same view as the status's role, so the two never disagree.
             w.extend(validator_warning(&me.info, v.engine().is_validator()));
@@ -312,6 +335,7 @@ impl Shared {
             s.unhealthy = me.unhealthy();
             s
         })
+        .await
     }
 
     /// Why the node is not healthy: its store cannot write or is damaged (it does not sign).
@@ -325,14 +349,25 @@ impl Shared {
 fn on_event(shared: &Shared, ev: &NodeEvent) {
     match ev {
         NodeEvent::Decided {
-            block, commit, results, ..
+            block,
+            commit,
+            results,
+            app_hash,
         } => {
             if let Err(e) = shared.store.save_results(block, results) {
                 // The blocks themselves are stored; the history is rebuilt on the next start.
                 error!(height = block.height().0, "cannot record the transaction history: {e}");
             }
+            // After the history: a waiter told of the block finds its transaction with `/tx`.
+            if shared.decided.receiver_count() > 0 {
+                let _ = shared.decided.send(Arc::new(DecidedBlock {
+                    block: block.clone(),
+                    results: results.clone(),
+                    app_hash: *app_hash,
+                }));
+            }
             let now = now_ms();
-            shared.metrics.lock().expect("metrics").on_decided(now, block.txs.len());
+            shared.metrics.lock().expect("metrics").on_decided(now, block);
             info!(
                 height = block.height().0,
                 round = commit.round.0,
@@ -353,10 +388,11 @@ fn on_event(shared: &Shared, ev: &NodeEvent) {
             }
         }
         NodeEvent::Evidence(ev) => {
+            shared.metrics.lock().expect("metrics").on_evidence();
             warn!(culprit = %ev.culprit(), height = ev.height().0, "evidence: a validator signed two conflicting votes");
         }
         NodeEvent::Rejected { from, kind, error, .. } => {
-            shared.metrics.lock().expect("metrics").rejected_messages_total += 1;
+            shared.metrics.lock().expect("metrics").on_rejected_message();
             debug!(peer = %from, kind, %error, "message rejected");
         }
     }
@@ -373,24 +409,22 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
         // Writes that failed (a full disk) are retried here too, so an idle node resumes.
         let _ = shared.store.flush();
         let addr = key.as_ref().map(|k| k.address());
-        let Some((st, published)) = shared
+        let Some((st, published, sample)) = shared
             .ask(move |v| {
                 let published =
                     addr.and_then(|a| parse_request(&a, &v.query(REQUEST_QUERY_PATH, a.to_string().as_bytes())));
-                (build_status(v, &NodeInfo::empty(), Vec::new()), published)
+                (build_status(v, &NodeInfo::empty(), Vec::new()), published, sample(v))
             })
             .await
         else {
-            return;
+            // A busy driver answers late (the ask gives up after ASK_TIMEOUT): look again at
+            // the next tick; stop only when the node is shutting down.
+            if shared.commands.is_closed() {
+                return;
+            }
+            continue;
         };
-        {
-            let mut m = shared.metrics.lock().expect("metrics");
-            m.height = st.latest_height;
-            m.round = st.consensus.round;
-            m.peers = st.peers.len();
-            m.mempool_txs = st.mempool_size;
-            m.is_validator = st.in_validator_set;
-        }
+        shared.metrics.lock().expect("metrics").observe(&sample);
         let round = (st.consensus.height, st.consensus.round);
         if round.0 == last_round.0 && round.1 > last_round.1 {
             info!(
@@ -459,12 +493,41 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
     }
 }
 
+/// The gauges' look at the running node.
+fn sample(v: &dyn NodeView) -> NodeSample {
+    let e = v.engine();
+    let chain = e.chain();
+    let (missing, missing_power) = match (&chain.last_validators, &chain.last_commit) {
+        (Some(vs), Some(c)) => vs
+            .validators()
+            .iter()
+            .filter(|val| !c.signatures.iter().any(|s| s.validator == val.address))
+            .fold((0, 0), |(n, p), val| (n + 1, p + val.power.0)),
+        _ => (0, 0),
+    };
+    NodeSample {
+        height: chain.height.0.saturating_sub(1),
+        round: e.round().0,
+        peers: v.peers().len(),
+        mempool_txs: v.mempool().len(),
+        mempool_bytes: v.mempool().bytes(),
+        is_validator: e.is_validator(),
+        validators: e.validators().len(),
+        validators_power: e.validators().total_power().0,
+        missing_validators: missing,
+        missing_validators_power: missing_power,
+        catching_up: e.catching_up_to().is_some(),
+    }
+}
+
 impl NodeInfo {
     fn empty() -> Self {
         NodeInfo {
             node_id: String::new(),
             peer_id: Address::default(),
             validator: None,
+            validator_key: None,
+            node_key: PublicKey([2; 33]),
             wants_to_validate: false,
             listen: String::new(),
             rpc: String::new(),
@@ -542,14 +605,23 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
     let (cmd_tx, commands) = mpsc::channel(256);
     let shared = Arc::new(Shared {
         info: setup.info(),
-        metrics: Mutex::new(Metrics::default()),
+        metrics: Mutex::new(Metrics::new(
+            setup.cfg.file.metrics_namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+            &chain_id,
+        )),
         warnings: Mutex::new(BTreeMap::new()),
         store,
         genesis: g.clone(),
         commands: cmd_tx.clone(),
         guard,
+        decided: broadcast::channel(DECIDED_QUEUE).0,
     });
-    let rpc = RpcServer::start(setup.cfg.rpc_addr, shared.clone()).map_err(CliError::input)?;
+    let rpc = RpcServer::start(
+        setup.cfg.rpc_addr,
+        shared.clone(),
+        RpcLimits::from_config(setup.cfg.file.rpc_limits.as_ref()),
+    )
+    .map_err(CliError::input)?;
     info!(
         node_id = %setup.cfg.file.node_id,
         chain_id = %chain_id,

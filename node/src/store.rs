@@ -596,6 +596,22 @@ impl Store {
         })
     }
 
+    /// The transactions of decided block `height` with their results, in block order (empty
+    /// when the block has none, or its results are not written yet: see
+    /// [`Store::results_height`]).
+    pub fn transactions_at(&self, height: u64) -> Result<Vec<TxRecord>, StorageError> {
+        self.read(|db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(TXS)?;
+            let mut out = Vec::new();
+            for item in t.range((height, 0)..=(height, u32::MAX))? {
+                let (k, v) = item?;
+                out.push(open_record(&format_args!("transaction {:?}", k.value()), v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
     /// The transaction whose SHA-256 is `hash_hex`, if it is in a decided block.
     pub fn transaction_by_hash(&self, hash_hex: &str) -> Result<Option<TxRecord>, StorageError> {
         let Ok(hash) = hex::decode(hash_hex) else {

@@ -87,7 +87,7 @@ fn rpc_addr(port: u16) -> std::net::SocketAddr {
 }
 
 fn status(port: u16) -> Option<Status> {
-    rpc::get_json(rpc_addr(port), "/status").ok()
+    rpc::get_json(rpc_addr(port), "/tendr/status").ok()
 }
 
 /// `<balance> <nonce>` of `who` on the node at `port`.

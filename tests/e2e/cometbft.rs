@@ -1,0 +1,394 @@
+//! Issue 14: tendr's RPC checked from outside, by CometBFT's own Rust client
+//! (`tendermint-rpc`, crates.io) against four validators on loopback; and the RPC under
+//! hostile clients (a stalled body, 2,000 idle connections, an oversized body, a 1 MB URL)
+//! still serving everyone else promptly, with bounded memory.
+
+use super::*;
+use futures_util::StreamExt;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use tendermint::block::Height as TmHeight;
+use tendermint_rpc::client::CompatMode;
+use tendermint_rpc::event::EventData;
+use tendermint_rpc::query::EventType;
+use tendermint_rpc::{Client, HttpClient, HttpClientUrl, Paging, SubscriptionClient, WebSocketClient};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn client(port: u16) -> HttpClient {
+    let url: HttpClientUrl = format!("http://{}", rpc_addr(port)).parse().unwrap();
+    HttpClient::builder(url).compat_mode(CompatMode::V0_38).build().unwrap()
+}
+
+fn h(n: u64) -> TmHeight {
+    TmHeight::try_from(n).unwrap()
+}
+
+/// Starts an `n`-validator testnet at `port`; returns the config paths.
+fn start_testnet(s: &mut Scratch, n: usize, port: u16, block_time: &str) -> Vec<String> {
+    let out = s.path("net");
+    let args = [
+        "testnet",
+        "--validators",
+        &n.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    ok(&[
+        &args[..],
+        &["--base-port", &port.to_string(), "--target-block-time", block_time],
+    ]
+    .concat());
+    let cfgs: Vec<String> = (1..=n)
+        .map(|i| {
+            out.join(format!("node{i}/tendermint_config.json"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    for (i, cfg) in cfgs.iter().enumerate() {
+        spawn(s, i + 1, &["start", "--config", cfg]);
+    }
+    cfgs
+}
+
+#[test]
+fn cometbft_client_reads_and_writes_four_validators() {
+    let mut s = Scratch::new("cometbft");
+    let base = base_port() + 7_000;
+    let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
+    start_testnet(&mut s, 4, base, "0.3");
+    for p in &ports {
+        wait_for(&s, "blocks on every node", 60, || {
+            status(*p).filter(|st| st.latest_height >= 3 && st.peers.len() == 3)
+        });
+    }
+    let rt = runtime();
+    let c = client(ports[0]);
+    rt.block_on(async {
+        c.health().await.expect("health");
+        let st = c.status().await.expect("status");
+        let ours = status(ports[0]).unwrap();
+        assert_eq!(st.node_info.network.as_str(), ours.chain_id);
+        assert!(st.sync_info.latest_block_height.value() >= 3);
+        assert!(!st.sync_info.catching_up);
+        assert_eq!(st.validator_info.power.value(), 10);
+        assert!(st.validator_info.pub_key.secp256k1().is_some(), "a secp256k1 key");
+
+        let net = c.net_info().await.expect("net_info");
+        assert_eq!(net.n_peers, 3);
+        assert_eq!(net.peers.len(), 3);
+
+        let latest = c.latest_block().await.expect("latest block");
+        let top = latest.block.header.height.value();
+        assert!(top >= 3);
+        let vals = c.validators(h(top), Paging::All).await.expect("validators");
+        assert_eq!(vals.validators.len(), 4);
+        assert_eq!(vals.total, 4);
+        assert!(vals.validators.iter().all(|v| v.power.value() == 10));
+        let paged = c
+            .validators(
+                h(top),
+                Paging::Specific {
+                    page_number: 2usize.into(),
+                    per_page: 3u8.into(),
+                },
+            )
+            .await
+            .expect("validators, page 2 of 3 per page");
+        assert_eq!(paged.validators.len(), 1);
+
+        // The chain links: block h+1 names block h, and the commit of h is for block h.
+        let b2 = c.block(h(2)).await.expect("block 2");
+        let b3 = c.block(h(3)).await.expect("block 3");
+        assert_eq!(b3.block.header.last_block_id.unwrap().hash, b2.block_id.hash);
+        assert_eq!(b2.block.header.height.value(), 2);
+        let commit = c.commit(h(2)).await.expect("commit 2");
+        assert_eq!(commit.signed_header.commit.block_id.hash, b2.block_id.hash);
+        assert!(commit.signed_header.commit.signatures.len() >= 3, "a quorum of 4 signs");
+        assert_eq!(commit.signed_header.header.height.value(), 2);
+
+        let chain = c.blockchain(h(1), h(3)).await.expect("blockchain");
+        let heights: Vec<u64> = chain.block_metas.iter().map(|m| m.header.height.value()).collect();
+        assert_eq!(heights, vec![3, 2, 1]);
+        assert_eq!(chain.block_metas[1].block_id.hash, b2.block_id.hash);
+
+        // A transaction through node 1, committed, then read back everywhere.
+        let done = c
+            .broadcast_tx_commit(b"cometbft=yes".to_vec())
+            .await
+            .expect("broadcast_tx_commit");
+        assert!(done.check_tx.code.is_ok(), "{:?}", done.check_tx);
+        assert!(done.tx_result.code.is_ok(), "{:?}", done.tx_result);
+        let at = done.height.value();
+        assert!(at > 0);
+        let found = c.tx(done.hash, false).await.expect("tx");
+        assert_eq!(found.height.value(), at);
+        assert_eq!(found.tx, b"cometbft=yes".to_vec());
+        for p in &ports {
+            let other = client(*p);
+            let mut tries = 0;
+            let q = loop {
+                let q = other
+                    .abci_query(None, b"cometbft".to_vec(), None, false)
+                    .await
+                    .expect("abci_query");
+                if q.code.is_ok() || tries > 50 {
+                    break q;
+                }
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert!(q.code.is_ok(), "node at {p}: {q:?}");
+            assert_eq!(q.value, b"yes".to_vec(), "node at {p}");
+            assert!(q.height.value() >= at);
+        }
+        let sync = c
+            .broadcast_tx_sync(b"second=tx".to_vec())
+            .await
+            .expect("broadcast_tx_sync");
+        assert!(sync.code.is_ok());
+        let refused = c
+            .broadcast_tx_sync(b"no equals sign".to_vec())
+            .await
+            .expect("broadcast_tx_sync");
+        assert!(refused.code.is_err(), "the application refuses it: {refused:?}");
+        let info = c.abci_info().await.expect("abci_info");
+        assert!(info.last_block_height.value() >= at);
+        let g = c.genesis::<serde_json::Value>().await.expect("genesis");
+        assert_eq!(g.validators.len(), 4);
+
+        // Events: a NewBlock subscription on node 2 receives consecutive heights, and a Tx
+        // subscription the transaction sent to node 3.
+        let url = format!("ws://{}/websocket", rpc_addr(ports[1])).parse().unwrap();
+        let (ws, driver) = WebSocketClient::builder(url)
+            .compat_mode(CompatMode::V0_38)
+            .build()
+            .await
+            .expect("websocket");
+        let driving = tokio::spawn(driver.run());
+        let mut blocks = ws
+            .subscribe(EventType::NewBlock.into())
+            .await
+            .expect("subscribe NewBlock");
+        // Only the transaction sent below: `second=tx` may also be committed meanwhile.
+        let want = tendr_core::crypto::sha256(b"event=seen").to_hex().to_uppercase();
+        let query = tendermint_rpc::query::Query::from(EventType::Tx).and_eq("tx.hash", want);
+        let mut txs = ws.subscribe(query).await.expect("subscribe Tx with tx.hash");
+        let sent = client(ports[2])
+            .broadcast_tx_sync(b"event=seen".to_vec())
+            .await
+            .unwrap();
+        assert!(sent.code.is_ok());
+        let (mut heights, mut ids) = (Vec::new(), Vec::new());
+        while heights.len() < 4 {
+            let ev = tokio::time::timeout(Duration::from_secs(20), blocks.next())
+                .await
+                .expect("a NewBlock event within 20 s")
+                .expect("the subscription is open")
+                .expect("an event");
+            match ev.data {
+                EventData::NewBlock {
+                    block: Some(b),
+                    block_id,
+                    ..
+                } => {
+                    heights.push(b.header.height.value());
+                    ids.push(block_id.hash);
+                }
+                other => panic!("not a NewBlock: {other:?}"),
+            }
+        }
+        assert!(heights.windows(2).all(|w| w[1] == w[0] + 1), "{heights:?}");
+        let same = c.block(h(heights[0])).await.unwrap();
+        assert_eq!(same.block_id.hash, ids[0], "the event's block is the chain's");
+        let ev = tokio::time::timeout(Duration::from_secs(20), txs.next())
+            .await
+            .expect("a Tx event within 20 s")
+            .unwrap()
+            .unwrap();
+        match ev.data {
+            EventData::Tx { tx_result } => assert_eq!(tx_result.tx, b"event=seen".to_vec()),
+            other => panic!("not a Tx: {other:?}"),
+        }
+        ws.close().unwrap();
+        let _ = driving.await;
+    });
+    // CometBFT's metric names, with the chain id; mempool bytes are real.
+    let chain = status(ports[0]).unwrap().chain_id;
+    let m = rpc::request(rpc_addr(ports[0]), "GET", "/metrics", b"").unwrap().body;
+    let label = format!("{{chain_id=\"{chain}\"}}");
+    for name in [
+        "consensus_height",
+        "consensus_validators",
+        "consensus_total_txs",
+        "consensus_block_interval_seconds_count",
+        "p2p_peers",
+        "mempool_size_bytes",
+    ] {
+        assert!(
+            m.contains(&format!("cometbft_{name}{label}")),
+            "no cometbft_{name} in:\n{m}"
+        );
+    }
+    assert!(m.contains(&format!("cometbft_consensus_validators{label} 4")), "{m}");
+    assert!(m.contains(&format!("cometbft_p2p_peers{label} 3")), "{m}");
+    assert!(m.contains("tendr_commit_latency_seconds_count"), "{m}");
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// How long one `GET /status` takes, or what went wrong.
+fn served_in(addr: SocketAddr) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    let r = rpc::request(addr, "GET", "/status", b"")?;
+    if r.code != 200 {
+        return Err(format!("status {}: {}", r.code, r.body));
+    }
+    Ok(t0.elapsed())
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c
+}
+
+/// The status line of the answer on `c` (empty when the server closed without one).
+fn answer(c: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn hostile_clients_cannot_stop_the_rpc() {
+    let mut s = Scratch::new("rpc-hostile");
+    let port = base_port() + 7_005;
+    let out = s.path("net");
+    let args = ["testnet", "--validators", "1", "--out", out.to_str().unwrap()];
+    ok(&[
+        &args[..],
+        &["--base-port", &port.to_string(), "--target-block-time", "0.2"],
+    ]
+    .concat());
+    // A connection limit just above the 2,000 idle connections below.
+    let cfg = out.join("node1/tendermint_config.json");
+    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    c["rpc_limits"] = serde_json::json!({"max_open_connections": 2_020});
+    std::fs::write(&cfg, c.to_string()).unwrap();
+    spawn(&mut s, 1, &["start", "--config", cfg.to_str().unwrap()]);
+    wait_for(&s, "blocks", 30, || status(port).filter(|st| st.latest_height >= 1));
+    let addr = rpc_addr(port);
+    let pid = s.children[&1].id();
+    let before = rss_kib(pid);
+    let quick = Duration::from_secs(1);
+
+    // A client that promises a body and stalls.
+    let mut stalled = connect(addr);
+    stalled
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{")
+        .unwrap();
+    assert!(served_in(addr).unwrap() < quick, "served despite the stalled client");
+
+    // 2,000 idle connections.
+    let idle: Vec<TcpStream> = (0..2_000).map(|_| connect(addr)).collect();
+    let during_idle = served_in(addr).unwrap();
+    assert!(
+        during_idle < quick,
+        "served beside 2,000 idle connections: {during_idle:?}"
+    );
+    let rss_idle = rss_kib(pid);
+
+    // Beyond the connection limit: refused at once with 503, not queued.
+    let extra: Vec<TcpStream> = (0..40).map(|_| connect(addr)).collect();
+    let mut refused = 0;
+    for mut c in &extra {
+        c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut b = [0u8; 64];
+        if matches!(c.read(&mut b), Ok(n) if String::from_utf8_lossy(&b[..n]).contains(" 503 ")) {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 15,
+        "only {refused} of 40 connections beyond the limit got 503"
+    );
+    drop(extra);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // An oversized body is refused from its Content-Length, before it is sent.
+    let mut big = connect(addr);
+    big.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n")
+        .unwrap();
+    let line = answer(&mut big);
+    assert!(line.contains(" 413 "), "{line}");
+    // One that lies about its length is cut at the limit.
+    let mut chunked = connect(addr);
+    chunked
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    for _ in 0..40 {
+        let chunk = vec![b'a'; 32 << 10];
+        let head = format!("{:x}\r\n", chunk.len());
+        if chunked.write_all(head.as_bytes()).is_err()
+            || chunked.write_all(&chunk).is_err()
+            || chunked.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let line = answer(&mut chunked);
+    assert!(line.is_empty() || line.contains(" 413 "), "{line}");
+
+    // A 1 MB URL: refused (431: it does not fit the head buffer), not echoed.
+    let mut long = connect(addr);
+    let url = format!("GET /status?{} HTTP/1.1\r\nHost: x\r\n\r\n", "x".repeat(1 << 20));
+    let _ = long.write_all(url.as_bytes());
+    let line = answer(&mut long);
+    assert!(
+        line.is_empty() || line.contains(" 431 ") || line.contains(" 414 "),
+        "{line}"
+    );
+
+    let during = served_in(addr).unwrap();
+    assert!(during < quick, "served during all of it: {during:?}");
+    let rss_during = rss_kib(pid);
+
+    // The stalled body times out with 408; idle connections are closed by the server.
+    let line = answer(&mut stalled);
+    assert!(line.contains(" 408 "), "{line}");
+    let mut one_idle = idle.into_iter().next().unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(
+        one_idle.read(&mut b).unwrap_or(0),
+        0,
+        "the server closes idle connections"
+    );
+    drop(one_idle);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = served_in(addr).unwrap();
+    let rss_after = rss_kib(pid);
+    eprintln!(
+        "RPC under hostile clients: RSS before {before} KiB, with 2,000 idle connections {rss_idle} KiB, \
+         during {rss_during} KiB, after {rss_after} KiB; /status answered in {during_idle:?} (idle), \
+         {during:?} (during), {after:?} (after)"
+    );
+    assert!(
+        rss_during < before + 100 * 1024,
+        "RSS grew from {before} to {rss_during} KiB"
+    );
+}
