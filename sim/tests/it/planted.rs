@@ -47,3 +47,26 @@ fn counting_by_number_breaks_commit_integrity() {
 fn forgetting_the_last_vote_double_signs() {
     catches("forget-last-vote", &[Invariant::HonestDoubleSign]);
 }
+
+#[test]
+fn prevoting_a_fresh_value_over_the_lock_breaks_agreement() {
+    catches("prevote-ignores-lock", &[Invariant::Agreement]);
+}
+
+/// Timeouts that do not grow with the round survive 1,000 random seeds (their links are
+/// faster than the first timeouts); the `slow-links` scenario, whose links are slower, kills
+/// them: with fixed timeouts no height is ever decided.
+#[test]
+fn fixed_timeouts_never_decide_over_slow_links() {
+    let s = tendr_sim::scenario::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/slow-links.toml"
+    )))
+    .unwrap();
+    let mut c = s.config.clone();
+    assert!(run(c.clone()).unwrap().ok(), "growing timeouts decide");
+    c.planted = Some("fixed-timeouts".into());
+    let r = run(c).unwrap();
+    assert!(r.broken().contains(&Invariant::Liveness), "{:?}", r.violations);
+    assert_eq!(r.heights, 0);
+}
