@@ -261,8 +261,14 @@ fn served_in(addr: SocketAddr) -> Result<Duration, String> {
     Ok(t0.elapsed())
 }
 
+/// A client connection from 127.0.0.2: its ephemeral port is taken on that address, so the
+/// 2,000 of them cannot take a port another test's node is about to listen on at 127.0.0.1.
 fn connect(addr: SocketAddr) -> TcpStream {
-    let c = TcpStream::connect(addr).unwrap();
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into()).unwrap();
+    s.connect(&addr.into()).unwrap();
+    let c: TcpStream = s.into();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     c
 }
