@@ -70,3 +70,10 @@ fn fixed_timeouts_never_decide_over_slow_links() {
     assert!(r.broken().contains(&Invariant::Liveness), "{:?}", r.violations);
     assert_eq!(r.heights, 0);
 }
+
+/// Without L42-43 a later round's proposer never re-proposes the value that had a polka, and
+/// validators locked on it prevote nil for every fresh value: the height never ends.
+#[test]
+fn forgetting_the_valid_value_stalls_liveness() {
+    catches("skip-valid-value", &[Invariant::Liveness]);
+}
