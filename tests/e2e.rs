@@ -125,6 +125,26 @@ fn spawn(s: &mut Scratch, i: usize, args: &[&str]) {
     s.children.insert(i, child);
 }
 
+/// A one-validator testnet in `s` on `port` with the given block time; returns its config path
+/// (not started).
+fn one_node_testnet(s: &Scratch, port: u16, block_time: &str) -> PathBuf {
+    let out = s.path("net");
+    let out_s = out.to_string_lossy().into_owned();
+    let port_s = port.to_string();
+    ok(&[
+        "testnet",
+        "--validators",
+        "1",
+        "--out",
+        &out_s,
+        "--base-port",
+        &port_s,
+        "--target-block-time",
+        block_time,
+    ]);
+    out.join("node1/tendermint_config.json")
+}
+
 fn base_port() -> u16 {
     21_000 + (std::process::id() % 400) as u16 * 10
 }
@@ -596,14 +616,7 @@ fn a_transaction_lost_in_a_crash_is_reported_as_lost() {
     use std::io::BufRead;
     let mut s = Scratch::new("lost-tx");
     let port = base_port() + 6_000;
-    let out = s.path("net");
-    let args = ["testnet", "--validators", "1", "--out", out.to_str().unwrap()];
-    ok(&[
-        &args[..],
-        &["--base-port", &port.to_string(), "--target-block-time", "1.5"],
-    ]
-    .concat());
-    let cfg = out.join("node1/tendermint_config.json").to_string_lossy().into_owned();
+    let cfg = one_node_testnet(&s, port, "1.5").to_string_lossy().into_owned();
     spawn(&mut s, 1, &["start", "--config", &cfg]);
     let h = wait_for(&s, "blocks", 30, || status(port).filter(|st| st.latest_height >= 2)).latest_height;
     // Submit just after a block: the next one is built 1.5 s later, long after the kill.
@@ -647,14 +660,7 @@ fn a_transaction_lost_in_a_crash_is_reported_as_lost() {
 fn rpc_refuses_json_rpc_bodies_and_overlong_urls() {
     let mut s = Scratch::new("rpc-odds");
     let port = base_port() + 6_005;
-    let out = s.path("net");
-    let args = ["testnet", "--validators", "1", "--out", out.to_str().unwrap()];
-    ok(&[
-        &args[..],
-        &["--base-port", &port.to_string(), "--target-block-time", "0.2"],
-    ]
-    .concat());
-    let cfg = out.join("node1/tendermint_config.json").to_string_lossy().into_owned();
+    let cfg = one_node_testnet(&s, port, "0.2").to_string_lossy().into_owned();
     spawn(&mut s, 1, &["start", "--config", &cfg]);
     wait_for(&s, "blocks", 30, || status(port).filter(|st| st.latest_height >= 1));
     let addr = rpc_addr(port);

@@ -284,15 +284,8 @@ fn answer(c: &mut TcpStream) -> String {
 fn hostile_clients_cannot_stop_the_rpc() {
     let mut s = Scratch::new("rpc-hostile");
     let port = base_port() + 7_005;
-    let out = s.path("net");
-    let args = ["testnet", "--validators", "1", "--out", out.to_str().unwrap()];
-    ok(&[
-        &args[..],
-        &["--base-port", &port.to_string(), "--target-block-time", "0.2"],
-    ]
-    .concat());
     // A connection limit just above the 2,000 idle connections below.
-    let cfg = out.join("node1/tendermint_config.json");
+    let cfg = one_node_testnet(&s, port, "0.2");
     let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     c["rpc_limits"] = serde_json::json!({"max_open_connections": 2_020});
     std::fs::write(&cfg, c.to_string()).unwrap();
