@@ -56,7 +56,78 @@ pub struct ChainState {
     pub genesis_time: TimeMs,
 }
 
+/// The encoded form of a [`ChainState`] (in snapshots: on disk and on the wire).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChainRecord {
+    chain_id: String,
+    height: Height,
+    validators: Vec<(crate::crypto::PublicKey, VotingPower)>,
+    priorities: Vec<i64>,
+    last_validators: Option<Vec<(crate::crypto::PublicKey, VotingPower)>>,
+    last_block: Option<(BlockId, TimeMs)>,
+    last_commit: Option<Commit>,
+    app_hash: Hash,
+    genesis_time: TimeMs,
+}
+
+fn members(vs: &ValidatorSet) -> Vec<(crate::crypto::PublicKey, VotingPower)> {
+    vs.validators().iter().map(|v| (v.pub_key, v.power)).collect()
+}
+
 impl ChainState {
+    /// The canonical encoding (see [`ChainState::decode`]).
+    pub fn encode(&self) -> Vec<u8> {
+        crate::codec::encode(&ChainRecord {
+            chain_id: self.chain_id.clone(),
+            height: self.height,
+            validators: members(&self.validators),
+            priorities: self.schedule.priorities().to_vec(),
+            last_validators: self.last_validators.as_ref().map(members),
+            last_block: self.last_block,
+            last_commit: self.last_commit.clone(),
+            app_hash: self.app_hash,
+            genesis_time: self.genesis_time,
+        })
+    }
+
+    /// Decodes and checks an encoded chain state: valid validator sets, a proposer schedule
+    /// that fits its set, a last block and commit present together past height 1.
+    pub fn decode(bytes: &[u8]) -> Result<ChainState, String> {
+        let r: ChainRecord = crate::codec::decode_bounded(bytes, crate::limits::MAX_MESSAGE_BYTES)
+            .map_err(|e| format!("not an encoded chain state: {e}"))?;
+        let validators = ValidatorSet::new(r.validators).map_err(|e| format!("validator set: {e}"))?;
+        let last_validators = match r.last_validators {
+            Some(m) => Some(ValidatorSet::new(m).map_err(|e| format!("last validator set: {e}"))?),
+            None => None,
+        };
+        let schedule = ProposerSchedule::from_priorities(&validators, r.priorities)
+            .ok_or("proposer priorities do not fit the validator set")?;
+        let complete = r.last_block.is_some() && r.last_commit.is_some() && last_validators.is_some();
+        if r.height.0 == 0 || (r.height.0 > 1) != complete {
+            return Err(format!(
+                "height {} with{} a last block, commit and validator set",
+                r.height.0,
+                if complete { "" } else { "out" }
+            ));
+        }
+        if let Some(c) = &r.last_commit {
+            if c.height.next() != r.height || Some(c.block_id) != r.last_block.map(|b| b.0) {
+                return Err("the last commit is not for the last block".into());
+            }
+        }
+        Ok(ChainState {
+            chain_id: r.chain_id,
+            height: r.height,
+            validators,
+            schedule,
+            last_validators,
+            last_block: r.last_block,
+            last_commit: r.last_commit,
+            app_hash: r.app_hash,
+            genesis_time: r.genesis_time,
+        })
+    }
+
     pub fn genesis(chain_id: &str, validators: ValidatorSet, app_hash: Hash, genesis_time: TimeMs) -> Self {
         ChainState {
             chain_id: chain_id.to_string(),

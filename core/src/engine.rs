@@ -20,6 +20,7 @@ use crate::chain::{verify_commit, BlockError, ChainState};
 use crate::crypto::{proposal_sign_bytes, vote_sign_bytes, PrivateKey, SignStep, SignTarget, Signer};
 use crate::limits::*;
 use crate::state_machine::{apply, Action, Event, State, Step, TimeoutKind};
+use crate::sync::{BlockSync, Buffered, SyncProgress};
 use crate::traits::SignatureVerifier;
 use crate::types::*;
 use crate::validator::{ValidatorSet, ValidatorUpdate};
@@ -29,6 +30,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Rounds before the current one whose own votes the periodic re-broadcast repeats.
 const REBROADCAST_PAST_ROUNDS: u32 = 2;
+/// Heights block sync requests at once by default: enough to cover a 100 ms round trip at
+/// several hundred blocks per second.
+pub const DEFAULT_SYNC_WINDOW: u64 = 64;
 
 /// Timeout durations. Each paper timeout grows linearly with the round (`base + delta * round`)
 /// so that after GST every round eventually lasts long enough.
@@ -82,6 +86,8 @@ impl TimeoutConfig {
 pub struct EngineConfig {
     pub chain_id: String,
     pub timeouts: TimeoutConfig,
+    /// Block sync: how many heights a node that is behind requests at once (see [`crate::sync`]).
+    pub sync_window: u64,
     /// A deliberately broken rule (test feature only).
     #[cfg(feature = "planted-bugs")]
     pub planted: Option<crate::PlantedBug>,
@@ -92,6 +98,7 @@ impl EngineConfig {
         EngineConfig {
             chain_id: chain_id.to_string(),
             timeouts,
+            sync_window: DEFAULT_SYNC_WINDOW,
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
@@ -335,9 +342,8 @@ pub struct Engine {
     /// Later-height proposals whose signer is checked when their height starts.
     parked: VecDeque<(PeerId, Box<Proposal>)>,
     recent_serves: VecDeque<(PeerId, Height)>,
-    last_sync_request: Option<(Height, TimeMs)>,
-    /// Highest height a verified peer message showed us, and who showed it.
-    ahead: Option<(Height, PeerId)>,
+    /// Catch-up: which peers are ahead, what we asked them for, blocks that came early.
+    sync: BlockSync,
 }
 
 impl std::fmt::Debug for Engine {
@@ -373,15 +379,14 @@ impl Engine {
     ) -> Self {
         let mut e = Engine {
             hs: HeightState::new(chain.height, Counting::ByPower),
-            cfg,
             key,
             chain,
             verifier,
             future: Vec::new(),
             parked: VecDeque::new(),
             recent_serves: VecDeque::new(),
-            last_sync_request: None,
-            ahead: None,
+            sync: BlockSync::new(cfg.sync_window, cfg.timeouts.sync_retry_ms),
+            cfg,
         };
         e.reset_height();
         if !e.cfg.planted("forget-last-vote") {
@@ -427,7 +432,11 @@ impl Engine {
     }
     /// The highest height a peer showed us, if above ours (we are catching up).
     pub fn catching_up_to(&self) -> Option<Height> {
-        self.ahead.map(|(h, _)| h).filter(|h| *h > self.chain.height)
+        Some(self.sync.target()).filter(|h| *h > self.chain.height)
+    }
+    /// Block sync's bookkeeping (peers ahead, requests in flight, blocks buffered).
+    pub fn sync_progress(&self) -> SyncProgress {
+        self.sync.progress()
     }
 
     /// The one entry point. On error nothing changed.
@@ -953,16 +962,33 @@ impl Engine {
             kind: TimeoutKind::Commit,
         };
         out.push(Output::ScheduleTimeout { timeout, at });
-        if let Some((h, peer)) = self.ahead {
-            if h > self.chain.height {
-                self.last_sync_request = Some((self.chain.height, now));
-                out.push(Output::Send {
-                    to: peer,
-                    msg: Message::RequestDecided(self.chain.height),
-                });
-            }
-        }
         self.replay_future(now, out);
+        self.apply_buffered();
+        self.request_blocks(now, out);
+    }
+
+    /// A block that came early through block sync, applied now that its height has come.
+    /// Its commit is verified here unless it was on arrival; one that fails drops the peer
+    /// that served it (the height is then requested from another).
+    fn apply_buffered(&mut self) {
+        let h = self.chain.height;
+        let Some(b) = self.sync.take(h) else { return };
+        let from = b.from;
+        match self.accept_decided(b.block, b.commit, b.verified) {
+            Ok(true) => self.sync.applied(from),
+            Ok(false) => {}
+            Err(_) => self.sync.drop_peer(from),
+        }
+    }
+
+    /// Sends block sync's due requests (new heights in the window, expired retries).
+    fn request_blocks(&mut self, now: TimeMs, out: &mut Vec<Output>) {
+        for (to, h) in self.sync.requests(now, self.chain.height) {
+            out.push(Output::Send {
+                to,
+                msg: Message::RequestDecided(h),
+            });
+        }
     }
 
     fn replay_future(&mut self, now: TimeMs, out: &mut Vec<Output>) {
@@ -1000,6 +1026,7 @@ impl Engine {
     }
 
     fn on_timeout(&mut self, now: TimeMs, t: Timeout, out: &mut Vec<Output>) {
+        self.request_blocks(now, out); // block sync's retries ride on the timers
         if !self.timeout_matters(&t) {
             return;
         }
@@ -1068,7 +1095,7 @@ impl Engine {
         match msg {
             Message::Proposal(p) => self.on_proposal(now, from, p, out),
             Message::Vote(v) => self.on_vote(now, from, v, out),
-            Message::Decided { block, commit } => self.on_decided(block, commit),
+            Message::Decided { block, commit } => self.on_decided(now, from, block, commit, out),
             Message::RequestDecided(h) => {
                 if h < self.chain.height && h.0 >= 1 {
                     out.push(Output::SendDecided { to: from, height: h });
@@ -1138,22 +1165,10 @@ impl Engine {
         EngineError::Parked { height, round }
     }
 
-    /// A peer is ahead of us: ask it for the decided block of our height (rate-limited).
+    /// A peer is ahead of us (a verified message of its height `h`): block sync may ask it.
     fn note_ahead(&mut self, now: TimeMs, from: PeerId, h: Height, out: &mut Vec<Output>) {
-        if self.ahead.is_none_or(|(ah, _)| h > ah) {
-            self.ahead = Some((h, from));
-        }
-        let due = match self.last_sync_request {
-            Some((rh, t)) => rh != self.chain.height || now.0 >= t.0 + self.cfg.timeouts.sync_retry_ms,
-            None => true,
-        };
-        if due {
-            self.last_sync_request = Some((self.chain.height, now));
-            out.push(Output::Send {
-                to: from,
-                msg: Message::RequestDecided(self.chain.height),
-            });
-        }
+        self.sync.note_peer(from, h);
+        self.request_blocks(now, out);
     }
 
     /// A peer is behind (it sent something for an old height): send it that decided block once.
@@ -1326,27 +1341,99 @@ impl Engine {
         Ok(())
     }
 
-    /// Catch-up: a decided block with its commit, for our current height.
-    fn on_decided(&mut self, block: Block, commit: Commit) -> Result<(), EngineError> {
-        if block.height() != self.chain.height || self.hs.sm.step == Step::Commit || self.hs.executing.is_some() {
+    /// Catch-up: a decided block with its commit. One for our height is verified and applied;
+    /// one we requested for a later height is checked as far as it can be and kept for its
+    /// turn; anything else is not used.
+    fn on_decided(
+        &mut self,
+        now: TimeMs,
+        from: PeerId,
+        block: Block,
+        commit: Commit,
+        out: &mut Vec<Output>,
+    ) -> Result<(), EngineError> {
+        let h = block.height();
+        let cur = self.chain.height;
+        let requested = self.sync.requested_from(from, h);
+        if h == cur {
+            let r = self.accept_decided(block, commit, false);
+            match &r {
+                Ok(true) => {
+                    self.sync.answered(from, h);
+                    self.sync.applied(from);
+                }
+                Ok(false) => self.sync.answered(from, h),
+                Err(_) if requested => self.sync.drop_peer(from),
+                Err(_) => {}
+            }
+            return r.map(|_| ());
+        }
+        if h < cur || !requested {
             return Ok(()); // not what we need now
+        }
+        if let Err(e) = self.precheck_decided(&block, &commit) {
+            self.sync.drop_peer(from);
+            return Err(e);
+        }
+        self.sync.answered(from, h);
+        let verified = block.header.validators_hash == self.chain.validators.hash();
+        self.sync.buffer(
+            cur,
+            Buffered {
+                from,
+                block,
+                commit,
+                verified,
+            },
+        );
+        self.request_blocks(now, out);
+        Ok(())
+    }
+
+    /// What can be checked of a decided block for a later height before its turn: the commit
+    /// is for this block, and, when the header names our current validator set (the common
+    /// case: no change in between), +2/3 of it signed.
+    fn precheck_decided(&mut self, block: &Block, commit: &Commit) -> Result<(), EngineError> {
+        if commit.block_id != block.id() || commit.height != block.height() {
+            return Err(EngineError::BadDecided("the commit is not for this block".into()));
+        }
+        if block.header.validators_hash == self.chain.validators.hash() {
+            verify_commit(
+                &self.cfg.chain_id,
+                &self.chain.validators,
+                commit,
+                self.verifier.as_mut(),
+            )
+            .map_err(EngineError::BadDecided)?;
+        }
+        Ok(())
+    }
+
+    /// A decided block and its commit for our current height: verified (the commit's
+    /// signatures only when not `verified` already) and taken as decided. `Ok(false)` when not
+    /// needed (the height is already being decided).
+    fn accept_decided(&mut self, block: Block, commit: Commit, verified: bool) -> Result<bool, EngineError> {
+        if block.height() != self.chain.height || self.hs.sm.step == Step::Commit || self.hs.executing.is_some() {
+            return Ok(false);
         }
         let id = block.id();
         if commit.block_id != id || commit.height != block.height() {
             return Err(EngineError::BadDecided("the commit is not for this block".into()));
         }
-        verify_commit(
-            &self.cfg.chain_id,
-            &self.chain.validators,
-            &commit,
-            self.verifier.as_mut(),
-        )
-        .map_err(EngineError::BadDecided)?;
+        if !verified || block.header.validators_hash != self.chain.validators.hash() {
+            verify_commit(
+                &self.cfg.chain_id,
+                &self.chain.validators,
+                &commit,
+                self.verifier.as_mut(),
+            )
+            .map_err(EngineError::BadDecided)?;
+        }
         self.chain
             .check_block(&block, self.verifier.as_mut())
             .map_err(|e: BlockError| EngineError::BadDecided(e.to_string()))?;
         self.hs.blocks.insert(id, (block, Validity::Valid));
         self.hs.external_commit = Some(commit);
-        Ok(())
+        Ok(true)
     }
 }

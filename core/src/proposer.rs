@@ -23,6 +23,18 @@ impl ProposerSchedule {
         }
     }
 
+    /// The priorities, aligned with the set's validators (for snapshots).
+    pub fn priorities(&self) -> &[i64] {
+        &self.priorities
+    }
+
+    /// A schedule restored from a snapshot; `None` when it does not fit the set.
+    pub fn from_priorities(vs: &ValidatorSet, priorities: Vec<i64>) -> Option<Self> {
+        let bound = 4 * vs.total_power().0 as i128;
+        (priorities.len() == vs.len() && priorities.iter().all(|p| (*p as i128).abs() <= bound))
+            .then_some(ProposerSchedule { priorities })
+    }
+
     /// The proposer of `round` at this height.
     pub fn proposer(&self, vs: &ValidatorSet, round: Round) -> Address {
         let mut p = self.priorities.clone();

@@ -50,6 +50,35 @@ pub struct Snapshot {
     pub app: Vec<u8>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotRecord {
+    #[serde(with = "serde_bytes")]
+    chain: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    app: Vec<u8>,
+}
+
+impl Snapshot {
+    /// The canonical encoding, as stored and as served to peers (see [`Snapshot::decode`]).
+    pub fn encode(&self) -> Vec<u8> {
+        crate::codec::encode(&SnapshotRecord {
+            chain: self.chain.encode(),
+            app: self.app.clone(),
+        })
+    }
+
+    /// Decodes an encoded snapshot and checks its chain state (not the application's part:
+    /// only the application can read that, in [`Application::restore`]).
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+        let r: SnapshotRecord =
+            crate::codec::decode_bounded(bytes, bytes.len()).map_err(|e| format!("not an encoded snapshot: {e}"))?;
+        Ok(Snapshot {
+            chain: ChainState::decode(&r.chain)?,
+            app: r.app,
+        })
+    }
+}
+
 /// When the node takes snapshots and how many decided blocks it keeps below the newest one
 /// (to serve peers that catch up). `every == 0` takes none; `retain == 0` prunes nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -9,6 +9,9 @@
 //!    process's CPU time (all nodes and the clients) per committed transaction.
 //! 2. `target_block_time 0`, no transactions: empty heights per second.
 //! 3. `target_block_time 1 s`: block interval over 10 blocks.
+//! 4. `BENCH=catchup` (not in the default set): the four validators decide `HEIGHTS` (env,
+//!    default 10,000) empty heights, then a fresh observer joins and block-syncs them all:
+//!    blocks per second from its first block to the height the validators had when it joined.
 
 #[path = "../tests/it/cluster.rs"]
 mod cluster;
@@ -247,6 +250,58 @@ async fn empty_heights(secs: u64) {
     shutdown(nodes).await;
 }
 
+async fn catch_up() {
+    let target: u64 = std::env::var("HEIGHTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let book = Arc::new(Mutex::new(Book::default()));
+    let nodes = Arc::new(start_cluster(0, book).await);
+    let t0 = Instant::now();
+    while nodes[0].height() < target {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let made = nodes[0].height() - 1;
+    println!(
+        "  {made} empty heights decided in {:.1} s; a fresh observer joins",
+        t0.elapsed().as_secs_f64()
+    );
+    let observer_key = keys(nodes.len() + 1).pop().expect("one more key");
+    let g = genesis(CHAIN, &keys(nodes.len()));
+    let mut spec = Spec::validator(&observer_key, &g, nodes.iter().map(|n| n.addr).collect());
+    spec.validator_key = None;
+    spec.timeouts = Some(bench_timeouts(0));
+    let first = Arc::new(Mutex::new(None::<Instant>));
+    let hook: OnEvent = {
+        let first = first.clone();
+        Box::new(move |e: &NodeEvent| {
+            if matches!(e, NodeEvent::Decided { .. }) {
+                first.lock().unwrap().get_or_insert_with(Instant::now);
+            }
+        })
+    };
+    let joined = Instant::now();
+    let obs = start(spec, Some(hook)).await;
+    while obs.height() <= made {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let done = Instant::now();
+    let from_first = first
+        .lock()
+        .unwrap()
+        .map(|f| done.duration_since(f))
+        .unwrap_or_default();
+    println!(
+        "catch-up of {made} empty blocks: {:.0} blocks/s from the first block ({:.2} s), {:.0} blocks/s including the handshake ({:.2} s)",
+        made as f64 / from_first.as_secs_f64(),
+        from_first.as_secs_f64(),
+        made as f64 / done.duration_since(joined).as_secs_f64(),
+        done.duration_since(joined).as_secs_f64()
+    );
+    let _ = obs.stop().await;
+    shutdown(nodes).await;
+}
+
 async fn one_second_blocks() {
     let book = Arc::new(Mutex::new(Book::default()));
     let nodes = Arc::new(start_cluster(1000, book.clone()).await);
@@ -294,6 +349,9 @@ fn main() {
         }
         if only.is_empty() || only == "1s" {
             one_second_blocks().await;
+        }
+        if only == "catchup" {
+            catch_up().await;
         }
     });
 }

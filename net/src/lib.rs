@@ -141,7 +141,7 @@ pub(crate) fn author(msg: &Message) -> Option<PeerId> {
 }
 
 /// Heights a peer asked for that are remembered until served.
-pub(crate) const MAX_REQUESTED: usize = 8;
+pub(crate) const MAX_REQUESTED: usize = 128;
 
 /// QUIC application error codes used when closing a connection.
 pub(crate) mod codes {

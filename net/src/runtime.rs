@@ -240,7 +240,7 @@ fn on_incoming<S: Storage, A: Application>(
     let current = node.engine().height();
     // Messages far beyond our height are claims that we are behind; they are never relayed
     // (the engine only takes them as a hint), and their sender must back them (see `claims`).
-    let far = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Decided { .. })
+    let far = matches!(msg, Message::Vote(_) | Message::Proposal(_))
         .then(|| msg.height())
         .flatten()
         .filter(|h| h.0 > current.0.saturating_add(MAX_FUTURE_HEIGHTS));

@@ -83,7 +83,30 @@ pub struct ConfigFile {
     /// Prefix of the CometBFT-named metrics on `/metrics` (default `cometbft`).
     pub metrics_namespace: Option<String>,
     pub rpc_limits: Option<RpcLimitOverrides>,
+    /// Snapshot of the chain and application every this many heights (default
+    /// [`DEFAULT_SNAPSHOT_INTERVAL`]; 0: none, and nothing is pruned).
+    pub snapshot_interval: Option<u64>,
+    /// Decided blocks kept below the newest snapshot (default [`DEFAULT_RETAIN_BLOCKS`]; 0:
+    /// every block forever). Older blocks, their transaction history and log are deleted.
+    pub retain_blocks: Option<u64>,
+    /// Heights block sync requests at once from peers (default 64).
+    pub sync_window: Option<u64>,
+    /// Start from a peer's snapshot instead of replaying every block (see `join --state-sync`).
+    pub state_sync: Option<StateSyncConfig>,
 }
+
+/// State sync's trust anchor: a decided block the operator trusts (read from a node they
+/// trust, e.g. its `/commit` or `tendr status`), like CometBFT's `trust_height`/`trust_hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSyncConfig {
+    pub trust_height: u64,
+    /// The block id (hex) at `trust_height`.
+    pub trust_hash: String,
+}
+
+pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 1_000;
+pub const DEFAULT_RETAIN_BLOCKS: u64 = 10_000;
 
 fn default_host() -> String {
     "0.0.0.0".into()
@@ -293,6 +316,36 @@ pub fn resolve(path: &Path, file: ConfigFile) -> CliResult<Config> {
                 path,
                 "metrics_namespace",
                 format!("`{ns}` is not a Prometheus name prefix: letters, digits and `_`, not starting with a digit (e.g. \"cometbft\")"),
+            ));
+        }
+    }
+    if file.retain_blocks.is_some_and(|r| r > 0) && file.snapshot_interval == Some(0) {
+        return Err(field_err(
+            path,
+            "retain_blocks",
+            "blocks are pruned only below a snapshot: set `snapshot_interval` above 0, or `retain_blocks` to 0 to keep every block",
+        ));
+    }
+    if let Some(w) = file.sync_window.filter(|w| !(1..=1024).contains(w)) {
+        return Err(field_err(path, "sync_window", format!("{w} is out of range (1-1024)")));
+    }
+    if let Some(ss) = &file.state_sync {
+        if ss.trust_height == 0 {
+            return Err(field_err(
+                path,
+                "state_sync.trust_height",
+                "must be a decided height (1 or more)",
+            ));
+        }
+        let ok = ss.trust_hash.len() == 64 && ss.trust_hash.chars().all(|c| c.is_ascii_hexdigit());
+        if !ok {
+            return Err(field_err(
+                path,
+                "state_sync.trust_hash",
+                format!(
+                    "`{}` is not a block id: expected 64 hex digits (the `block_id.hash` of the trusted height)",
+                    ss.trust_hash
+                ),
             ));
         }
     }

@@ -24,7 +24,9 @@ use std::time::Duration;
 use tendr_core::crypto::{PrivateKey, PublicKey, Signer};
 use tendr_core::engine::EngineConfig;
 use tendr_core::governance::{self, GovernanceError, GovernanceTx, REQUEST_QUERY_PATH};
-use tendr_core::traits::{Application, CachingVerifier, Node, NodeEvent, QueryResult, Storage, TxResult};
+use tendr_core::traits::{
+    Application, CachingVerifier, Node, NodeEvent, QueryResult, SnapshotPolicy, Storage, TxResult,
+};
 use tendr_core::types::{Address, Block, Hash, Height};
 use tendr_core::TimeoutConfig;
 use tendr_net::runtime::{drive, Command, NodeView, SystemClock};
@@ -175,6 +177,18 @@ impl NodeSetup {
         t
     }
 
+    /// Snapshots and pruning, from the config's `snapshot_interval` and `retain_blocks`.
+    pub fn snapshot_policy(&self) -> SnapshotPolicy {
+        let f = &self.cfg.file;
+        let every = f.snapshot_interval.unwrap_or(crate::config::DEFAULT_SNAPSHOT_INTERVAL);
+        let retain = if every == 0 {
+            0
+        } else {
+            f.retain_blocks.unwrap_or(crate::config::DEFAULT_RETAIN_BLOCKS)
+        };
+        SnapshotPolicy { every, retain }
+    }
+
     fn info(&self) -> NodeInfo {
         NodeInfo {
             node_id: self.cfg.file.node_id.clone(),
@@ -204,9 +218,19 @@ pub fn backfill_results(store: &Store, genesis: &LoadedGenesis, app: &impl AppFa
     if done >= last {
         return Ok(());
     }
-    let mut chain = genesis.chain_state();
+    // Re-execute from genesis while every block is held, else from the newest snapshot (the
+    // history of heights below it, if it was missing, cannot be rebuilt: those blocks are gone).
     let mut app = app.make(&genesis.genesis.chain_id);
-    for h in 1..=last {
+    let mut chain = genesis.chain_state();
+    if store.earliest_height().map_err(storage_err)? > 1 {
+        let snap = store.snapshot().map_err(storage_err)?.ok_or_else(|| {
+            storage_err("blocks below the earliest height are pruned and no snapshot is kept; move the data folder aside and state-sync")
+        })?;
+        app.restore(&snap.app)
+            .map_err(|e| storage_err(format!("snapshot of height {}: {e}", snap.chain.height)))?;
+        chain = snap.chain;
+    }
+    for h in chain.height.0..=last {
         let (block, commit) = store
             .decided(Height(h))
             .map_err(storage_err)?
@@ -590,8 +614,12 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
     .map_err(|e| net_start_error(&setup.cfg.path, e))?;
     let (clock, timers) = SystemClock::new();
     let (signer, guard) = guarded_signer(&setup, &store)?;
-    let node: RealNode<_> = Node::with_signer(
-        EngineConfig::new(&chain_id, setup.timeouts()),
+    let mut ecfg = EngineConfig::new(&chain_id, setup.timeouts());
+    if let Some(w) = setup.cfg.file.sync_window {
+        ecfg.sync_window = w;
+    }
+    let mut node: RealNode<_> = Node::with_signer(
+        ecfg,
         signer,
         g.chain_state(),
         clock,
@@ -601,6 +629,7 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
         Box::new(CachingVerifier::new()),
     )
     .map_err(|e| CliError::failure(format!("cannot start from the stored chain: {e}")))?;
+    node.set_snapshot_policy(setup.snapshot_policy());
     let start_height = node.engine().height().0;
     let (cmd_tx, commands) = mpsc::channel(256);
     let shared = Arc::new(Shared {

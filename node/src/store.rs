@@ -31,7 +31,7 @@ use tendr_core::codec::{decode_bounded, encode};
 use tendr_core::crypto::sha256;
 use tendr_core::engine::WalEntry;
 use tendr_core::limits::MAX_MESSAGE_BYTES;
-use tendr_core::traits::{Storage, StorageError, TxResult};
+use tendr_core::traits::{Snapshot, Storage, StorageError, TxResult};
 use tendr_core::types::{Block, Commit, Height};
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -41,7 +41,13 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INFO: TableDefinition<&str, &str> = TableDefinition::new("info");
 /// Transaction hash -> (height, index), for `/tx?hash=`.
 const TX_INDEX: TableDefinition<&[u8], (u64, u32)> = TableDefinition::new("tx_index");
+/// Snapshots by the height they are ready to decide (the newest [`SNAPSHOTS_KEPT`] are kept).
+const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+/// How many snapshots the store keeps (the newest, and one before it while it is new).
+const SNAPSHOTS_KEPT: usize = 2;
 const RESULTS_HEIGHT: &str = "results_height";
+/// The lowest height whose block may still be held (everything below was pruned).
+const EARLIEST_HEIGHT: &str = "earliest_height";
 const GENESIS_HASH: &str = "genesis_hash";
 /// Key in `meta` of the store format.
 const STORE_FORMAT: &str = "store_format";
@@ -175,12 +181,21 @@ enum Write {
         height: u64,
         rows: Vec<(u32, [u8; 32], Vec<u8>)>,
     },
+    Snapshot {
+        height: u64,
+        record: Vec<u8>,
+    },
+    /// Forget decided blocks, their transaction history and the log below `below`.
+    Prune {
+        below: u64,
+    },
 }
 
 impl Write {
     fn bytes(&self) -> usize {
         match self {
-            Write::Wal { record, .. } | Write::Decided { record, .. } => record.len(),
+            Write::Wal { record, .. } | Write::Decided { record, .. } | Write::Snapshot { record, .. } => record.len(),
+            Write::Prune { .. } => 0,
             Write::Results { rows, .. } => rows.iter().map(|r| r.2.len() + 40).sum(),
         }
     }
@@ -316,6 +331,36 @@ fn apply(db: &Database, w: &Write) -> Result<(), Fault> {
             let prev = m.get(RESULTS_HEIGHT)?.map(|v| v.value()).unwrap_or(0);
             m.insert(RESULTS_HEIGHT, prev.max(*height))?;
         }
+        Write::Snapshot { height, record } => {
+            let mut t = tx.open_table(SNAPSHOTS)?;
+            t.insert(*height, record.as_slice())?;
+            let heights: Vec<u64> = t.iter()?.map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
+            for h in heights.iter().rev().skip(SNAPSHOTS_KEPT) {
+                t.remove(*h)?;
+            }
+        }
+        Write::Prune { below } => {
+            let below = *below;
+            tx.open_table(BLOCKS)?.retain_in(..below, |_, _| false)?;
+            tx.open_table(WAL)?.retain_in((0, 0)..(below, 0), |_, _| false)?;
+            let mut t = tx.open_table(TXS)?;
+            let mut index = tx.open_table(TX_INDEX)?;
+            let mut gone = Vec::new();
+            for row in t.range((0, 0)..(below, 0))? {
+                let (k, v) = row?;
+                let rec: TxRecord = open_record(&format_args!("transaction {:?}", k.value()), v.value())?;
+                gone.push(rec.hash);
+            }
+            for hash in gone {
+                if let Ok(h) = hex::decode(&hash) {
+                    index.remove(h.as_slice())?;
+                }
+            }
+            t.retain_in((0, 0)..(below, 0), |_, _| false)?;
+            let mut m = tx.open_table(META)?;
+            let prev = m.get(EARLIEST_HEIGHT)?.map(|v| v.value()).unwrap_or(1);
+            m.insert(EARLIEST_HEIGHT, prev.max(below))?;
+        }
     }
     tx.commit()?;
     Ok(())
@@ -356,6 +401,7 @@ impl Store {
             tx.open_table(TXS)?;
             tx.open_table(INFO)?;
             tx.open_table(TX_INDEX)?;
+            tx.open_table(SNAPSHOTS)?;
             let mut meta = tx.open_table(META)?;
             let format = meta.get(STORE_FORMAT)?.map(|v| v.value());
             match format {
@@ -388,6 +434,11 @@ impl Store {
         for row in t.iter()? {
             let (k, v) = row?;
             unseal(v.value()).map_err(|e| damaged(format!("transaction {:?}: {e}", k.value())))?;
+        }
+        let t = r.open_table(SNAPSHOTS)?;
+        for row in t.iter()? {
+            let (k, v) = row?;
+            unseal(v.value()).map_err(|e| damaged(format!("snapshot {}: {e}", k.value())))?;
         }
         Ok(())
     }
@@ -548,6 +599,17 @@ impl Store {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// The lowest height whose decided block the store may hold (1 unless pruned).
+    pub fn earliest_height(&self) -> Result<u64, StorageError> {
+        self.read(|db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(META)?;
+            let pruned = t.get(EARLIEST_HEIGHT)?.map(|v| v.value()).unwrap_or(1);
+            let first = r.open_table(BLOCKS)?.first()?.map(|(k, _)| k.value());
+            Ok(first.map_or(pruned, |f| f.max(pruned)).max(1))
+        })
     }
 
     /// Height up to which the transaction history is written.
@@ -715,6 +777,41 @@ impl Storage for Store {
         Ok(Height(stored.max(waiting)))
     }
 
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.write(Write::Snapshot {
+            height: snapshot.chain.height.0,
+            record: seal(&snapshot.encode()),
+        })
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        let waiting = {
+            let p = lock(&self.inner.pending);
+            p.queue.iter().rev().find_map(|w| match w {
+                Write::Snapshot { height, record } => Some((*height, record.clone())),
+                _ => None,
+            })
+        };
+        let record = match waiting {
+            Some((_, r)) => Some(r),
+            None => self.read(|db| {
+                let r = db.begin_read()?;
+                let t = r.open_table(SNAPSHOTS)?;
+                let last = t.last()?.map(|(_, v)| v.value().to_vec());
+                Ok(last)
+            })?,
+        };
+        let Some(record) = record else { return Ok(None) };
+        let bytes = unseal(&record).map_err(|e| self.fault(damaged(format!("snapshot: {e}"))))?;
+        Snapshot::decode(bytes)
+            .map(Some)
+            .map_err(|e| self.fault(damaged(format!("snapshot: {e}"))))
+    }
+
+    fn prune_decided(&mut self, below: Height) -> Result<(), StorageError> {
+        self.write(Write::Prune { below: below.0 })
+    }
+
     /// Durable once every waiting write is written; fails (without waiting for the backoff)
     /// while writes fail, so nothing that depends on them is sent.
     fn sync(&mut self) -> Result<(), StorageError> {
@@ -843,6 +940,99 @@ pub(crate) mod faults {
 
     /// A block at `h` with `n` transactions of `size` bytes (not a chain: the store does not
     /// check that).
+    /// Snapshots and pruning: blocks, their transaction history and index below the retention
+    /// are gone, the newest snapshot survives a reopen, and a node restarts from it (replaying
+    /// only the blocks above it) at the same height and app hash as one that replays everything.
+    #[test]
+    fn snapshots_prune_the_history_and_a_node_restarts_from_them() {
+        use tendr_core::chain::ChainState;
+        use tendr_core::traits::{Application, Snapshot};
+        use tendr_core::ValidatorSet;
+        use tendr_kv::KvApp;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db.redb");
+        let k = PrivateKey::from_seed(b"v");
+        let vs = ValidatorSet::new(vec![(k.public_key(), VotingPower(1))]).unwrap();
+        let mut app = KvApp::new("c");
+        let genesis = ChainState::genesis("c", vs.clone(), app.initial_app_hash(), TimeMs(1));
+        let mut chain = genesis.clone();
+        let mut s = Store::open(&p).unwrap();
+        for h in 1..=45u64 {
+            let txs = vec![format!("k{h}=v{h}").into_bytes()];
+            let block: Block = BlockData {
+                header: chain.new_header(k.address(), TimeMs(10 + h), &txs),
+                txs,
+                last_commit: chain.last_commit.clone(),
+            }
+            .into();
+            let commit = Commit {
+                height: Height(h),
+                round: Round(0),
+                block_id: block.id(),
+                signatures: vec![],
+            };
+            let res = app.execute_block(&block, &vs);
+            s.save_decided(&block, &commit).unwrap();
+            s.save_results(&block, &res.tx_results).unwrap();
+            chain.advance(&block, &commit, res.app_hash, &res.validator_updates);
+            if h % 10 == 0 {
+                s.save_snapshot(&Snapshot {
+                    chain: chain.clone(),
+                    app: app.snapshot().unwrap(),
+                })
+                .unwrap();
+                s.prune_decided(Height(h - 5 + 1)).unwrap();
+            }
+        }
+        s.sync().unwrap();
+        drop(s);
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.earliest_height().unwrap(), 36);
+        assert!(s.decided(Height(35)).unwrap().is_none());
+        assert!(s.decided(Height(36)).unwrap().is_some());
+        assert!(s.transactions_at(35).unwrap().is_empty());
+        assert!(s.transaction_by_hash(&sha256(b"k35=v35").to_hex()).unwrap().is_none());
+        assert!(s.transaction_by_hash(&sha256(b"k36=v36").to_hex()).unwrap().is_some());
+        let snap = s.snapshot().unwrap().expect("the newest snapshot is kept");
+        assert_eq!(snap.chain.height, Height(41));
+        assert_eq!(
+            snap.chain.encode(),
+            ChainState::decode(&snap.chain.encode()).unwrap().encode()
+        );
+        struct Still;
+        impl tendr_core::traits::Clock for Still {
+            fn now(&self) -> TimeMs {
+                TimeMs(0)
+            }
+            fn schedule(&mut self, _: TimeMs, _: tendr_core::engine::Timeout) {}
+        }
+        struct Mute;
+        impl tendr_core::traits::Network for Mute {
+            fn broadcast(&mut self, _: &Message) {}
+            fn send(&mut self, _: PeerId, _: &Message) {}
+        }
+        // A node started from this store: snapshot at 41, then blocks 41..=45 replayed.
+        let node = tendr_core::traits::Node::new(
+            tendr_core::EngineConfig::new("c", Default::default()),
+            None,
+            genesis,
+            Still,
+            Mute,
+            s.clone(),
+            KvApp::new("c"),
+            Box::new(tendr_core::traits::CachingVerifier::new()),
+        )
+        .unwrap();
+        assert_eq!(node.engine().height(), Height(46));
+        assert_eq!(node.engine().chain().app_hash, chain.app_hash);
+        assert_eq!(node.app.get("k45"), Some("v45"));
+        assert_eq!(
+            node.app.get("k3"),
+            Some("v3"),
+            "state from before the snapshot is restored"
+        );
+    }
+
     pub(crate) fn block(h: u64, n: usize, size: usize) -> (Block, Commit) {
         let k = PrivateKey::from_seed(b"v");
         let txs: Vec<Vec<u8>> = (0..n)

@@ -277,6 +277,19 @@ async fn latest_height(ctx: &Ctx) -> Result<u64, RpcError> {
     read(ctx, |s| s.last_height().map(|h| h.0)).await
 }
 
+/// A `height` argument resolved (see [`resolve_height`]) and checked against what the store
+/// still holds (CometBFT's words when it was pruned).
+async fn stored_height(ctx: &Ctx, h: Option<i64>) -> Result<u64, RpcError> {
+    let (latest, earliest) = read(ctx, |s| Ok((s.last_height()?.0, s.earliest_height()?))).await?;
+    let h = resolve_height(h, latest)?;
+    if h < earliest {
+        return Err(RpcError::internal(format!(
+            "height {h} is not available, lowest height is {earliest}"
+        )));
+    }
+    Ok(h)
+}
+
 /// CometBFT's reading of a `height` argument: absent or 0 is the latest; otherwise 1..=latest.
 fn resolve_height(h: Option<i64>, latest: u64) -> Result<u64, RpcError> {
     match h {
@@ -351,13 +364,13 @@ pub async fn block_and_header(ctx: &Ctx, h: u64) -> Result<(Value, Value), RpcEr
 }
 
 async fn block(ctx: &Ctx, p: &Params) -> CallResult {
-    let h = resolve_height(p.int("height")?, latest_height(ctx).await?)?;
+    let h = stored_height(ctx, p.int("height")?).await?;
     let l = load_at(ctx, h).await?;
     block_json(ctx, &l).await
 }
 
 async fn header(ctx: &Ctx, p: &Params) -> CallResult {
-    let h = resolve_height(p.int("height")?, latest_height(ctx).await?)?;
+    let h = stored_height(ctx, p.int("height")?).await?;
     let l = load_at(ctx, h).await?;
     let next = next_validators(ctx, &l).await?;
     Ok(json!({"header": shapes::header(&l.block.header, &next)}))
@@ -437,7 +450,7 @@ async fn blockchain(ctx: &Ctx, p: &Params) -> CallResult {
 }
 
 async fn commit(ctx: &Ctx, p: &Params) -> CallResult {
-    let h = resolve_height(p.int("height")?, latest_height(ctx).await?)?;
+    let h = stored_height(ctx, p.int("height")?).await?;
     let l = load_at(ctx, h).await?;
     let next = next_validators(ctx, &l).await?;
     Ok(json!({
@@ -450,7 +463,7 @@ async fn commit(ctx: &Ctx, p: &Params) -> CallResult {
 }
 
 async fn block_results(ctx: &Ctx, p: &Params) -> CallResult {
-    let h = resolve_height(p.int("height")?, latest_height(ctx).await?)?;
+    let h = stored_height(ctx, p.int("height")?).await?;
     let (done, txs, next_app) = read(ctx, move |s| {
         let next_app = s.decided(Height(h + 1))?.map(|(b, _)| b.header.app_hash);
         Ok((s.results_height()?, s.transactions_at(h)?, next_app))
@@ -874,7 +887,8 @@ async fn status(ctx: &Ctx) -> CallResult {
                 s.decided(Height(h))?.map(|(b, _)| b)
             })
         };
-        Ok((get(last)?, get(1)?))
+        let earliest = if last == 0 { 0 } else { s.earliest_height()?.min(last) };
+        Ok((get(last)?, get(earliest)?))
     })
     .await?;
     let sync = |b: &Option<Block>, prefix: &str| -> Vec<(String, Value)> {
