@@ -78,6 +78,7 @@ impl TimeoutConfig {
             TimeoutKind::Precommit => self.precommit_ms + self.precommit_delta_ms.saturating_mul(r),
             TimeoutKind::Commit => self.commit_ms,
             TimeoutKind::Rebroadcast => self.rebroadcast_ms,
+            TimeoutKind::StateSync => self.sync_retry_ms,
         }
     }
 }
@@ -434,6 +435,27 @@ impl Engine {
     pub fn catching_up_to(&self) -> Option<Height> {
         Some(self.sync.target()).filter(|h| *h > self.chain.height)
     }
+    /// Moves to a state-synced chain: `chain` from a checked snapshot and the blocks after it
+    /// (proven by hashes to a trusted block, with their senders), decided in order from the
+    /// next [`Input::Start`] on, each verified as block sync verifies.
+    pub fn adopt_snapshot(&mut self, chain: ChainState, blocks: Vec<(PeerId, Block, Commit)>) {
+        self.chain = chain;
+        self.reset_height();
+        self.future.clear();
+        self.parked.clear();
+        self.recent_serves.clear();
+        self.sync = BlockSync::new(self.cfg.sync_window, self.cfg.timeouts.sync_retry_ms);
+        for (from, block, commit) in blocks {
+            self.sync.note_peer(from, block.height().next());
+            self.sync.hold(Buffered {
+                from,
+                block,
+                commit,
+                verified: false,
+            });
+        }
+    }
+
     /// Block sync's bookkeeping (peers ahead, requests in flight, blocks buffered).
     pub fn sync_progress(&self) -> SyncProgress {
         self.sync.progress()
@@ -552,6 +574,7 @@ impl Engine {
     }
 
     fn on_start(&mut self, now: TimeMs, out: &mut Vec<Output>) {
+        self.apply_buffered(); // a block state sync or block sync already holds
         if self.hs.started || self.hs.executing.is_some() {
             return;
         }
@@ -1014,6 +1037,9 @@ impl Engine {
     /// Whether handling timeout `t` now would do anything. When it is false, handling it
     /// changes nothing and outputs nothing, so a driver may drop it (the simulator does).
     pub fn timeout_matters(&self, t: &Timeout) -> bool {
+        if t.kind == TimeoutKind::StateSync {
+            return true; // the node's own timer, always delivered
+        }
         if t.height != self.chain.height {
             return false; // stale
         }
@@ -1041,6 +1067,7 @@ impl Engine {
                 self.schedule(now, TimeoutKind::Rebroadcast, r, out);
                 return;
             }
+            TimeoutKind::StateSync => return, // the node's
             TimeoutKind::Propose => Event::TimeoutPropose { round: r },
             TimeoutKind::Prevote => Event::TimeoutPrevote { round: r },
             TimeoutKind::Precommit => Event::TimeoutPrecommit { round: r },
@@ -1113,7 +1140,12 @@ impl Engine {
                 }
                 Ok(())
             }
-            Message::Tx(_) => Ok(()), // the mempool's business, not consensus
+            // The mempool's and state sync's business (the node's), not consensus.
+            Message::Tx(_)
+            | Message::RequestSnapshot
+            | Message::SnapshotOffer { .. }
+            | Message::RequestChunk { .. }
+            | Message::SnapshotChunk { .. } => Ok(()),
         }
     }
 

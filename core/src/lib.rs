@@ -20,6 +20,7 @@ pub mod limits;
 pub mod mempool;
 pub mod proposer;
 pub mod state_machine;
+pub mod statesync;
 pub mod sync;
 pub mod traits;
 pub mod types;

@@ -59,6 +59,8 @@ pub enum TimeoutKind {
     Commit,
     /// Periodic re-broadcast of our own messages of the round (gossip over lossy links).
     Rebroadcast,
+    /// State sync's retries (the node's, not the engine's).
+    StateSync,
 }
 
 /// The guards of the `upon` rules, evaluated by the engine.
@@ -130,7 +132,7 @@ pub fn timeout_applies(s: &State, kind: TimeoutKind, round: Round) -> bool {
             TimeoutKind::Propose => s.step == Step::Propose,
             TimeoutKind::Prevote => s.step == Step::Prevote,
             TimeoutKind::Precommit => true,
-            TimeoutKind::Commit | TimeoutKind::Rebroadcast => false,
+            TimeoutKind::Commit | TimeoutKind::Rebroadcast | TimeoutKind::StateSync => false,
         }
 }
 

@@ -224,6 +224,15 @@ impl BlockSync {
         true
     }
 
+    /// Keeps a block whatever the window (state sync's blocks, already held in memory).
+    pub fn hold(&mut self, b: Buffered) {
+        let h = b.block.height();
+        if let Some(old) = self.buffered.insert(h, b) {
+            self.buffered_bytes = self.buffered_bytes.saturating_sub(block_bytes(&old.block));
+        }
+        self.buffered_bytes += block_bytes(&self.buffered[&h].block);
+    }
+
     /// The buffered block for height `h`, if any, removed from the buffer.
     pub fn take(&mut self, h: Height) -> Option<Buffered> {
         let b = self.buffered.remove(&h)?;

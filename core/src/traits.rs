@@ -11,6 +11,8 @@ use crate::crypto::{sha256, verify, CryptoError, PrivateKey, PublicKey, Signatur
 use crate::engine::{Engine, EngineConfig, EngineError, Input, Output, Timeout, WalEntry};
 use crate::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS, VERIFY_CACHE_ENTRIES};
 use crate::mempool::{Mempool, MempoolError};
+use crate::state_machine::TimeoutKind;
+use crate::statesync::{verify_snapshot, StateSync, StateSyncPhase, TrustAnchor, Verdict};
 use crate::types::*;
 use crate::validator::{ValidatorSet, ValidatorUpdate};
 use k256::ecdsa::VerifyingKey;
@@ -306,6 +308,19 @@ pub trait Application {
     fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
         Err("this application cannot restore snapshots".into())
     }
+    /// Whether state sync may restore this application from a peer's snapshot: it must be able
+    /// to tell, in [`Application::verify_restored`], that a restored state is the one an app
+    /// hash commits to. An app hash that only chains blocks cannot; such an application
+    /// catches up by replaying blocks.
+    fn supports_state_sync(&self) -> bool {
+        false
+    }
+    /// After [`Application::restore`] of a peer's snapshot: `Ok` only if the restored state is
+    /// the one `app_hash` (proven by the trusted chain of headers) commits to, recomputed from
+    /// the state itself, never read from the snapshot.
+    fn verify_restored(&self, _app_hash: &Hash) -> Result<(), String> {
+        Err("this application cannot check a restored snapshot".into())
+    }
     /// Answers a read-only query about the state after the last executed block: `path` names
     /// what is asked (the application's own vocabulary; "" is its default), `data` the
     /// argument (e.g. a key). The real node serves it over its RPC.
@@ -372,6 +387,12 @@ pub enum NodeEvent {
         app_hash: Hash,
     },
     Evidence(Evidence),
+    /// State sync restored a peer's snapshot of `height`, proven by the trusted block at
+    /// `trust_height`; block sync goes on from there.
+    StateSynced {
+        height: Height,
+        trust_height: Height,
+    },
     /// A peer's message was refused.
     Rejected {
         from: PeerId,
@@ -422,6 +443,9 @@ const MAX_PENDING_EVENTS: usize = 4096;
 /// in order. How to drive it: [`Node::new`] (recovers from storage), [`Node::start`], then
 /// [`Node::on_bytes`] / [`Node::on_message`] for network input, [`Node::on_timeout`] when the
 /// clock fires a timer, [`Node::submit_tx`] for clients; drain [`Node::drain_events`].
+/// A snapshot as served to peers: its height, encoding and the encoding's hash.
+type Served = (Height, Arc<Vec<u8>>, Hash);
+
 pub struct Node<C, N, S, A> {
     engine: Engine,
     pub clock: C,
@@ -440,6 +464,10 @@ pub struct Node<C, N, S, A> {
     /// Buffers of [`Node::run`], empty between calls.
     inputs: VecDeque<Input>,
     outputs: Vec<Output>,
+    /// State sync, while it runs (the engine waits until it is done).
+    state_sync: Option<StateSync>,
+    /// Our newest snapshot, encoded, as served to peers that state-sync.
+    served: Option<Served>,
 }
 
 impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
@@ -515,7 +543,178 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             stalled_decide: None,
             inputs: VecDeque::new(),
             outputs: Vec::new(),
+            state_sync: None,
+            served: None,
         })
+    }
+
+    /// Starts from a peer's snapshot proven by the trusted block `anchor` (see
+    /// [`crate::statesync`]) instead of replaying every block: call before [`Node::start`].
+    /// Nothing to do (`Ok(false)`) when this node is already past the trusted height.
+    pub fn start_state_sync(&mut self, anchor: TrustAnchor) -> Result<bool, String> {
+        if !self.app.supports_state_sync() {
+            return Err(
+                "this application cannot check a restored snapshot against its app hash \
+                        (Application::verify_restored), so it cannot be state-synced; catch up by block sync instead"
+                    .into(),
+            );
+        }
+        if anchor.height < self.engine.height() {
+            return Ok(false);
+        }
+        let retry = self.engine.config().timeouts.sync_retry_ms;
+        self.state_sync = Some(StateSync::new(anchor, self.engine.height(), retry));
+        Ok(true)
+    }
+
+    /// State sync's progress, while it runs or once done.
+    pub fn state_sync_phase(&self) -> Option<StateSyncPhase> {
+        self.state_sync.as_ref().map(|s| s.phase())
+    }
+
+    fn state_syncing(&self) -> bool {
+        self.state_sync.as_ref().is_some_and(|s| !s.is_done())
+    }
+
+    fn schedule_state_sync_tick(&mut self) {
+        let every = (self.engine.config().timeouts.sync_retry_ms / 4).max(5);
+        let at = TimeMs(self.clock.now().0 + every);
+        let timeout = Timeout {
+            height: self.engine.height(),
+            round: Round(0),
+            kind: TimeoutKind::StateSync,
+        };
+        self.clock.schedule(at, timeout);
+    }
+
+    fn state_sync_tick(&mut self) -> Result<(), NodeError> {
+        let now = self.clock.now();
+        let Some(ss) = self.state_sync.as_mut() else {
+            return Ok(());
+        };
+        if ss.is_done() {
+            return Ok(());
+        }
+        for (to, msg) in ss.tick(now) {
+            match to {
+                Some(p) => self.net.send(p, &msg),
+                None => self.net.broadcast(&msg),
+            }
+        }
+        self.schedule_state_sync_tick();
+        Ok(())
+    }
+
+    /// A state-sync message from a peer (either side: serving or syncing).
+    fn on_state_sync_message(&mut self, from: PeerId, msg: Message) -> Result<(), NodeError> {
+        let now = self.clock.now();
+        let verdict = match msg {
+            Message::RequestSnapshot => {
+                if let Some((height, bytes, hash)) = self.served_snapshot()? {
+                    let offer = Message::SnapshotOffer {
+                        height,
+                        hash,
+                        size: bytes.len() as u64,
+                    };
+                    self.net.send(from, &offer);
+                }
+                Verdict::Ok
+            }
+            Message::RequestChunk { height, index } => {
+                if let Some((h, bytes, _)) = self.served_snapshot()? {
+                    let start = index as usize * SNAPSHOT_CHUNK_BYTES;
+                    if h == height && start < bytes.len() {
+                        let end = (start + SNAPSHOT_CHUNK_BYTES).min(bytes.len());
+                        let chunk = Message::SnapshotChunk {
+                            height,
+                            index,
+                            data: bytes[start..end].to_vec(),
+                        };
+                        self.net.send(from, &chunk);
+                    }
+                }
+                Verdict::Ok
+            }
+            Message::SnapshotOffer { height, hash, size } => match self.state_sync.as_mut() {
+                Some(ss) => ss.on_offer(now, from, height, hash, size),
+                None => Verdict::Ok,
+            },
+            Message::SnapshotChunk { height, index, data } => match self.state_sync.as_mut() {
+                Some(ss) => ss.on_chunk(from, height, index, data),
+                None => Verdict::Ok,
+            },
+            Message::Decided { block, commit } => match self.state_sync.as_mut() {
+                Some(ss) => ss.on_decided(from, block, commit),
+                None => Verdict::Ok,
+            },
+            _ => Verdict::Ok, // consensus waits until state sync is done
+        };
+        if let Verdict::Forged(e) = verdict {
+            return Err(EngineError::BadDecided(e).into());
+        }
+        self.try_finish_state_sync()
+    }
+
+    /// Our newest snapshot, encoded once and kept for the peers that fetch it chunk by chunk.
+    fn served_snapshot(&mut self) -> Result<Option<Served>, NodeError> {
+        if self.served.is_none() {
+            if let Some(s) = self.storage.snapshot()? {
+                let bytes = s.encode();
+                let hash = sha256(&bytes);
+                self.served = Some((s.chain.height, Arc::new(bytes), hash));
+            }
+        }
+        Ok(self.served.clone())
+    }
+
+    /// Checks and restores the snapshot once it is assembled with its proven blocks; a false
+    /// one drops its peers and discovery starts again, with nothing kept.
+    fn try_finish_state_sync(&mut self) -> Result<(), NodeError> {
+        let Some(ss) = self.state_sync.as_mut() else {
+            return Ok(());
+        };
+        let Some(a) = ss.take_assembled() else { return Ok(()) };
+        let trust_height = ss.anchor().height;
+        let chain_id = self.engine.config().chain_id.clone();
+        let checked = Snapshot::decode(&a.bytes).and_then(|snap| {
+            let (_, before, _) = &a.blocks[0];
+            let (_, first, commit) = &a.blocks[1];
+            verify_snapshot(&snap.chain, &chain_id, before, first, commit)?;
+            Ok(snap)
+        });
+        let snap = match checked {
+            Ok(snap) => snap,
+            Err(e) => return self.reject_snapshot(&a.offered_by, e),
+        };
+        let previous = self.app.snapshot();
+        let restored = self
+            .app
+            .restore(&snap.app)
+            .and_then(|()| self.app.verify_restored(&snap.chain.app_hash));
+        if let Err(e) = restored {
+            if let Some(p) = previous {
+                let _ = self.app.restore(&p);
+            }
+            return self.reject_snapshot(&a.offered_by, format!("its application state: {e}"));
+        }
+        self.storage.save_snapshot(&snap)?;
+        self.storage.sync()?;
+        self.served = None;
+        let height = snap.chain.height;
+        self.engine
+            .adopt_snapshot(snap.chain, a.blocks.into_iter().skip(1).collect());
+        if let Some(ss) = self.state_sync.as_mut() {
+            ss.finish(height);
+        }
+        self.event(NodeEvent::StateSynced { height, trust_height });
+        self.run(Input::Start)
+    }
+
+    fn reject_snapshot(&mut self, offered_by: &[PeerId], why: String) -> Result<(), NodeError> {
+        if let Some(ss) = self.state_sync.as_mut() {
+            ss.reject(offered_by);
+        }
+        Err(EngineError::BadDecided(format!("state sync: a false snapshot ({why})")).into())
     }
 
     /// Takes a snapshot every `policy.every` heights and prunes decided blocks older than
@@ -534,6 +733,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             chain: self.engine.chain().clone(),
             app,
         })?;
+        self.served = None;
         self.unsynced = true;
         if retain > 0 {
             self.storage
@@ -593,10 +793,19 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
     }
 
     pub fn start(&mut self) -> Result<(), NodeError> {
+        if self.state_syncing() {
+            return self.state_sync_tick();
+        }
         self.run(Input::Start)
     }
 
     pub fn on_timeout(&mut self, t: Timeout) -> Result<(), NodeError> {
+        if t.kind == TimeoutKind::StateSync {
+            return self.state_sync_tick();
+        }
+        if self.state_syncing() {
+            return Ok(());
+        }
         self.run(Input::TimeoutElapsed(t))
     }
 
@@ -622,6 +831,11 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 let h = sha256(&tx);
                 self.on_tx(tx, h)
             }
+            msg @ (Message::RequestSnapshot
+            | Message::RequestChunk { .. }
+            | Message::SnapshotOffer { .. }
+            | Message::SnapshotChunk { .. }) => self.on_state_sync_message(from, msg),
+            msg if self.state_syncing() => self.on_state_sync_message(from, msg),
             msg => {
                 let kind = msg.kind();
                 let result = self.run(Input::Message { from, msg });

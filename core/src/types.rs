@@ -372,7 +372,30 @@ pub enum Message {
     },
     /// Evidence of misbehaviour, gossiped so every node can record it.
     Evidence(Box<Evidence>),
+    /// State sync: which snapshot do you keep? Answered with [`Message::SnapshotOffer`].
+    RequestSnapshot,
+    /// The newest snapshot a peer keeps: its height (the height it is ready to decide), the
+    /// SHA-256 of its encoding, and that encoding's size in chunks of [`SNAPSHOT_CHUNK_BYTES`].
+    SnapshotOffer {
+        height: Height,
+        hash: Hash,
+        size: u64,
+    },
+    /// State sync: one chunk of the offered snapshot of `height`.
+    RequestChunk {
+        height: Height,
+        index: u32,
+    },
+    SnapshotChunk {
+        height: Height,
+        index: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
+
+/// Bytes per snapshot chunk on the wire.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 impl Message {
     pub fn kind(&self) -> &'static str {
@@ -386,6 +409,10 @@ impl Message {
             Message::RequestDecided(_) => "request_decided",
             Message::Decided { .. } => "decided",
             Message::Evidence(_) => "evidence",
+            Message::RequestSnapshot => "request_snapshot",
+            Message::SnapshotOffer { .. } => "snapshot_offer",
+            Message::RequestChunk { .. } => "request_chunk",
+            Message::SnapshotChunk { .. } => "snapshot_chunk",
         }
     }
     /// Height the message is about, when it is about one.
@@ -396,7 +423,11 @@ impl Message {
             Message::Decided { block, .. } => Some(block.height()),
             Message::RequestDecided(h) => Some(*h),
             Message::Evidence(e) => Some(e.height()),
-            Message::Tx(_) => None,
+            Message::Tx(_)
+            | Message::RequestSnapshot
+            | Message::SnapshotOffer { .. }
+            | Message::RequestChunk { .. }
+            | Message::SnapshotChunk { .. } => None,
         }
     }
 }

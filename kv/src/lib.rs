@@ -52,10 +52,23 @@ pub fn parse_tx(tx: &[u8]) -> Result<KvTx, String> {
     })
 }
 
-#[derive(Debug, Clone)]
+/// The state commitment: LtHash16 (1,024 16-bit lanes over SHAKE128), updated in O(1) per
+/// write. Each key is in the set once, so the multiset weakness (2^16 copies of one element)
+/// cannot arise.
+type StateHash = lthash_rs::LtHash16<sha3::Shake128>;
+
+/// One entry of the state as it enters the commitment.
+fn entry_bytes(key: &str, value: &str) -> Vec<u8> {
+    encode(&(key, value))
+}
+
+#[derive(Clone)]
 pub struct KvApp {
     chain_id: String,
     state: BTreeMap<String, String>,
+    /// Commits to `state`; with the height and the approvals it makes the app hash, so a
+    /// restored snapshot can be checked against a signed app hash (state sync).
+    state_hash: StateHash,
     app_hash: Hash,
     approvals: Approvals,
     height: u64,
@@ -66,6 +79,7 @@ impl KvApp {
         KvApp {
             chain_id: chain_id.to_string(),
             state: BTreeMap::new(),
+            state_hash: StateHash::new(),
             app_hash: sha256(chain_id.as_bytes()),
             approvals: Approvals::default(),
             height: 0,
@@ -83,11 +97,44 @@ impl KvApp {
     pub fn app_hash(&self) -> Hash {
         self.app_hash
     }
+
+    /// The app hash after block `height`: the chain, the height, the state (through its
+    /// commitment) and the pending validator approvals.
+    fn compute_app_hash(&self, state_hash: &StateHash, height: u64) -> Hash {
+        use lthash_rs::LtHash;
+        let mut acc = Vec::with_capacity(2048 + 128);
+        acc.extend_from_slice(b"tendr-kv/app-hash/2");
+        acc.extend_from_slice(&sha256(self.chain_id.as_bytes()).0);
+        acc.extend_from_slice(&height.to_be_bytes());
+        acc.extend_from_slice(&state_hash.clone().into_bytes());
+        acc.extend_from_slice(&sha256(&encode(&self.approvals)).0);
+        sha256(&acc)
+    }
+
+    fn recompute_state_hash(&self) -> StateHash {
+        use lthash_rs::LtHash;
+        let mut h = StateHash::new();
+        for (k, v) in &self.state {
+            h.insert(entry_bytes(k, v));
+        }
+        h
+    }
     pub fn last_height(&self) -> u64 {
         self.height
     }
     pub fn approvals(&self) -> &Approvals {
         &self.approvals
+    }
+}
+
+impl std::fmt::Debug for KvApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvApp")
+            .field("chain_id", &self.chain_id)
+            .field("height", &self.height)
+            .field("keys", &self.state.len())
+            .field("app_hash", &self.app_hash)
+            .finish()
     }
 }
 
@@ -109,17 +156,26 @@ impl Application for KvApp {
     }
 
     fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> ExecResult {
+        use lthash_rs::LtHash;
         let mut results = Vec::with_capacity(block.txs.len());
         let mut updates = Vec::new();
-        let mut acc = Vec::with_capacity(40 + block.txs.len() * 36);
-        acc.extend_from_slice(&self.app_hash.0);
-        acc.extend_from_slice(&block.header.height.0.to_be_bytes());
         for tx in &block.txs {
             let r = match self.approvals.execute(&self.chain_id, tx, validators, &mut updates) {
                 Some(r) => r,
                 None => match parse_tx(tx) {
                     Ok(KvTx::Set { key, value }) => {
-                        self.state.insert(key, value);
+                        let new = entry_bytes(&key, &value);
+                        if let Some(old) = self.state.insert(key.clone(), value) {
+                            if entry_bytes(&key, &old) == new {
+                                results.push(TxResult {
+                                    code: 0,
+                                    log: String::new(),
+                                });
+                                continue;
+                            }
+                            self.state_hash.remove(entry_bytes(&key, &old));
+                        }
+                        self.state_hash.insert(new);
                         TxResult {
                             code: 0,
                             log: String::new(),
@@ -129,12 +185,10 @@ impl Application for KvApp {
                     Err(e) => TxResult { code: 1, log: e },
                 },
             };
-            acc.extend_from_slice(&sha256(tx).0);
-            acc.extend_from_slice(&r.code.to_be_bytes());
             results.push(r);
         }
-        self.app_hash = sha256(&acc);
         self.height = block.header.height.0;
+        self.app_hash = self.compute_app_hash(&self.state_hash, self.height);
         ExecResult {
             app_hash: self.app_hash,
             tx_results: results,
@@ -164,6 +218,23 @@ impl Application for KvApp {
         self.app_hash = s.app_hash;
         self.approvals = s.approvals;
         self.height = s.height;
+        self.state_hash = self.recompute_state_hash();
+        Ok(())
+    }
+
+    fn supports_state_sync(&self) -> bool {
+        true
+    }
+
+    fn verify_restored(&self, app_hash: &Hash) -> Result<(), String> {
+        let computed = self.compute_app_hash(&self.state_hash, self.height);
+        if computed != *app_hash || self.app_hash != *app_hash {
+            return Err(format!(
+                "the restored state hashes to {}, the trusted app hash is {}",
+                computed.to_hex(),
+                app_hash.to_hex()
+            ));
+        }
         Ok(())
     }
 

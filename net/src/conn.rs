@@ -530,7 +530,15 @@ async fn read_stream(
                     st.seen.insert(digest, Instant::now())
                 };
                 let exempt = crate::author(&msg) == Some(id)
-                    || matches!(msg, Message::RequestDecided(_) | Message::Decided { .. });
+                    || matches!(
+                        msg,
+                        Message::RequestDecided(_)
+                            | Message::Decided { .. }
+                            | Message::RequestSnapshot
+                            | Message::SnapshotOffer { .. }
+                            | Message::RequestChunk { .. }
+                            | Message::SnapshotChunk { .. }
+                    );
                 if !first && !exempt {
                     continue;
                 }

@@ -89,6 +89,8 @@ pub trait NodeView {
     fn peers(&self) -> Vec<PeerInfo>;
     /// Why peers were refused for another chain or genesis, newest last.
     fn genesis_refusals(&self) -> Vec<String>;
+    /// State sync's progress, if this node state-syncs.
+    fn state_sync(&self) -> Option<tendr_core::statesync::StateSyncPhase>;
 }
 
 struct View<'a, S, A>(&'a Node<SystemClock, NetHandle, S, A>);
@@ -102,6 +104,9 @@ impl<S: Storage, A: Application> NodeView for View<'_, S, A> {
     }
     fn query(&self, path: &str, data: &[u8]) -> QueryResult {
         self.0.app.query(path, data)
+    }
+    fn state_sync(&self) -> Option<tendr_core::statesync::StateSyncPhase> {
+        self.0.state_sync_phase()
     }
     fn check_tx(&self, tx: &[u8]) -> Result<(), String> {
         self.0.app.check_tx(tx)

@@ -109,6 +109,8 @@ pub enum Command {
         /// beyond what this node's data folder holds (it is not in use anywhere else).
         #[arg(long)]
         rebuild_signing_state: bool,
+        #[command(flatten)]
+        trust: TrustArgs,
     },
     /// Join an existing network: create keys if missing, connect to the seed nodes, catch up
     /// and follow the chain. With `is_validator: true` it prints the `add-validator` command
@@ -119,6 +121,8 @@ pub enum Command {
         /// The network's genesis.json, copied from the genesis node.
         #[arg(long)]
         genesis: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
     },
     /// Peers, height and last block time, the validator set, consensus status.
     Status {
@@ -271,8 +275,9 @@ pub fn main_with(app: impl AppFactory) -> i32 {
         Command::Start {
             config,
             rebuild_signing_state,
-        } => start(&config, rebuild_signing_state, &app),
-        Command::Join { config, genesis } => join(&config, &genesis, &app),
+            trust,
+        } => start(&config, rebuild_signing_state, &trust, &app),
+        Command::Join { config, genesis, trust } => join(&config, &genesis, &trust, &app),
         Command::Status { target, json } => status(&target, json),
         Command::AddValidator {
             address,
@@ -441,8 +446,39 @@ fn load_setup(cfg: Config, genesis: LoadedGenesis) -> CliResult<NodeSetup> {
     })
 }
 
-fn start(config_path: &Path, rebuild_signing_state: bool, app: &impl AppFactory) -> CliResult<()> {
-    let cfg = config::load(config_path)?;
+/// State sync: start from a peer's snapshot proven by a block you trust instead of replaying
+/// every block (needed when peers no longer keep the blocks this node lacks). Read both values
+/// from a node you trust: `tendr status` (height and last block id) or its `/commit`. Overrides
+/// the config's `state_sync`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TrustArgs {
+    /// A decided height you trust (state sync).
+    #[arg(long, requires = "trust_hash")]
+    pub trust_height: Option<u64>,
+    /// The block id (64 hex digits) at --trust-height.
+    #[arg(long, requires = "trust_height")]
+    pub trust_hash: Option<String>,
+}
+
+impl TrustArgs {
+    /// Puts the flags into the config (checked like the config's own `state_sync`).
+    fn apply(&self, cfg: &mut Config) -> CliResult<()> {
+        if let (Some(h), Some(hash)) = (self.trust_height, &self.trust_hash) {
+            let ss = config::StateSyncConfig {
+                trust_height: h,
+                trust_hash: hash.clone(),
+            };
+            ss.check()
+                .map_err(|(field, e)| CliError::input(format!("--{}: {e}", field.replace('_', "-"))))?;
+            cfg.file.state_sync = Some(ss);
+        }
+        Ok(())
+    }
+}
+
+fn start(config_path: &Path, rebuild_signing_state: bool, trust: &TrustArgs, app: &impl AppFactory) -> CliResult<()> {
+    let mut cfg = config::load(config_path)?;
+    trust.apply(&mut cfg)?;
     let gpath = cfg.genesis_path();
     if !gpath.exists() {
         return Err(CliError::input(format!(
@@ -459,8 +495,9 @@ fn start(config_path: &Path, rebuild_signing_state: bool, app: &impl AppFactory)
     run_node(setup, app)
 }
 
-fn join(config_path: &Path, genesis_path: &Path, app: &impl AppFactory) -> CliResult<()> {
-    let cfg = config::load(config_path)?;
+fn join(config_path: &Path, genesis_path: &Path, trust: &TrustArgs, app: &impl AppFactory) -> CliResult<()> {
+    let mut cfg = config::load(config_path)?;
+    trust.apply(&mut cfg)?;
     let given = genesis::load(genesis_path, app)?;
     let local = cfg.genesis_path();
     if local.exists() {
@@ -597,6 +634,26 @@ pub fn render_status(s: &Status) -> String {
         s.latest_height,
         s.latest_block_time.as_deref().unwrap_or("none yet")
     );
+    if let Some(id) = &s.latest_block_id {
+        let _ = writeln!(o, "block id   {id} (a trust hash for state sync at this height)");
+    }
+    let y = &s.sync;
+    if !y.mode.is_empty() {
+        let mut line = y.mode.clone();
+        if let Some(t) = y.target_height {
+            line += &format!(", target {t}, {:.0} blocks/s", y.blocks_per_sec);
+            if let Some(eta) = y.eta_secs {
+                line += &format!(", about {eta} s left");
+            }
+        }
+        if let Some(ss) = &y.state_sync {
+            line += &format!("; state sync: {ss}");
+        }
+        if y.dropped_peers > 0 {
+            line += &format!("; {} peers dropped for serving false blocks", y.dropped_peers);
+        }
+        let _ = writeln!(o, "sync       {line}");
+    }
     let c = &s.consensus;
     let catching = match c.catching_up_to {
         Some(h) => format!(", catching up to {h}"),

@@ -105,6 +105,33 @@ pub struct StateSyncConfig {
     pub trust_hash: String,
 }
 
+impl StateSyncConfig {
+    /// The trusted block, checked: `Err((field, what is wrong))`.
+    pub fn check(&self) -> Result<tendr_core::statesync::TrustAnchor, (&'static str, String)> {
+        if self.trust_height == 0 {
+            return Err(("trust_height", "must be a decided height (1 or more)".into()));
+        }
+        let bytes = hex::decode(&self.trust_hash)
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                (
+                    "trust_hash",
+                    format!(
+                        "`{}` is not a block id: expected 64 hex digits (the `block_id.hash` of the trusted height)",
+                        self.trust_hash
+                    ),
+                )
+            })?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&bytes);
+        Ok(tendr_core::statesync::TrustAnchor {
+            height: tendr_core::types::Height(self.trust_height),
+            block_id: tendr_core::types::Hash(id),
+        })
+    }
+}
+
 pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 1_000;
 pub const DEFAULT_RETAIN_BLOCKS: u64 = 10_000;
 
@@ -330,24 +357,8 @@ pub fn resolve(path: &Path, file: ConfigFile) -> CliResult<Config> {
         return Err(field_err(path, "sync_window", format!("{w} is out of range (1-1024)")));
     }
     if let Some(ss) = &file.state_sync {
-        if ss.trust_height == 0 {
-            return Err(field_err(
-                path,
-                "state_sync.trust_height",
-                "must be a decided height (1 or more)",
-            ));
-        }
-        let ok = ss.trust_hash.len() == 64 && ss.trust_hash.chars().all(|c| c.is_ascii_hexdigit());
-        if !ok {
-            return Err(field_err(
-                path,
-                "state_sync.trust_hash",
-                format!(
-                    "`{}` is not a block id: expected 64 hex digits (the `block_id.hash` of the trusted height)",
-                    ss.trust_hash
-                ),
-            ));
-        }
+        ss.check()
+            .map_err(|(field, e)| field_err(path, &format!("state_sync.{field}"), e))?;
     }
     for (i, v) in file.validators.iter().enumerate() {
         v.parse::<Address>()

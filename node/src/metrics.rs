@@ -42,6 +42,19 @@ pub struct NodeSample {
     pub missing_validators: usize,
     pub missing_validators_power: u64,
     pub catching_up: bool,
+    /// The highest height a peer showed (block sync's target; 0 when none is ahead).
+    pub sync_target: u64,
+    /// State sync runs (the node restores a peer's snapshot before it follows the chain).
+    pub state_syncing: bool,
+}
+
+/// Catch-up progress as the status and metrics show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SyncRate {
+    /// Decided heights per second, over the last sampling interval (smoothed).
+    pub blocks_per_sec: f64,
+    /// Seconds until the sync target at that rate (while catching up).
+    pub eta_secs: Option<u64>,
 }
 
 /// CometBFT's metrics.
@@ -77,6 +90,10 @@ struct Own {
     tps: Gauge<f64, AtomicU64>,
     rejected_messages: Counter,
     is_validator: Gauge,
+    sync_target: Gauge,
+    sync_rate: Gauge<f64, AtomicU64>,
+    sync_eta: Gauge,
+    state_syncing: Gauge,
 }
 
 /// The node's metrics and the registry that renders them.
@@ -91,6 +108,9 @@ pub struct Metrics {
     last_block_time_ms: Option<u64>,
     /// Evidence seen since the last decided block.
     evidence: i64,
+    /// The previous sample's (height, time ms) and the smoothed rate.
+    last_sample: Option<(u64, u64)>,
+    rate: SyncRate,
 }
 
 fn seconds_buckets() -> Histogram {
@@ -110,6 +130,8 @@ impl Metrics {
             last_decided_at_ms: None,
             last_block_time_ms: None,
             evidence: 0,
+            last_sample: None,
+            rate: SyncRate::default(),
         };
         let labels = [(Cow::Borrowed("chain_id"), Cow::Owned(chain_id.to_string()))];
         let cm = m
@@ -217,6 +239,26 @@ impl Metrics {
             "1 when this node's key is in the current validator set.",
             o.is_validator.clone(),
         );
+        t.register(
+            "sync_target_height",
+            "The highest height a peer showed (block sync's target).",
+            o.sync_target.clone(),
+        );
+        t.register(
+            "sync_blocks_per_second",
+            "Decided heights per second (catch-up speed while block syncing).",
+            o.sync_rate.clone(),
+        );
+        t.register(
+            "sync_eta_seconds",
+            "Seconds until the sync target at the current rate (0 when not catching up).",
+            o.sync_eta.clone(),
+        );
+        t.register(
+            "statesync_syncing",
+            "1 while state sync restores a peer's snapshot.",
+            o.state_syncing.clone(),
+        );
         m
     }
 
@@ -261,6 +303,36 @@ impl Metrics {
     /// Records a transaction refused at this node's RPC.
     pub fn on_failed_tx(&mut self) {
         self.comet.mempool_failed_txs.inc();
+    }
+
+    /// Catch-up speed and time left, from the samples so far.
+    pub fn sync_rate(&self) -> SyncRate {
+        self.rate
+    }
+
+    /// Sets the gauges from a look at the running node, taken at `now_ms`.
+    pub fn observe_at(&mut self, now_ms: u64, s: &NodeSample) {
+        if let Some((h0, t0)) = self.last_sample {
+            if now_ms > t0 {
+                let r = s.height.saturating_sub(h0) as f64 * 1000.0 / (now_ms - t0) as f64;
+                // Smoothed over a few samples, so one slow second does not swing the ETA.
+                self.rate.blocks_per_sec = if self.rate.blocks_per_sec == 0.0 {
+                    r
+                } else {
+                    0.5 * self.rate.blocks_per_sec + 0.5 * r
+                };
+            }
+        }
+        self.last_sample = Some((s.height, now_ms));
+        let left = s.sync_target.saturating_sub(s.height + 1);
+        self.rate.eta_secs = (s.catching_up && left > 0 && self.rate.blocks_per_sec > 0.0)
+            .then(|| (left as f64 / self.rate.blocks_per_sec).ceil() as u64);
+        let o = &self.own;
+        o.sync_target.set(s.sync_target as i64);
+        o.sync_rate.set(self.rate.blocks_per_sec);
+        o.sync_eta.set(self.rate.eta_secs.unwrap_or(0) as i64);
+        o.state_syncing.set(s.state_syncing as i64);
+        self.observe(s);
     }
 
     /// Sets the gauges from a look at the running node.

@@ -16,7 +16,7 @@ use crate::genesis::{now_ms, LoadedGenesis, DEFAULT_POWER};
 use crate::metrics::{Metrics, NodeSample, DEFAULT_NAMESPACE};
 use crate::rpc::{RpcLimits, RpcServer};
 use crate::signing::{open_guard, Guard, GuardedSigner};
-use crate::status::{ConsensusView, PeerView, Status, ValidatorView};
+use crate::status::{ConsensusView, PeerView, Status, SyncView, ValidatorView};
 use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,7 @@ use std::time::Duration;
 use tendr_core::crypto::{PrivateKey, PublicKey, Signer};
 use tendr_core::engine::EngineConfig;
 use tendr_core::governance::{self, GovernanceError, GovernanceTx, REQUEST_QUERY_PATH};
+use tendr_core::statesync::StateSyncPhase;
 use tendr_core::traits::{
     Application, CachingVerifier, Node, NodeEvent, QueryResult, SnapshotPolicy, Storage, TxResult,
 };
@@ -317,6 +318,7 @@ pub fn build_status(v: &dyn NodeView, info: &NodeInfo, warnings: Vec<String>) ->
             catching_up: e.catching_up_to().is_some(),
             catching_up_to: e.catching_up_to().map(|h| h.0),
         },
+        sync: sync_view(v),
         validators: vs
             .validators()
             .iter()
@@ -357,6 +359,9 @@ impl Shared {
             w.extend(me.guard.as_ref().and_then(|g| g.last_refusal()));
             let mut s = build_status(v, &me.info, w);
             s.unhealthy = me.unhealthy();
+            let rate = me.metrics.lock().expect("metrics").sync_rate();
+            s.sync.blocks_per_sec = rate.blocks_per_sec;
+            s.sync.eta_secs = rate.eta_secs;
             s
         })
         .await
@@ -415,6 +420,13 @@ fn on_event(shared: &Shared, ev: &NodeEvent) {
             shared.metrics.lock().expect("metrics").on_evidence();
             warn!(culprit = %ev.culprit(), height = ev.height().0, "evidence: a validator signed two conflicting votes");
         }
+        NodeEvent::StateSynced { height, trust_height } => {
+            info!(
+                snapshot_height = height.0,
+                trust_height = trust_height.0,
+                "state sync: restored a peer's snapshot proven by the trusted block; block sync goes on from here"
+            );
+        }
         NodeEvent::Rejected { from, kind, error, .. } => {
             shared.metrics.lock().expect("metrics").on_rejected_message();
             debug!(peer = %from, kind, %error, "message rejected");
@@ -448,7 +460,7 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
             }
             continue;
         };
-        shared.metrics.lock().expect("metrics").observe(&sample);
+        shared.metrics.lock().expect("metrics").observe_at(now_ms(), &sample);
         let round = (st.consensus.height, st.consensus.round);
         if round.0 == last_round.0 && round.1 > last_round.1 {
             info!(
@@ -518,6 +530,47 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
 }
 
 /// The gauges' look at the running node.
+/// How the node follows the chain: state sync, block sync, or consensus.
+fn sync_view(v: &dyn NodeView) -> SyncView {
+    let e = v.engine();
+    let progress = e.sync_progress();
+    let (mode, state_sync) = match v.state_sync() {
+        Some(StateSyncPhase::Discovering { offers }) => (
+            "state sync",
+            Some(format!("looking for a snapshot ({offers} suitable offers)")),
+        ),
+        Some(StateSyncPhase::Fetching {
+            height,
+            blocks,
+            blocks_needed,
+            chunks,
+            chunks_needed,
+        }) => (
+            "state sync",
+            Some(format!(
+                "fetching the snapshot of height {height}: {chunks}/{chunks_needed} chunks, {blocks}/{blocks_needed} proven blocks"
+            )),
+        ),
+        done => {
+            let restored = match done {
+                Some(StateSyncPhase::Done { height }) => Some(format!("restored the snapshot of height {height}")),
+                _ => None,
+            };
+            let mode = if e.catching_up_to().is_some() { "block sync" } else { "consensus" };
+            (mode, restored)
+        }
+    };
+    SyncView {
+        mode: mode.into(),
+        target_height: e.catching_up_to().map(|h| h.0),
+        blocks_per_sec: 0.0,
+        eta_secs: None,
+        state_sync,
+        sync_peers: progress.peers,
+        dropped_peers: progress.dropped_peers,
+    }
+}
+
 fn sample(v: &dyn NodeView) -> NodeSample {
     let e = v.engine();
     let chain = e.chain();
@@ -540,7 +593,13 @@ fn sample(v: &dyn NodeView) -> NodeSample {
         validators_power: e.validators().total_power().0,
         missing_validators: missing,
         missing_validators_power: missing_power,
-        catching_up: e.catching_up_to().is_some(),
+        catching_up: e.catching_up_to().is_some()
+            || v.state_sync()
+                .is_some_and(|p| !matches!(p, StateSyncPhase::Done { .. })),
+        sync_target: e.catching_up_to().map_or(0, |h| h.0),
+        state_syncing: v
+            .state_sync()
+            .is_some_and(|p| !matches!(p, StateSyncPhase::Done { .. })),
     }
 }
 
@@ -630,6 +689,23 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
     )
     .map_err(|e| CliError::failure(format!("cannot start from the stored chain: {e}")))?;
     node.set_snapshot_policy(setup.snapshot_policy());
+    if let Some(ss) = &setup.cfg.file.state_sync {
+        let anchor = ss
+            .check()
+            .map_err(|(f, e)| CliError::input(format!("state_sync.{f}: {e}")))?;
+        match node.start_state_sync(anchor) {
+            Ok(true) => info!(
+                trust_height = anchor.height.0,
+                trust_hash = %anchor.block_id.to_hex(),
+                "state sync: looking for a peer's snapshot at or below the trusted height"
+            ),
+            Ok(false) => info!(
+                trust_height = anchor.height.0,
+                "state sync not needed: this node is already past the trusted height"
+            ),
+            Err(e) => return Err(CliError::input(format!("state sync: {e}"))),
+        }
+    }
     let start_height = node.engine().height().0;
     let (cmd_tx, commands) = mpsc::channel(256);
     let shared = Arc::new(Shared {

@@ -28,6 +28,25 @@ pub struct ConsensusView {
     pub catching_up_to: Option<u64>,
 }
 
+/// How the node follows the chain, and how fast it catches up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncView {
+    /// "consensus" (at the tip), "block sync" (fetching decided blocks from peers) or
+    /// "state sync" (restoring a peer's snapshot).
+    pub mode: String,
+    /// The highest height a peer showed, while behind it.
+    pub target_height: Option<u64>,
+    /// Decided heights per second over the last seconds.
+    pub blocks_per_sec: f64,
+    /// Seconds until the target at that rate.
+    pub eta_secs: Option<u64>,
+    /// State sync's progress, while it runs or once done.
+    pub state_sync: Option<String>,
+    /// Peers block sync can ask, and peers it dropped for serving false blocks.
+    pub sync_peers: usize,
+    pub dropped_peers: usize,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub node_id: String,
@@ -47,6 +66,8 @@ pub struct Status {
     pub latest_block_time: Option<String>,
     pub latest_block_id: Option<String>,
     pub consensus: ConsensusView,
+    #[serde(default)]
+    pub sync: SyncView,
     pub validators: Vec<ValidatorView>,
     pub total_power: u64,
     pub peers: Vec<PeerView>,

@@ -257,6 +257,11 @@ pub struct StorageModel {
     /// flat as heights grow. A node further behind than this cannot catch up from its peers.
     #[serde(default = "default_retain")]
     pub retain_blocks: u64,
+    /// A node that (re)starts behind state-syncs: it trusts the newest block an honest node
+    /// has decided (as an operator copies a trusted height and hash) and restores a peer's
+    /// snapshot proven by it, instead of replaying blocks its peers may no longer keep.
+    #[serde(default)]
+    pub state_sync: bool,
 }
 
 fn yes() -> bool {
@@ -275,6 +280,7 @@ impl Default for StorageModel {
             lose_unsynced: true,
             snapshot_every: default_snapshot_every(),
             retain_blocks: default_retain(),
+            state_sync: false,
         }
     }
 }

@@ -21,6 +21,7 @@ use tendr_core::chain::ChainState;
 use tendr_core::crypto::{CryptoError, SignRefused, SignTarget};
 use tendr_core::engine::{Timeout, WalEntry};
 use tendr_core::governance::ValidatorApproval;
+use tendr_core::statesync::TrustAnchor;
 use tendr_core::traits::*;
 use tendr_core::*;
 
@@ -385,6 +386,8 @@ pub struct Report {
     pub recovery_ms: Option<u64>,
     /// Most decided blocks any node's store holds at the end (bounded by snapshots).
     pub blocks_kept: usize,
+    /// State syncs done: (virtual time, node, snapshot height).
+    pub state_syncs: Vec<(u64, usize, u64)>,
 }
 
 impl Report {
@@ -457,6 +460,8 @@ pub struct World<A> {
     decisions: Vec<(u64, u64)>,
     /// The highest height any honest node decided.
     highest_decided: u64,
+    /// State syncs done: (time, node, snapshot height).
+    state_syncs: Vec<(u64, usize, u64)>,
     stop: bool,
 }
 
@@ -551,6 +556,7 @@ impl<A: Application + 'static> World<A> {
             tx_latencies: vec![],
             decisions: vec![],
             highest_decided: 0,
+            state_syncs: vec![],
             stop: false,
             cfg,
         };
@@ -675,9 +681,33 @@ impl<A: Application + 'static> World<A> {
     }
 
     fn start_slot(&mut self, i: usize) {
-        let node = self.build_node(i);
+        let mut node = self.build_node(i);
+        if self.cfg.storage.state_sync {
+            if let Some(anchor) = self.trusted_block(i) {
+                // An application that cannot be checked is caught up by block sync instead.
+                let _ = node.start_state_sync(anchor);
+            }
+        }
         self.slots[i].node = Some(node);
         let _ = self.call(i, |n| n.start());
+    }
+
+    /// What an operator would copy from a node they trust: the newest block an honest running
+    /// node (other than `me`) has decided.
+    fn trusted_block(&self, me: usize) -> Option<TrustAnchor> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(j, s)| *j != me && s.byz.is_none())
+            .filter_map(|(_, s)| s.node.as_ref())
+            .filter_map(|n| {
+                let c = n.engine().chain();
+                c.last_block.map(|(id, _)| TrustAnchor {
+                    height: Height(c.height.0 - 1),
+                    block_id: id,
+                })
+            })
+            .max_by_key(|a| a.height)
     }
 
     fn step(&mut self, ev: Ev) {
@@ -979,6 +1009,7 @@ impl<A: Application + 'static> World<A> {
                     }
                 }
                 NodeEvent::Evidence(ev) => self.checker.on_evidence(&ev),
+                NodeEvent::StateSynced { height, .. } => self.state_syncs.push((now, slot, height.0)),
                 NodeEvent::Rejected { .. } => {}
             }
         }
@@ -1247,6 +1278,7 @@ impl<A: Application + 'static> World<A> {
             recovery_ms,
             final_validators,
             blocks_kept: self.slots.iter().map(|s| s.store.blocks_kept()).max().unwrap_or(0),
+            state_syncs: std::mem::take(&mut self.state_syncs),
         }
     }
 }

@@ -56,6 +56,7 @@ fn pruned(retain: u64) -> SimConfig {
         lose_unsynced: true,
         snapshot_every: 50,
         retain_blocks: retain,
+        state_sync: false,
     };
     cfg
 }
@@ -77,7 +78,7 @@ fn snapshots_bound_the_store_and_a_restart_resumes_from_one() {
 fn a_node_further_behind_than_the_retained_blocks_cannot_catch_up() {
     // Down for ~170 heights (every 4th one waits for the propose timeout, then the target
     // block time) while peers keep 100 blocks behind a snapshot every 50: nobody can serve what
-    // it misses (there is no state sync yet), and the liveness check says so.
+    // it misses (state sync is off here), and the liveness check says so.
     let mut cfg = pruned(100);
     cfg.heights = 500;
     cfg.liveness_bound_ms = 5_000;
@@ -85,6 +86,34 @@ fn a_node_further_behind_than_the_retained_blocks_cannot_catch_up() {
     cfg.faults = crash_restart(3, 2_000, 40_000);
     let r = run(cfg).unwrap();
     assert_eq!(r.broken().into_iter().collect::<Vec<_>>(), vec![Invariant::Liveness]);
+}
+
+/// The same outage with state sync: the node restores a peer's snapshot proven by a trusted
+/// block, block-syncs the rest, and votes again (liveness holds with every validator needed).
+#[test]
+fn a_node_further_behind_than_the_retained_blocks_rejoins_through_state_sync() {
+    for (seed, verify) in [
+        (1, VerifyMode::Trusted),
+        (2, VerifyMode::Cached),
+        (3, VerifyMode::Cached),
+    ] {
+        let mut cfg = pruned(100);
+        cfg.seed = seed;
+        cfg.verify = verify;
+        cfg.heights = 450;
+        cfg.liveness_bound_ms = 5_000;
+        cfg.max_time_ms = 70_000;
+        cfg.storage.state_sync = true;
+        cfg.faults = crash_restart(3, 2_000, 40_000);
+        let sim = tendr_sim::Simulation::kv(cfg);
+        let r = sim.run().unwrap();
+        assert!(r.ok(), "seed {seed}: {:?}", r.violations);
+        assert!(r.heights >= 450, "seed {seed}: {} heights", r.heights);
+        assert_eq!(r.state_syncs.len(), 1, "seed {seed}: {:?}", r.state_syncs);
+        let (_, node, height) = r.state_syncs[0];
+        assert_eq!(node, 3);
+        assert!(height > 100, "seed {seed}: restored a snapshot of height {height}");
+    }
 }
 
 #[test]

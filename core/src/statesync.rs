@@ -1,0 +1,462 @@
+//! State sync: a node that is new, or further behind than its peers keep blocks, starts from a
+//! peer's snapshot instead of replaying history.
+//!
+//! Trust comes from the operator, as in CometBFT: a decided block they trust (its height `T`
+//! and id, read from a node they trust). Nothing a peer sends is believed without a chain of
+//! hashes to that block:
+//!
+//! 1. **Discover.** Ask every peer which snapshot it keeps; pick the newest one at a height
+//!    `S` with `own height < S <= T` (a snapshot of height `S` covers the blocks below `S`).
+//! 2. **Blocks `S - 1 ..= T`.** Block `T` must have the trusted id; each block below must be
+//!    the one its successor names as `prev_block_id`. The chain is checked downwards as blocks
+//!    arrive, so a forged block is caught (and its sender dropped) before anything uses it.
+//!    No signature is needed: the hashes lead back to the trusted block.
+//! 3. **Chunks.** The snapshot's encoding, in [`SNAPSHOT_CHUNK_BYTES`] chunks from one peer
+//!    that offered it; the whole must hash to what was offered.
+//! 4. **Check** ([`verify_snapshot`]): the snapshot's chain state must be the one the trusted
+//!    headers describe: the last block is block `S - 1`, the validator sets, the app hash and
+//!    the last commit are those named by the headers of blocks `S - 1` and `S`, and the proposer
+//!    schedule names block `S`'s proposer. The node then restores the application and asks it
+//!    whether its state is the one the app hash commits to
+//!    ([`crate::traits::Application::verify_restored`]); only then is anything kept.
+//!
+//! The blocks `S ..= T` fetched for the check are then decided through the engine as usual,
+//! and block sync takes the node from `T` to the tip.
+//!
+//! Pure bookkeeping, like [`crate::sync`]: the [`crate::traits::Node`] owns one, so the
+//! simulator runs the same state sync as real nodes.
+
+use crate::chain::ChainState;
+use crate::crypto::sha256;
+use crate::types::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The most heights between the snapshot and the trust height (their blocks are held in memory
+/// until the snapshot is checked).
+pub const MAX_TRUST_GAP: u64 = 4_096;
+/// The largest snapshot accepted (it is assembled in memory).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+/// Block requests in flight at once.
+const BLOCK_WINDOW: usize = 64;
+/// Chunk requests in flight at once.
+const CHUNK_WINDOW: usize = 4;
+
+/// The block the operator trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustAnchor {
+    pub height: Height,
+    pub block_id: BlockId,
+}
+
+/// Where state sync stands (for status, logs and metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSyncPhase {
+    /// Asking peers for snapshots; `offers` suitable ones heard so far.
+    Discovering { offers: usize },
+    /// Fetching the snapshot of `height`: blocks checked so far of those needed, chunks held
+    /// of all.
+    Fetching {
+        height: Height,
+        blocks: u64,
+        blocks_needed: u64,
+        chunks: u32,
+        chunks_needed: u32,
+    },
+    /// Restored at `height`; block sync goes on from there.
+    Done { height: Height },
+}
+
+#[derive(Debug, Clone)]
+struct Offer {
+    height: Height,
+    hash: Hash,
+    size: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Fetch {
+    height: Height,
+    hash: Hash,
+    chunks_needed: u32,
+    /// Peers that offered this snapshot (chunks come from the first one not dropped).
+    peers: Vec<PeerId>,
+    /// Blocks `height - 1 ..= T`, each with its sender; `checked` are proven by hashes.
+    blocks: BTreeMap<Height, (PeerId, Block, Commit)>,
+    /// Lowest height whose block is proven (`T + 1` before block `T` is).
+    checked_from: Height,
+    block_requests: BTreeMap<Height, (PeerId, TimeMs)>,
+    chunks: BTreeMap<u32, Vec<u8>>,
+    chunk_requests: BTreeMap<u32, (PeerId, TimeMs)>,
+}
+
+/// What [`StateSync::on_decided`] and friends conclude about a peer's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Used (or harmlessly not needed).
+    Ok,
+    /// The peer sent something false: it is dropped, and the caller blames it.
+    Forged(String),
+}
+
+/// A snapshot assembled and its blocks proven: what the node checks and restores.
+#[derive(Debug, Clone)]
+pub struct Assembled {
+    pub height: Height,
+    pub bytes: Vec<u8>,
+    /// Blocks `height - 1 ..= T` with their commits and senders, lowest first.
+    pub blocks: Vec<(PeerId, Block, Commit)>,
+    /// The peers that offered this snapshot (to drop if its content is false).
+    pub offered_by: Vec<PeerId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateSync {
+    anchor: TrustAnchor,
+    own: Height,
+    retry_ms: u64,
+    last_ask: Option<TimeMs>,
+    first_offer: Option<TimeMs>,
+    offers: BTreeMap<PeerId, Offer>,
+    dropped: BTreeSet<PeerId>,
+    fetch: Option<Fetch>,
+    done: Option<Height>,
+}
+
+impl StateSync {
+    /// State sync of a node at height `own` towards the trusted block `anchor`.
+    pub fn new(anchor: TrustAnchor, own: Height, retry_ms: u64) -> Self {
+        StateSync {
+            anchor,
+            own,
+            retry_ms: retry_ms.max(1),
+            last_ask: None,
+            first_offer: None,
+            offers: BTreeMap::new(),
+            dropped: BTreeSet::new(),
+            fetch: None,
+            done: None,
+        }
+    }
+
+    pub fn anchor(&self) -> TrustAnchor {
+        self.anchor
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.is_some()
+    }
+
+    pub fn dropped_peers(&self) -> usize {
+        self.dropped.len()
+    }
+
+    pub fn phase(&self) -> StateSyncPhase {
+        if let Some(height) = self.done {
+            return StateSyncPhase::Done { height };
+        }
+        match &self.fetch {
+            None => StateSyncPhase::Discovering {
+                offers: self.offers.len(),
+            },
+            Some(f) => StateSyncPhase::Fetching {
+                height: f.height,
+                blocks: self.anchor.height.0 + 1 - f.checked_from.0,
+                blocks_needed: self.anchor.height.0 + 2 - f.height.0,
+                chunks: f.chunks.len() as u32,
+                chunks_needed: f.chunks_needed,
+            },
+        }
+    }
+
+    /// Messages due now: `(None, m)` to broadcast, `(Some(peer), m)` to send.
+    pub fn tick(&mut self, now: TimeMs) -> Vec<(Option<PeerId>, Message)> {
+        let mut out = Vec::new();
+        if self.done.is_some() {
+            return out;
+        }
+        if self.fetch.is_none() {
+            let waited = self.first_offer.is_some_and(|t| now.0 >= t.0 + self.retry_ms);
+            if waited && self.choose() {
+                return self.tick(now);
+            }
+            if self.last_ask.is_none_or(|t| now.0 >= t.0 + self.retry_ms) {
+                self.last_ask = Some(now);
+                out.push((None, Message::RequestSnapshot));
+            }
+            return out;
+        }
+        let retry = self.retry_ms;
+        let dropped = self.dropped.clone();
+        let anchor = self.anchor;
+        let f = self.fetch.as_mut().expect("checked above");
+        let live: Vec<PeerId> = f.peers.iter().filter(|p| !dropped.contains(p)).copied().collect();
+        if live.is_empty() {
+            self.restart();
+            return self.tick(now);
+        }
+        // Blocks: every height not held, highest first (the chain is proven downwards).
+        let expired = |at: TimeMs| now.0 >= at.0 + retry;
+        f.block_requests.retain(|_, (_, at)| !expired(*at));
+        let mut turn = 0usize;
+        for h in (f.height.0 - 1..=anchor.height.0).rev() {
+            if f.block_requests.len() >= BLOCK_WINDOW {
+                break;
+            }
+            let h = Height(h);
+            if f.blocks.contains_key(&h) || f.block_requests.contains_key(&h) {
+                continue;
+            }
+            let peer = live[(h.0 as usize + turn) % live.len()];
+            turn += 1;
+            f.block_requests.insert(h, (peer, now));
+            out.push((Some(peer), Message::RequestDecided(h)));
+        }
+        // Chunks: from the first live peer that offered the snapshot.
+        f.chunk_requests.retain(|_, (_, at)| !expired(*at));
+        let from = live[0];
+        for i in 0..f.chunks_needed {
+            if f.chunk_requests.len() >= CHUNK_WINDOW {
+                break;
+            }
+            if f.chunks.contains_key(&i) || f.chunk_requests.contains_key(&i) {
+                continue;
+            }
+            f.chunk_requests.insert(i, (from, now));
+            out.push((
+                Some(from),
+                Message::RequestChunk {
+                    height: f.height,
+                    index: i,
+                },
+            ));
+        }
+        out
+    }
+
+    /// Picks the newest suitable snapshot offered; false when there is none.
+    fn choose(&mut self) -> bool {
+        let best = self
+            .offers
+            .iter()
+            .filter(|(p, _)| !self.dropped.contains(p))
+            .max_by_key(|(p, o)| (o.height, std::cmp::Reverse(**p)))
+            .map(|(_, o)| o.clone());
+        let Some(best) = best else { return false };
+        let peers = self
+            .offers
+            .iter()
+            .filter(|(p, o)| !self.dropped.contains(p) && o.height == best.height && o.hash == best.hash)
+            .map(|(p, _)| *p)
+            .collect();
+        let chunks_needed = best.size.div_ceil(SNAPSHOT_CHUNK_BYTES as u64) as u32;
+        self.fetch = Some(Fetch {
+            height: best.height,
+            hash: best.hash,
+            chunks_needed,
+            peers,
+            blocks: BTreeMap::new(),
+            checked_from: self.anchor.height.next(),
+            block_requests: BTreeMap::new(),
+            chunks: BTreeMap::new(),
+            chunk_requests: BTreeMap::new(),
+        });
+        true
+    }
+
+    /// Back to discovery (the chosen snapshot's peers were all dropped, or it was false).
+    fn restart(&mut self) {
+        self.fetch = None;
+        self.first_offer = None;
+        self.last_ask = None;
+        let dropped = &self.dropped;
+        self.offers.retain(|p, _| !dropped.contains(p));
+        if !self.offers.is_empty() {
+            self.first_offer = Some(TimeMs(0));
+        }
+    }
+
+    /// Drops `peer` for good (it sent something false).
+    pub fn drop_peer(&mut self, peer: PeerId) {
+        self.dropped.insert(peer);
+        self.offers.remove(&peer);
+        if let Some(f) = &mut self.fetch {
+            f.block_requests.retain(|_, (p, _)| *p != peer);
+            f.chunk_requests.retain(|_, (p, _)| *p != peer);
+            if f.peers.first() == Some(&peer) {
+                f.chunks.clear(); // they came from the dropped peer
+            }
+            let unproven: Vec<Height> = f
+                .blocks
+                .iter()
+                .filter(|(h, (p, _, _))| *p == peer && **h < f.checked_from)
+                .map(|(h, _)| *h)
+                .collect();
+            for h in unproven {
+                f.blocks.remove(&h);
+            }
+            f.peers.retain(|p| *p != peer);
+        }
+    }
+
+    pub fn on_offer(&mut self, now: TimeMs, from: PeerId, height: Height, hash: Hash, size: u64) -> Verdict {
+        if self.done.is_some() || self.dropped.contains(&from) {
+            return Verdict::Ok;
+        }
+        if size == 0 || size > MAX_SNAPSHOT_BYTES {
+            return Verdict::Ok; // not usable here, not necessarily false
+        }
+        let usable = height > self.own && height <= self.anchor.height && height.0 >= 2;
+        let close = self.anchor.height.0 - height.0.min(self.anchor.height.0) <= MAX_TRUST_GAP;
+        if !(usable && close) {
+            return Verdict::Ok;
+        }
+        self.offers.insert(from, Offer { height, hash, size });
+        self.first_offer.get_or_insert(now);
+        if let Some(f) = &mut self.fetch {
+            if f.height == height && f.hash == hash && !f.peers.contains(&from) {
+                f.peers.push(from);
+            }
+        }
+        Verdict::Ok
+    }
+
+    /// A decided block: kept if it is one of the blocks we fetch, and proven as soon as its
+    /// successor is (block `T` by the trusted id).
+    pub fn on_decided(&mut self, from: PeerId, block: Block, commit: Commit) -> Verdict {
+        let anchor = self.anchor;
+        let Some(f) = &mut self.fetch else { return Verdict::Ok };
+        let h = block.height();
+        if h.0 + 1 < f.height.0 || h > anchor.height || f.blocks.contains_key(&h) {
+            return Verdict::Ok;
+        }
+        if f.block_requests.get(&h).is_none_or(|(p, _)| *p != from) {
+            return Verdict::Ok; // not asked of this peer
+        }
+        f.block_requests.remove(&h);
+        if commit.block_id != block.id() || commit.height != h {
+            self.drop_peer(from);
+            return Verdict::Forged(format!("state sync: the commit of height {h} is not for its block"));
+        }
+        f.blocks.insert(h, (from, block, commit));
+        // Prove downwards from the highest unproven height.
+        while f.checked_from.0 > f.height.0 - 1 {
+            let h = Height(f.checked_from.0 - 1);
+            let Some((sender, b, _)) = f.blocks.get(&h) else { break };
+            let expected = if h == anchor.height {
+                Some(anchor.block_id)
+            } else {
+                f.blocks.get(&h.next()).and_then(|(_, nb, _)| nb.header.prev_block_id)
+            };
+            if Some(b.id()) != expected {
+                let sender = *sender;
+                f.blocks.remove(&h);
+                self.drop_peer(sender);
+                return Verdict::Forged(format!("state sync: block {h} is not the one the trusted chain names"));
+            }
+            f.checked_from = h;
+        }
+        Verdict::Ok
+    }
+
+    pub fn on_chunk(&mut self, from: PeerId, height: Height, index: u32, data: Vec<u8>) -> Verdict {
+        let Some(f) = &mut self.fetch else { return Verdict::Ok };
+        if f.height != height || f.chunk_requests.get(&index).is_none_or(|(p, _)| *p != from) {
+            return Verdict::Ok;
+        }
+        f.chunk_requests.remove(&index);
+        let last = index + 1 == f.chunks_needed;
+        let size_ok = if last {
+            !data.is_empty() && data.len() <= SNAPSHOT_CHUNK_BYTES
+        } else {
+            data.len() == SNAPSHOT_CHUNK_BYTES
+        };
+        if !size_ok {
+            self.drop_peer(from);
+            return Verdict::Forged(format!("state sync: chunk {index} has the wrong size"));
+        }
+        f.chunks.insert(index, data);
+        Verdict::Ok
+    }
+
+    /// The snapshot and its proven blocks, once all are held; a snapshot whose bytes do not
+    /// hash to what was offered drops the peer that served them (and `None` is returned).
+    pub fn take_assembled(&mut self) -> Option<Assembled> {
+        let f = self.fetch.as_ref()?;
+        let complete = f.chunks.len() as u32 == f.chunks_needed && f.checked_from.0 + 1 == f.height.0;
+        if !complete {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        for c in f.chunks.values() {
+            bytes.extend_from_slice(c);
+        }
+        if sha256(&bytes) != f.hash {
+            let from = f.peers[0];
+            self.drop_peer(from);
+            return None;
+        }
+        let f = self.fetch.take().expect("checked above");
+        Some(Assembled {
+            height: f.height,
+            bytes,
+            blocks: f.blocks.into_values().collect(),
+            offered_by: f.peers,
+        })
+    }
+
+    /// The assembled snapshot was false (its content does not match the proven blocks): every
+    /// peer that offered it is dropped and discovery starts again.
+    pub fn reject(&mut self, offered_by: &[PeerId]) {
+        for p in offered_by {
+            self.dropped.insert(*p);
+        }
+        self.restart();
+    }
+
+    pub fn finish(&mut self, height: Height) {
+        self.done = Some(height);
+        self.fetch = None;
+        self.offers.clear();
+    }
+}
+
+/// Checks a decoded snapshot's chain state against the proven blocks `S - 1` and `S` (see the
+/// module's step 4); `commit_s` is the commit of block `S`.
+pub fn verify_snapshot(
+    chain: &ChainState,
+    chain_id: &str,
+    before: &Block,
+    first: &Block,
+    commit_s: &Commit,
+) -> Result<(), String> {
+    let s = first.height();
+    if chain.chain_id != chain_id {
+        return Err(format!("snapshot of chain `{}`, not `{chain_id}`", chain.chain_id));
+    }
+    if chain.height != s || before.height().next() != s {
+        return Err(format!("snapshot of height {} offered as {s}", chain.height));
+    }
+    if chain.last_block != Some((before.id(), before.header.time)) {
+        return Err("its last block is not the proven block".into());
+    }
+    let last_vs = chain.last_validators.as_ref().map(|v| v.hash());
+    if last_vs != Some(before.header.validators_hash) {
+        return Err("its last validator set is not the one the proven block names".into());
+    }
+    if chain.validators.hash() != first.header.validators_hash {
+        return Err("its validator set is not the one the next proven block names".into());
+    }
+    if chain.app_hash != first.header.app_hash {
+        return Err("its app hash is not the one the next proven block names".into());
+    }
+    if commit_hash(&chain.last_commit) != first.header.last_commit_hash {
+        return Err("its last commit is not the one the next proven block names".into());
+    }
+    // The block was built by the proposer of its round or, re-proposed as a validValue, of an
+    // earlier one.
+    let rounds = commit_s.round.0.min(256);
+    if !(0..=rounds).any(|r| chain.proposer(Round(r)) == first.header.proposer) {
+        return Err("its proposer schedule does not name the next proven block's proposer".into());
+    }
+    Ok(())
+}
