@@ -1022,3 +1022,131 @@ fn a_full_disk_stops_signing_blames_no_peer_and_resumes() {
         target - h1
     );
 }
+
+/// Adds fields to a generated config (its closing brace replaced).
+fn with_fields(cfg: &str, fields: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let end = text.rfind('}').expect("a JSON object");
+    let body = text[..end].trim_end().trim_end_matches(',');
+    std::fs::write(cfg, format!("{body},\n  {fields}\n}}\n")).unwrap();
+}
+
+/// Issue 17: a validator that prunes (a snapshot every 20 heights, 30 blocks kept below it), and
+/// a new node that joins with a trusted height and hash from its status: it restores the
+/// snapshot (state from before the pruned heights included), block-syncs to the tip, and
+/// follows the chain. A wrong trust hash restores nothing.
+#[test]
+fn a_new_node_state_syncs_past_pruned_blocks() {
+    let mut s = Scratch::new("statesync");
+    let port = base_port() + 7;
+    let out = s.path("net");
+    testnet(&out, 1, port, "0.5");
+    let cfg1 = out.join("node1/tendermint_config.json").to_string_lossy().into_owned();
+    with_fields(&cfg1, r#""snapshot_interval": 20, "retain_blocks": 30"#);
+    spawn(&mut s, 1, &["start", "--config", &cfg1]);
+    wait_for(&s, "first blocks", 60, || {
+        status(port).filter(|st| st.latest_height >= 2)
+    });
+    ok(&["tx", "early=before-the-pruned-heights", "--config", &cfg1, "--wait"]);
+    let st = wait_for(&s, "pruned heights", 90, || {
+        status(port).filter(|st| st.latest_height >= 40)
+    });
+    let call = rpc::get_json::<serde_json::Value>(rpc_addr(port), "/block?height=1");
+    let text = format!("{call:?}");
+    assert!(text.contains("is not available, lowest height is"), "{text}");
+
+    // A node with a wrong trust hash restores nothing (every snapshot fails the check).
+    let genesis = out.join("node1/genesis.json").to_string_lossy().into_owned();
+    let root = s.dir.clone();
+    let observer = |name: &str, p: u16| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("tendermint_config.json").to_string_lossy().into_owned();
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"{{"node_id": "{name}", "host": "127.0.0.1", "port": {p}, "is_validator": false,
+                    "seed_nodes": [{{"host": "127.0.0.1", "port": {port}}}], "log_level": "info"}}"#
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    let (port2, port3) = (port + 1, port + 2);
+    let cfg2 = observer("node2", port2);
+    let right = st.latest_block_id.clone().expect("a block id");
+    let wrong = format!("{}{}", if right.starts_with('0') { "1" } else { "0" }, &right[1..]);
+    let trust_height = st.latest_height.to_string();
+    spawn(
+        &mut s,
+        2,
+        &[
+            "join",
+            "--config",
+            &cfg2,
+            "--genesis",
+            &genesis,
+            "--trust-height",
+            &trust_height,
+            "--trust-hash",
+            &wrong,
+        ],
+    );
+    wait_for(&s, "the lying trust hash tried", 30, || {
+        status(port2)
+            .filter(|st| st.sync.state_sync.as_deref().is_some_and(|x| x.contains("looking")) && !st.peers.is_empty())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let still = status(port2).unwrap();
+    assert_eq!(
+        still.latest_height, 0,
+        "nothing restored with a wrong trust hash: {still:?}"
+    );
+    s.kill(2);
+
+    // The right hash, of a height read just now (as an operator would): restored, then block
+    // sync to the tip, then the chain followed.
+    let cfg3 = observer("node3", port3);
+    let st = status(port).unwrap();
+    let trust_height = st.latest_height.to_string();
+    let right = st.latest_block_id.clone().expect("a block id");
+    spawn(
+        &mut s,
+        3,
+        &[
+            "join",
+            "--config",
+            &cfg3,
+            "--genesis",
+            &genesis,
+            "--trust-height",
+            &trust_height,
+            "--trust-hash",
+            &right,
+        ],
+    );
+    let port2 = port3;
+    let cfg2 = cfg3;
+    let synced = wait_for(&s, "state sync", 60, || {
+        status(port2).filter(|st| st.sync.state_sync.as_deref().is_some_and(|x| x.starts_with("restored")))
+    });
+    assert!(synced.latest_height >= 30, "{synced:?}");
+    let tip = status(port).unwrap().latest_height;
+    wait_for(&s, "the tip", 60, || {
+        status(port2).filter(|st| st.latest_height >= tip + 5)
+    });
+    assert_eq!(
+        ok(&["query", "early", "--config", &cfg2]).trim(),
+        "before-the-pruned-heights",
+        "state from before the pruned heights came with the snapshot"
+    );
+    let (a, b) = (status(port).unwrap(), status(port2).unwrap());
+    let h = a.latest_height.min(b.latest_height);
+    let id = |p: u16| rpc::get_json::<serde_json::Value>(rpc_addr(p), &format!("/block?height={h}")).unwrap();
+    let (x, y) = (id(port), id(port2));
+    assert!(x["result"]["block_id"]["hash"].is_string(), "{x}");
+    assert_eq!(
+        x["result"]["block_id"], y["result"]["block_id"],
+        "same block at height {h}"
+    );
+}

@@ -572,6 +572,11 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         self.state_sync.as_ref().map(|s| s.phase())
     }
 
+    /// Whether state sync runs (consensus waits for it).
+    pub fn is_state_syncing(&self) -> bool {
+        self.state_syncing()
+    }
+
     fn state_syncing(&self) -> bool {
         self.state_sync.as_ref().is_some_and(|s| !s.is_done())
     }

@@ -248,7 +248,10 @@ fn on_incoming<S: Storage, A: Application>(
     let far = matches!(msg, Message::Vote(_) | Message::Proposal(_))
         .then(|| msg.height())
         .flatten()
-        .filter(|h| h.0 > current.0.saturating_add(MAX_FUTURE_HEIGHTS));
+        .filter(|h| h.0 > current.0.saturating_add(MAX_FUTURE_HEIGHTS))
+        // While state sync runs, consensus messages are not used and peers are not asked for
+        // blocks of our height (they may have pruned them, which is no lie).
+        .filter(|_| !node.is_state_syncing());
     if far.is_some_and(|h| strikes.claims.holds(from, h, started)) {
         return; // already asked this peer to back such claims; nothing to verify meanwhile
     }
