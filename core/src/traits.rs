@@ -249,6 +249,13 @@ impl QueryResult {
     }
 }
 
+/// Why an application could not answer (one behind a socket: down, slow, or answering garbage).
+/// The node acts on no missing answer: no proposal without transactions, no next height
+/// without an executed block (it stalls and retries, as for a store that refuses a write).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("application: {0}")]
+pub struct AppError(pub String);
+
 /// The replicated application: the user's state machine, the same in the simulator and on a
 /// real node.
 ///
@@ -260,14 +267,17 @@ pub trait Application {
     fn initial_app_hash(&self) -> Hash;
     /// Whether a transaction may enter the mempool.
     fn check_tx(&self, tx: &[u8]) -> Result<(), String>;
-    /// `getValue()`: the transactions of a new block, from the mempool.
-    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Vec<Vec<u8>> {
-        mempool.take(max_txs, max_bytes)
+    /// `getValue()`: the transactions of a new block, from the mempool. An error proposes
+    /// nothing (the round's propose timeout then moves consensus on).
+    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Result<Vec<Vec<u8>>, AppError> {
+        Ok(mempool.take(max_txs, max_bytes))
     }
     /// `valid(v)` beyond what the engine checks itself.
     fn validate_block(&self, block: &Block) -> bool;
-    /// Executes a decided block with the validators of its height.
-    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> ExecResult;
+    /// Executes a decided block with the validators of its height. An error leaves the
+    /// block decided but not executed: the node goes to no next height, retries it
+    /// ([`Node::is_stalled`]) and fails to start while a stored block cannot be re-executed.
+    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> Result<ExecResult, AppError>;
     /// The whole application state as bytes, to restart from without replaying blocks.
     /// `None`: this application takes no snapshots (the node then keeps every block).
     fn snapshot(&self) -> Option<Vec<u8>> {
@@ -365,6 +375,8 @@ pub enum NodeError {
     CorruptStore(Height, String),
     #[error("transaction rejected: {0}")]
     TxRejected(String),
+    #[error(transparent)]
+    App(#[from] AppError),
 }
 
 impl NodeError {
@@ -375,7 +387,7 @@ impl NodeError {
         match self {
             NodeError::Decode(_) => true,
             NodeError::Rejected(e) => e.blames_sender(),
-            NodeError::Storage(_) | NodeError::CorruptStore(..) | NodeError::TxRejected(_) => false,
+            NodeError::Storage(_) | NodeError::CorruptStore(..) | NodeError::TxRejected(_) | NodeError::App(_) => false,
         }
     }
 }
@@ -404,9 +416,11 @@ pub struct Node<C, N, S, A> {
     snapshots: SnapshotPolicy,
     /// Written since the last [`Storage::sync`].
     unsynced: bool,
-    /// The first failed sync of the current input: its sends were skipped.
+    /// The first failed sync of the current input (its sends were skipped), or the first
+    /// application error that did not stop the input (a proposal not built).
     send_error: Option<NodeError>,
-    /// A decided block the store refused, retried before each later input.
+    /// A decided block the store refused or the application could not execute, retried
+    /// before each later input.
     stalled_decide: Option<(Block, Commit)>,
     /// Buffers of [`Node::run`], empty between calls.
     inputs: VecDeque<Input>,
@@ -467,7 +481,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                     "app hash or previous block mismatch".into(),
                 ));
             }
-            let res = app.execute_block(&block, &chain.validators);
+            let res = app.execute_block(&block, &chain.validators)?;
             chain.advance(&block, &commit, res.app_hash, &res.validator_updates);
         }
         let wal = storage.wal(chain.height)?;
@@ -535,8 +549,9 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         }
     }
 
-    /// Whether a decided block waits to be stored: the store refused it (a full disk), and
-    /// the height goes on once [`Node::retry_stalled`] (or any later input) stores it.
+    /// Whether a decided block waits to be stored or executed: the store refused it (a full
+    /// disk) or the application failed, and the height goes on once [`Node::retry_stalled`]
+    /// (or any later input) stores and executes it.
     pub fn is_stalled(&self) -> bool {
         self.stalled_decide.is_some()
     }
@@ -725,8 +740,14 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 None
             }
             Output::BuildBlock { height, round } => {
-                let txs = self.app.prepare_txs(&self.mempool, MAX_BLOCK_TXS, MAX_BLOCK_BYTES / 2);
-                Some(Input::BlockTxs { height, round, txs })
+                match self.app.prepare_txs(&self.mempool, MAX_BLOCK_TXS, MAX_BLOCK_BYTES / 2) {
+                    Ok(txs) => Some(Input::BlockTxs { height, round, txs }),
+                    Err(e) => {
+                        // No proposal: the propose timeout moves the round on.
+                        self.send_error.get_or_insert(e.into());
+                        None
+                    }
+                }
             }
             Output::ValidateBlock { block, id } => {
                 let valid = self.app.validate_block(&block);
@@ -743,7 +764,15 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                     return Err(e.into());
                 }
                 self.unsynced = true;
-                let res = self.app.execute_block(&block, self.engine.validators());
+                let res = match self.app.execute_block(&block, self.engine.validators()) {
+                    Ok(res) => res,
+                    Err(e) => {
+                        // Stored but not executed: the retry stores it again (the same
+                        // block, so the same record) and executes it.
+                        self.stalled_decide = Some((block, commit));
+                        return Err(e.into());
+                    }
+                };
                 self.mempool.remove_committed(&block.txs);
                 let input = Input::Executed {
                     height: block.height(),

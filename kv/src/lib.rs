@@ -21,7 +21,7 @@ use tendr_core::codec::encode;
 use tendr_core::crypto::sha256;
 use tendr_core::governance::{self, Approvals, GovernanceTx};
 use tendr_core::mempool::Mempool;
-use tendr_core::traits::{Application, ExecResult, QueryResult, TxResult};
+use tendr_core::traits::{AppError, Application, ExecResult, QueryResult, TxResult};
 use tendr_core::types::{Block, Hash};
 use tendr_core::validator::ValidatorSet;
 
@@ -100,15 +100,15 @@ impl Application for KvApp {
         parse_tx(tx).map(|_| ())
     }
 
-    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Vec<Vec<u8>> {
-        mempool.take(max_txs, max_bytes)
+    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Result<Vec<Vec<u8>>, AppError> {
+        Ok(mempool.take(max_txs, max_bytes))
     }
 
     fn validate_block(&self, block: &Block) -> bool {
         block.txs.iter().all(|t| parse_tx(t).is_ok())
     }
 
-    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> ExecResult {
+    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> Result<ExecResult, AppError> {
         let mut results = Vec::with_capacity(block.txs.len());
         let mut updates = Vec::new();
         let mut acc = Vec::with_capacity(40 + block.txs.len() * 36);
@@ -135,11 +135,11 @@ impl Application for KvApp {
         }
         self.app_hash = sha256(&acc);
         self.height = block.header.height.0;
-        ExecResult {
+        Ok(ExecResult {
             app_hash: self.app_hash,
             tx_results: results,
             validator_updates: updates,
-        }
+        })
     }
 
     fn snapshot(&self) -> Option<Vec<u8>> {
@@ -226,16 +226,17 @@ mod tests {
         let r = app.execute_block(
             &block(vec![a0, forged, b"x=1".to_vec(), governance::request_tx(&target)]),
             &vs,
-        );
+        )
+        .unwrap();
         assert_eq!(
             r.tx_results.iter().map(|r| r.code).collect::<Vec<_>>(),
             vec![0, 3, 0, 0]
         );
         assert!(r.validator_updates.is_empty(), "one approval of three is not enough");
-        let r = app.execute_block(&block(vec![a1]), &vs);
+        let r = app.execute_block(&block(vec![a1]), &vs).unwrap();
         assert!(r.validator_updates.is_empty(), "two of three is exactly 2/3, not more");
         let a2 = ValidatorApproval::new("c", target, 5, &keys[2]).to_tx();
-        let r = app.execute_block(&block(vec![a2]), &vs);
+        let r = app.execute_block(&block(vec![a2]), &vs).unwrap();
         assert_eq!(r.validator_updates.len(), 1, "three of three is more than 2/3");
         assert_eq!(app.query("", b"x").value, b"1");
         assert_eq!(app.query("", b"y").code, QueryResult::NOT_FOUND);

@@ -238,7 +238,7 @@ pub enum Command {
 /// `tx`, `transactions`, `query`, `testnet`) for its own application with one line:
 ///
 /// ```no_run
-/// # use tendr_core::traits::{Application, ExecResult};
+/// # use tendr_core::traits::{AppError, Application, ExecResult};
 /// # use tendr_core::{types::{Block, Hash}, validator::ValidatorSet};
 /// # struct MyApp;
 /// # impl MyApp { fn new(_chain_id: &str) -> Self { MyApp } }
@@ -246,7 +246,7 @@ pub enum Command {
 /// #     fn initial_app_hash(&self) -> Hash { Hash::default() }
 /// #     fn check_tx(&self, _tx: &[u8]) -> Result<(), String> { Ok(()) }
 /// #     fn validate_block(&self, _b: &Block) -> bool { true }
-/// #     fn execute_block(&mut self, _b: &Block, _v: &ValidatorSet) -> ExecResult { unimplemented!() }
+/// #     fn execute_block(&mut self, _b: &Block, _v: &ValidatorSet) -> Result<ExecResult, AppError> { unimplemented!() }
 /// # }
 /// fn main() {
 ///     std::process::exit(tendr_node::cli::main_with(|chain_id: &str| MyApp::new(chain_id)));

@@ -211,7 +211,9 @@ pub fn backfill_results(store: &Store, genesis: &LoadedGenesis, app: &impl AppFa
             .decided(Height(h))
             .map_err(storage_err)?
             .ok_or_else(|| storage_err(format!("block {h} missing")))?;
-        let res = app.execute_block(&block, &chain.validators);
+        let res = app
+            .execute_block(&block, &chain.validators)
+            .map_err(|e| CliError::failure(format!("cannot rebuild the transaction history of block {h}: {e}")))?;
         if h > done {
             store.save_results(&block, &res.tx_results).map_err(storage_err)?;
         }

@@ -783,7 +783,7 @@ mod tests {
             block_id: block.id(),
             signatures: vec![],
         };
-        let res = app.execute_block(&block, &vs);
+        let res = app.execute_block(&block, &vs).unwrap();
         {
             let mut s = Store::open(&p).unwrap();
             s.append_wal(vote(1, 0)).unwrap();
