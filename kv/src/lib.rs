@@ -223,11 +223,12 @@ mod tests {
         let a0 = ValidatorApproval::new("c", target, 5, &keys[0]).to_tx();
         let a1 = ValidatorApproval::new("c", target, 5, &keys[1]).to_tx();
         let forged = ValidatorApproval::new("other", target, 5, &keys[2]).to_tx();
-        let r = app.execute_block(
-            &block(vec![a0, forged, b"x=1".to_vec(), governance::request_tx(&target)]),
-            &vs,
-        )
-        .unwrap();
+        let r = app
+            .execute_block(
+                &block(vec![a0, forged, b"x=1".to_vec(), governance::request_tx(&target)]),
+                &vs,
+            )
+            .unwrap();
         assert_eq!(
             r.tx_results.iter().map(|r| r.code).collect::<Vec<_>>(),
             vec![0, 3, 0, 0]

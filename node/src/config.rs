@@ -83,6 +83,11 @@ pub struct ConfigFile {
     /// Prefix of the CometBFT-named metrics on `/metrics` (default `cometbft`).
     pub metrics_namespace: Option<String>,
     pub rpc_limits: Option<RpcLimitOverrides>,
+    /// An ABCI application to run instead of the built-in one (CometBFT's `proxy_app`):
+    /// `tcp://127.0.0.1:26658` or `unix:///path/to/app.sock`.
+    pub proxy_app: Option<String>,
+    /// Longest one ABCI call may take (default 5000).
+    pub proxy_app_timeout_ms: Option<u64>,
 }
 
 fn default_host() -> String {
@@ -295,6 +300,16 @@ pub fn resolve(path: &Path, file: ConfigFile) -> CliResult<Config> {
                 format!("`{ns}` is not a Prometheus name prefix: letters, digits and `_`, not starting with a digit (e.g. \"cometbft\")"),
             ));
         }
+    }
+    if let Some(p) = &file.proxy_app {
+        crate::abci::ProxyApp::parse(p).map_err(|e| field_err(path, "proxy_app", e))?;
+    }
+    if let Some(ms) = file.proxy_app_timeout_ms.filter(|ms| !(100..=600_000).contains(ms)) {
+        return Err(field_err(
+            path,
+            "proxy_app_timeout_ms",
+            format!("{ms} is out of range (100-600000)"),
+        ));
     }
     for (i, v) in file.validators.iter().enumerate() {
         v.parse::<Address>()

@@ -72,6 +72,8 @@ pub struct Shared {
     pub guard: Option<Arc<Guard>>,
     /// Every decided block, for the RPC's waiters; sent only while someone listens.
     pub decided: broadcast::Sender<Arc<DecidedBlock>>,
+    /// The ABCI application the node runs, if any (`abci_info` asks it directly).
+    pub proxy_app: Option<crate::abci::ProxyTarget>,
 }
 
 impl Shared {
@@ -617,6 +619,7 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
         commands: cmd_tx.clone(),
         guard,
         decided: broadcast::channel(DECIDED_QUEUE).0,
+        proxy_app: crate::abci::ProxyTarget::from_config(&setup.cfg)?,
     });
     let rpc = RpcServer::start(
         setup.cfg.rpc_addr,
