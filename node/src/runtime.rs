@@ -230,7 +230,9 @@ pub fn open_store(setup: &NodeSetup, app: &impl AppFactory) -> CliResult<Store> 
     store
         .check_genesis(&setup.genesis.hash.to_hex())
         .map_err(|e| CliError::input(e.0))?;
-    backfill_results(&store, &setup.genesis, app)?;
+    if app.independent_instances() {
+        backfill_results(&store, &setup.genesis, app)?;
+    }
     Ok(store)
 }
 

@@ -13,7 +13,9 @@
 //! the timeout, and a failure is an error the node acts on (no proposal, a nil prevote, no
 //! next height until the block is executed), never a guess.
 //!
-//! What it does not do: keep FinalizeBlock's results across restarts. On start the node
+//! What it does not do: keep FinalizeBlock's results across restarts (so the transaction
+//! history of a block decided just before a crash is not rebuilt: its transactions are in the
+//! block, their results are not recorded). On start the node
 //! re-executes its stored blocks, so the application must be at height 0 (it is then given
 //! every stored block) or exactly at the node's height when the node has no stored block to
 //! re-execute; otherwise the start fails and says which.
@@ -163,6 +165,9 @@ impl AppFactory for AbciFactory {
     }
     fn initial_app_hash(&self, _chain_id: &str) -> Hash {
         Hash::default()
+    }
+    fn independent_instances(&self) -> bool {
+        false
     }
 }
 
