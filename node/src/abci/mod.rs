@@ -13,15 +13,20 @@
 //! the timeout, and a failure is an error the node acts on (no proposal, a nil prevote, no
 //! next height until the block is executed), never a guess.
 //!
-//! What it does not do: keep FinalizeBlock's results across restarts (so the transaction
-//! history of a block decided just before a crash is not rebuilt: its transactions are in the
-//! block, their results are not recorded). On start the node
-//! re-executes its stored blocks, so the application must be at height 0 (it is then given
-//! every stored block) or exactly at the node's height when the node has no stored block to
-//! re-execute; otherwise the start fails and says which.
+//! Restarts: on start the node re-executes its stored blocks. An application at height 0 is
+//! given InitChain and every stored block. One that already has some (a persistent
+//! application, or one that kept running) is checked against `data/abci_results.log`, where
+//! FinalizeBlock's results are written before each Commit (module `log`): its height must be
+//! one this node executed through it and its app hash the one FinalizeBlock gave then; the
+//! blocks it has are then answered from the log, and the ones it lacks are sent to it.
+//! Otherwise the start fails and says which.
+//!
+//! What it does not do: rebuild a missing transaction history with a second application
+//! (the history of a block decided just before a crash stays without results).
 
 pub mod codec;
 mod conn;
+mod log;
 
 pub use conn::AbciError;
 
@@ -30,6 +35,7 @@ use crate::config::Config;
 use crate::error::{CliError, CliResult};
 use crate::genesis::LoadedGenesis;
 use conn::Conn;
+use log::{Kept, ResultsLog};
 use prost::bytes::Bytes;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -151,6 +157,9 @@ impl From<&LoadedGenesis> for GenesisFacts {
 pub struct AbciFactory {
     pub target: ProxyTarget,
     pub genesis: Option<GenesisFacts>,
+    /// Where FinalizeBlock's results are kept (`None`: not kept; the application must then
+    /// start from height 0 whenever the node does).
+    pub results_log: Option<PathBuf>,
 }
 
 impl AppFactory for AbciFactory {
@@ -160,6 +169,7 @@ impl AppFactory for AbciFactory {
             target: self.target.clone(),
             chain_id: chain_id.to_string(),
             genesis: self.genesis.clone(),
+            results_log: self.results_log.clone(),
             inner: RefCell::new(Inner::default()),
         }
     }
@@ -179,6 +189,7 @@ pub struct AbciApp {
     target: ProxyTarget,
     chain_id: String,
     genesis: Option<GenesisFacts>,
+    results_log: Option<PathBuf>,
     /// The trait's `check_tx`, `validate_block` and `query` take `&self`; every call comes
     /// from the node's one driver task, one at a time.
     inner: RefCell<Inner>,
@@ -196,6 +207,10 @@ struct Inner {
     failed: Option<(Instant, String)>,
     /// Whether the missing-results warning was logged (once per process).
     warned_results: bool,
+    log: Option<ResultsLog>,
+    /// Results of the blocks the application had at the first connection, from the log,
+    /// taken as the node re-executes them.
+    replay: Kept,
 }
 
 fn to_timestamp(t: TimeMs) -> Timestamp {
@@ -315,11 +330,7 @@ impl AbciApp {
         let app_h = u64::try_from(i.last_block_height)
             .map_err(|_| self.refused(format!("Info reported height {}", i.last_block_height)))?;
         match (inner.height, &inner.pending) {
-            (None, _) if app_h == 0 => {
-                self.init_chain(&mut c)?;
-                inner.height = Some(0);
-            }
-            (None, _) => inner.height = Some(app_h),
+            (None, _) => self.first_handshake(&mut c, inner, app_h, &i.last_block_app_hash)?,
             // Not committed: FinalizeBlock is sent again (an application that restarted lost it).
             (Some(h), _) if h == app_h => inner.pending = None,
             // Committed, the answer lost: `execute` returns the results kept.
@@ -333,6 +344,51 @@ impl AbciApp {
             }
         }
         Ok(c)
+    }
+
+    /// The first connection: InitChain at height 0; otherwise the application's height and
+    /// app hash checked against the results log, whose records up to there answer the
+    /// re-execution of the blocks it has.
+    fn first_handshake(&self, c: &mut Conn, inner: &mut Inner, app_h: u64, app_hash: &[u8]) -> Result<(), AbciError> {
+        let (mut log, mut kept) = match &self.results_log {
+            Some(p) => {
+                let (log, kept) = ResultsLog::open(p).map_err(|e| self.refused(e))?;
+                (Some(log), kept)
+            }
+            None => (None, Kept::new()),
+        };
+        if app_h == 0 {
+            self.init_chain(c)?;
+            kept.clear();
+        } else if let Some(path) = &self.results_log {
+            let Some((_, res)) = kept.get(&app_h) else {
+                let last = kept.keys().next_back().copied().unwrap_or(0);
+                return Err(self.refused(format!(
+                    "the application is at height {app_h} but this node executed blocks up to {last} only \
+                     through it (`{}`): its state is not this node's; start it from an empty state, or give \
+                     this node the data folder that goes with it",
+                    path.display()
+                )));
+            };
+            let reported = app_hash_of(app_hash);
+            if res.app_hash != reported {
+                return Err(self.refused(format!(
+                    "at height {app_h} the application reports app hash {} (Info) but its FinalizeBlock gave \
+                     {} (`{}`): its state differs from what this node executed; start it from an empty state",
+                    reported.to_hex(),
+                    res.app_hash.to_hex(),
+                    path.display()
+                )));
+            }
+            kept.split_off(&(app_h + 1));
+        }
+        if let Some(l) = log.as_mut() {
+            l.truncate_after(app_h).map_err(|e| self.refused(e))?;
+        }
+        inner.log = log;
+        inner.replay = kept;
+        inner.height = Some(app_h);
+        Ok(())
     }
 
     fn init_chain(&self, c: &mut Conn) -> Result<(), AbciError> {
@@ -442,6 +498,16 @@ impl AbciApp {
             }
         }
         if height <= app_h {
+            if let Some((kept_id, res)) = inner.replay.remove(&height) {
+                if kept_id == id {
+                    return Ok(res);
+                }
+                return Err(self.refused(format!(
+                    "block {height} of this node's store is not the block the application executed at that \
+                     height (results log): its state belongs to another chain or node; start it from an \
+                     empty state"
+                )));
+            }
             return Err(self.refused(format!(
                 "the application is already at height {app_h} and this node must execute block {height}: \
                  this node re-executes its stored blocks on start, so start the application from an empty \
@@ -466,6 +532,9 @@ impl AbciApp {
                 proxy_app = %self.target.app,
                 "FinalizeBlock returns no transaction results; each transaction is recorded as a success (code 0)"
             );
+        }
+        if let Some(l) = inner.log.as_mut() {
+            l.append(height, id, &res).map_err(|e| self.refused(e))?;
         }
         inner.pending = Some((height, id, res.clone()));
         match c.call("Commit", request::Value::Commit(RequestCommit {}))? {
@@ -583,7 +652,11 @@ pub fn factory_for(config_path: &Path, genesis: Option<&Path>) -> CliResult<Opti
     let Some(target) = ProxyTarget::from_config(&cfg)? else {
         return Ok(None);
     };
-    let mut f = AbciFactory { target, genesis: None };
+    let mut f = AbciFactory {
+        target,
+        genesis: None,
+        results_log: Some(cfg.data_dir().join("abci_results.log")),
+    };
     let gpath = genesis.map_or_else(|| cfg.genesis_path(), Path::to_path_buf);
     if gpath.exists() {
         // A genesis that does not load is the command's to report: it loads it again.

@@ -31,6 +31,7 @@ fn serve(mode: Mode) -> String {
     std::thread::spawn(move || {
         let mut kv = std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new();
         let mut height = 0i64;
+        let mut app_hash = Bytes::new();
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
             loop {
@@ -44,7 +45,7 @@ fn serve(mode: Mode) -> String {
                         let _ = s.write_all(&[0x05, 0xff, 0xff, 0xff, 0xff, 0xff]);
                         continue;
                     }
-                    _ => answer(mode, req.value.unwrap(), &mut kv, &mut height),
+                    _ => answer(mode, req.value.unwrap(), &mut kv, &mut height, &mut app_hash),
                 };
                 if s.write_all(&codec::encode(&Response { value: Some(v) })).is_err() {
                     break;
@@ -60,6 +61,7 @@ fn answer(
     req: request::Value,
     kv: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
     height: &mut i64,
+    app_hash: &mut Bytes,
 ) -> response::Value {
     use request::Value as Q;
     use response::Value as A;
@@ -67,6 +69,7 @@ fn answer(
         Q::Flush(_) => A::Flush(ResponseFlush {}),
         Q::Info(_) => A::Info(ResponseInfo {
             last_block_height: *height,
+            last_block_app_hash: app_hash.clone(),
             ..Default::default()
         }),
         Q::InitChain(_) => A::InitChain(ResponseInitChain::default()),
@@ -92,9 +95,10 @@ fn answer(
                 let (k, v) = t.split_at(t.iter().position(|b| *b == b'=').unwrap_or(t.len()));
                 kv.insert(k.to_vec(), v.get(1..).unwrap_or_default().to_vec());
             }
+            *app_hash = Bytes::from(vec![kv.len() as u8; 32]);
             A::FinalizeBlock(ResponseFinalizeBlock {
                 tx_results: r.txs.iter().map(|_| Default::default()).collect(),
-                app_hash: Bytes::from(vec![kv.len() as u8; 32]),
+                app_hash: app_hash.clone(),
                 ..Default::default()
             })
         }
@@ -113,6 +117,10 @@ fn answer(
 }
 
 fn app(addr: &str, timeout_ms: u64) -> (AbciApp, ValidatorSet) {
+    app_with_log(addr, timeout_ms, None)
+}
+
+fn app_with_log(addr: &str, timeout_ms: u64, results_log: Option<PathBuf>) -> (AbciApp, ValidatorSet) {
     let k = PrivateKey::from_seed(b"abci");
     let vs = ValidatorSet::new(vec![(k.public_key(), VotingPower(10))]).unwrap();
     let f = AbciFactory {
@@ -124,6 +132,7 @@ fn app(addr: &str, timeout_ms: u64) -> (AbciApp, ValidatorSet) {
             time: TimeMs(1_000),
             validators: vs.clone(),
         }),
+        results_log,
     };
     (f.make("c"), vs)
 }
@@ -266,4 +275,39 @@ fn app_hashes_and_validator_updates_map_to_tendr() {
     assert!(exec_result(two, 3, &mut missing)
         .unwrap_err()
         .contains("2 transaction results"));
+}
+
+/// A node restarted while its application kept running: the blocks the application has are
+/// answered from the results log (the application is not asked twice), the next one is sent.
+#[test]
+fn a_restarted_node_replays_from_the_results_log_into_a_running_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("data/abci_results.log");
+    let addr = serve(Mode::Honest);
+    let blocks: Vec<Block> = (1..=4).map(|h| block(h, &[format!("k{h}=v").as_bytes()])).collect();
+    let (mut first, vs) = app_with_log(&addr, 2_000, Some(log.clone()));
+    let done: Vec<ExecResult> = blocks[..3]
+        .iter()
+        .map(|b| first.execute_block(b, &vs).unwrap())
+        .collect();
+    drop(first);
+    let (mut again, vs) = app_with_log(&addr, 2_000, Some(log.clone()));
+    for (b, res) in blocks[..3].iter().zip(&done) {
+        assert_eq!(&again.execute_block(b, &vs).unwrap(), res, "block {}", b.height().0);
+    }
+    let r = again.execute_block(&blocks[3], &vs).unwrap();
+    assert_eq!(
+        r.app_hash,
+        Hash([4; 32]),
+        "the fourth block reached the application once"
+    );
+    // Another node's data folder (a log that stops at 1): refused, naming the log.
+    drop(again);
+    let other = dir.path().join("other.log");
+    let (mut short, _) = app_with_log(&addr, 2_000, Some(other.clone()));
+    let e = short.execute_block(&blocks[0], &vs).unwrap_err().0;
+    assert!(
+        e.contains("at height 4 but this node executed blocks up to 0") && e.contains("other.log"),
+        "{e}"
+    );
 }
