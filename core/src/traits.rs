@@ -268,7 +268,8 @@ pub trait Application {
     /// Whether a transaction may enter the mempool.
     fn check_tx(&self, tx: &[u8]) -> Result<(), String>;
     /// `getValue()`: the transactions of a new block, from the mempool. An error proposes
-    /// nothing (the round's propose timeout then moves consensus on).
+    /// nothing for now: the node asks again while the round lasts ([`Node::retry_stalled`]),
+    /// and the other validators' propose timeouts move the round on.
     fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Result<Vec<Vec<u8>>, AppError> {
         Ok(mempool.take(max_txs, max_bytes))
     }
@@ -422,6 +423,12 @@ pub struct Node<C, N, S, A> {
     /// A decided block the store refused or the application could not execute, retried
     /// before each later input.
     stalled_decide: Option<(Block, Commit)>,
+    /// The height of the stalled block when the store has it and only its execution failed
+    /// (the retry does not write it again).
+    stalled_stored: Option<Height>,
+    /// Our proposal's transactions the application could not give (height, round): asked
+    /// again while that round lasts (a proposer does not time out its own propose step).
+    stalled_build: Option<(Height, Round)>,
     /// Buffers of [`Node::run`], empty between calls.
     inputs: VecDeque<Input>,
     outputs: Vec<Output>,
@@ -498,6 +505,8 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             unsynced: false,
             send_error: None,
             stalled_decide: None,
+            stalled_stored: None,
+            stalled_build: None,
             inputs: VecDeque::new(),
             outputs: Vec::new(),
         })
@@ -549,22 +558,34 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         }
     }
 
-    /// Whether a decided block waits to be stored or executed: the store refused it (a full
-    /// disk) or the application failed, and the height goes on once [`Node::retry_stalled`]
-    /// (or any later input) stores and executes it.
+    /// Whether a decided block waits to be stored or executed (the store refused it, a full
+    /// disk, or the application failed), or our proposal waits for the application's
+    /// transactions; the node goes on once [`Node::retry_stalled`] (or any later input) gets
+    /// them through.
     pub fn is_stalled(&self) -> bool {
-        self.stalled_decide.is_some()
+        self.stalled_decide.is_some() || self.stalled_build.is_some()
     }
 
     /// Stores and executes the decided block the store refused, if any; a driver calls it
     /// periodically while [`Node::is_stalled`], so a node with no input resumes too.
     pub fn retry_stalled(&mut self) -> Result<(), NodeError> {
-        let Some((block, commit)) = self.stalled_decide.take() else {
+        if let Some((block, commit)) = self.stalled_decide.take() {
+            if let Some(executed) = self.execute(Output::Decide { block, commit })? {
+                self.run(executed)?;
+            }
+        }
+        let Some((height, round)) = self.stalled_build.take() else {
             return Ok(());
         };
-        match self.execute(Output::Decide { block, commit })? {
-            Some(executed) => self.run(executed),
-            None => Ok(()),
+        if (height, round) != (self.engine.height(), self.engine.round()) {
+            return Ok(()); // that round is over
+        }
+        match self.app.prepare_txs(&self.mempool, MAX_BLOCK_TXS, MAX_BLOCK_BYTES / 2) {
+            Ok(txs) => self.run(Input::BlockTxs { height, round, txs }),
+            Err(e) => {
+                self.stalled_build = Some((height, round));
+                Err(e.into())
+            }
         }
     }
 
@@ -671,7 +692,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
     /// Runs one input and every input its outputs lead to, carrying outputs out in order.
     fn run(&mut self, input: Input) -> Result<(), NodeError> {
         // The queues are the node's own buffers, kept for their capacity between calls.
-        if self.stalled_decide.is_some() {
+        if self.is_stalled() {
             // Its errors are the store's (it reports them); this input's result is its own.
             let _ = self.retry_stalled();
         }
@@ -743,7 +764,8 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 match self.app.prepare_txs(&self.mempool, MAX_BLOCK_TXS, MAX_BLOCK_BYTES / 2) {
                     Ok(txs) => Some(Input::BlockTxs { height, round, txs }),
                     Err(e) => {
-                        // No proposal: the propose timeout moves the round on.
+                        // No proposal for now: asked again by `retry_stalled`.
+                        self.stalled_build = Some((height, round));
                         self.send_error.get_or_insert(e.into());
                         None
                     }
@@ -758,17 +780,19 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 })
             }
             Output::Decide { block, commit } => {
-                if let Err(e) = self.storage.save_decided(&block, &commit) {
-                    // Retried before each later input: the engine waits for `Executed`.
-                    self.stalled_decide = Some((block, commit));
-                    return Err(e.into());
+                if self.stalled_stored.take() != Some(block.height()) {
+                    if let Err(e) = self.storage.save_decided(&block, &commit) {
+                        // Retried before each later input: the engine waits for `Executed`.
+                        self.stalled_decide = Some((block, commit));
+                        return Err(e.into());
+                    }
                 }
                 self.unsynced = true;
                 let res = match self.app.execute_block(&block, self.engine.validators()) {
                     Ok(res) => res,
                     Err(e) => {
-                        // Stored but not executed: the retry stores it again (the same
-                        // block, so the same record) and executes it.
+                        // Stored but not executed: the retry only executes it.
+                        self.stalled_stored = Some(block.height());
                         self.stalled_decide = Some((block, commit));
                         return Err(e.into());
                     }
