@@ -373,8 +373,10 @@ impl AbciApp {
             let reported = app_hash_of(app_hash);
             if res.app_hash != reported {
                 return Err(self.refused(format!(
-                    "at height {app_h} the application reports app hash {} (Info) but its FinalizeBlock gave \
-                     {} (`{}`): its state differs from what this node executed; start it from an empty state",
+                    "at height {app_h} the application reports app hash `{}` (Info; {} as tendr's 32 bytes) but \
+                     its FinalizeBlock gave {} (`{}`): its state differs from what this node executed; start it \
+                     from an empty state",
+                    hex::encode(app_hash),
                     reported.to_hex(),
                     res.app_hash.to_hex(),
                     path.display()
