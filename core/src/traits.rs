@@ -280,6 +280,13 @@ impl QueryResult {
     }
 }
 
+/// Why an application could not answer (one behind a socket: down, slow, or answering garbage).
+/// The node acts on no missing answer: no proposal without transactions, no next height
+/// without an executed block (it stalls and retries, as for a store that refuses a write).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("application: {0}")]
+pub struct AppError(pub String);
+
 /// The replicated application: the user's state machine, the same in the simulator and on a
 /// real node.
 ///
@@ -291,14 +298,18 @@ pub trait Application {
     fn initial_app_hash(&self) -> Hash;
     /// Whether a transaction may enter the mempool.
     fn check_tx(&self, tx: &[u8]) -> Result<(), String>;
-    /// `getValue()`: the transactions of a new block, from the mempool.
-    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Vec<Vec<u8>> {
-        mempool.take(max_txs, max_bytes)
+    /// `getValue()`: the transactions of a new block, from the mempool. An error proposes
+    /// nothing for now: the node asks again while the round lasts ([`Node::retry_stalled`]),
+    /// and the other validators' propose timeouts move the round on.
+    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Result<Vec<Vec<u8>>, AppError> {
+        Ok(mempool.take(max_txs, max_bytes))
     }
     /// `valid(v)` beyond what the engine checks itself.
     fn validate_block(&self, block: &Block) -> bool;
-    /// Executes a decided block with the validators of its height.
-    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> ExecResult;
+    /// Executes a decided block with the validators of its height. An error leaves the
+    /// block decided but not executed: the node goes to no next height, retries it
+    /// ([`Node::is_stalled`]) and fails to start while a stored block cannot be re-executed.
+    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> Result<ExecResult, AppError>;
     /// The whole application state as bytes, to restart from without replaying blocks.
     /// `None`: this application takes no snapshots (the node then keeps every block).
     fn snapshot(&self) -> Option<Vec<u8>> {
@@ -415,6 +426,8 @@ pub enum NodeError {
     CorruptStore(Height, String),
     #[error("transaction rejected: {0}")]
     TxRejected(String),
+    #[error(transparent)]
+    App(#[from] AppError),
 }
 
 impl NodeError {
@@ -425,7 +438,7 @@ impl NodeError {
         match self {
             NodeError::Decode(_) => true,
             NodeError::Rejected(e) => e.blames_sender(),
-            NodeError::Storage(_) | NodeError::CorruptStore(..) | NodeError::TxRejected(_) => false,
+            NodeError::Storage(_) | NodeError::CorruptStore(..) | NodeError::TxRejected(_) | NodeError::App(_) => false,
         }
     }
 }
@@ -457,10 +470,18 @@ pub struct Node<C, N, S, A> {
     snapshots: SnapshotPolicy,
     /// Written since the last [`Storage::sync`].
     unsynced: bool,
-    /// The first failed sync of the current input: its sends were skipped.
+    /// The first failed sync of the current input (its sends were skipped), or the first
+    /// application error that did not stop the input (a proposal not built).
     send_error: Option<NodeError>,
-    /// A decided block the store refused, retried before each later input.
+    /// A decided block the store refused or the application could not execute, retried
+    /// before each later input.
     stalled_decide: Option<(Block, Commit)>,
+    /// The height of the stalled block when the store has it and only its execution failed
+    /// (the retry does not write it again).
+    stalled_stored: Option<Height>,
+    /// Our proposal's transactions the application could not give (height, round): asked
+    /// again while that round lasts (a proposer does not time out its own propose step).
+    stalled_build: Option<(Height, Round)>,
     /// Buffers of [`Node::run`], empty between calls.
     inputs: VecDeque<Input>,
     outputs: Vec<Output>,
@@ -524,7 +545,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                     "app hash or previous block mismatch".into(),
                 ));
             }
-            let res = app.execute_block(&block, &chain.validators);
+            let res = app.execute_block(&block, &chain.validators)?;
             chain.advance(&block, &commit, res.app_hash, &res.validator_updates);
         }
         let wal = storage.wal(chain.height)?;
@@ -541,6 +562,8 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             unsynced: false,
             send_error: None,
             stalled_decide: None,
+            stalled_stored: None,
+            stalled_build: None,
             inputs: VecDeque::new(),
             outputs: Vec::new(),
             state_sync: None,
@@ -769,21 +792,34 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         }
     }
 
-    /// Whether a decided block waits to be stored: the store refused it (a full disk), and
-    /// the height goes on once [`Node::retry_stalled`] (or any later input) stores it.
+    /// Whether a decided block waits to be stored or executed (the store refused it, a full
+    /// disk, or the application failed), or our proposal waits for the application's
+    /// transactions; the node goes on once [`Node::retry_stalled`] (or any later input) gets
+    /// them through.
     pub fn is_stalled(&self) -> bool {
-        self.stalled_decide.is_some()
+        self.stalled_decide.is_some() || self.stalled_build.is_some()
     }
 
     /// Stores and executes the decided block the store refused, if any; a driver calls it
     /// periodically while [`Node::is_stalled`], so a node with no input resumes too.
     pub fn retry_stalled(&mut self) -> Result<(), NodeError> {
-        let Some((block, commit)) = self.stalled_decide.take() else {
+        if let Some((block, commit)) = self.stalled_decide.take() {
+            if let Some(executed) = self.execute(Output::Decide { block, commit })? {
+                self.run(executed)?;
+            }
+        }
+        let Some((height, round)) = self.stalled_build.take() else {
             return Ok(());
         };
-        match self.execute(Output::Decide { block, commit })? {
-            Some(executed) => self.run(executed),
-            None => Ok(()),
+        if (height, round) != (self.engine.height(), self.engine.round()) {
+            return Ok(()); // that round is over
+        }
+        match self.app.prepare_txs(&self.mempool, MAX_BLOCK_TXS, MAX_BLOCK_BYTES / 2) {
+            Ok(txs) => self.run(Input::BlockTxs { height, round, txs }),
+            Err(e) => {
+                self.stalled_build = Some((height, round));
+                Err(e.into())
+            }
         }
     }
 
@@ -904,7 +940,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
     /// Runs one input and every input its outputs lead to, carrying outputs out in order.
     fn run(&mut self, input: Input) -> Result<(), NodeError> {
         // The queues are the node's own buffers, kept for their capacity between calls.
-        if self.stalled_decide.is_some() {
+        if self.is_stalled() {
             // Its errors are the store's (it reports them); this input's result is its own.
             let _ = self.retry_stalled();
         }
@@ -973,8 +1009,15 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 None
             }
             Output::BuildBlock { height, round } => {
-                let txs = self.app.prepare_txs(&self.mempool, MAX_BLOCK_TXS, MAX_BLOCK_BYTES / 2);
-                Some(Input::BlockTxs { height, round, txs })
+                match self.app.prepare_txs(&self.mempool, MAX_BLOCK_TXS, MAX_BLOCK_BYTES / 2) {
+                    Ok(txs) => Some(Input::BlockTxs { height, round, txs }),
+                    Err(e) => {
+                        // No proposal for now: asked again by `retry_stalled`.
+                        self.stalled_build = Some((height, round));
+                        self.send_error.get_or_insert(e.into());
+                        None
+                    }
+                }
             }
             Output::ValidateBlock { block, id } => {
                 let valid = self.app.validate_block(&block);
@@ -985,13 +1028,23 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 })
             }
             Output::Decide { block, commit } => {
-                if let Err(e) = self.storage.save_decided(&block, &commit) {
-                    // Retried before each later input: the engine waits for `Executed`.
-                    self.stalled_decide = Some((block, commit));
-                    return Err(e.into());
+                if self.stalled_stored.take() != Some(block.height()) {
+                    if let Err(e) = self.storage.save_decided(&block, &commit) {
+                        // Retried before each later input: the engine waits for `Executed`.
+                        self.stalled_decide = Some((block, commit));
+                        return Err(e.into());
+                    }
                 }
                 self.unsynced = true;
-                let res = self.app.execute_block(&block, self.engine.validators());
+                let res = match self.app.execute_block(&block, self.engine.validators()) {
+                    Ok(res) => res,
+                    Err(e) => {
+                        // Stored but not executed: the retry only executes it.
+                        self.stalled_stored = Some(block.height());
+                        self.stalled_decide = Some((block, commit));
+                        return Err(e.into());
+                    }
+                };
                 self.mempool.remove_committed(&block.txs);
                 let input = Input::Executed {
                     height: block.height(),

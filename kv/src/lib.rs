@@ -21,7 +21,7 @@ use tendr_core::codec::encode;
 use tendr_core::crypto::sha256;
 use tendr_core::governance::{self, Approvals, GovernanceTx};
 use tendr_core::mempool::Mempool;
-use tendr_core::traits::{Application, ExecResult, QueryResult, TxResult};
+use tendr_core::traits::{AppError, Application, ExecResult, QueryResult, TxResult};
 use tendr_core::types::{Block, Hash};
 use tendr_core::validator::ValidatorSet;
 
@@ -147,15 +147,15 @@ impl Application for KvApp {
         parse_tx(tx).map(|_| ())
     }
 
-    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Vec<Vec<u8>> {
-        mempool.take(max_txs, max_bytes)
+    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Result<Vec<Vec<u8>>, AppError> {
+        Ok(mempool.take(max_txs, max_bytes))
     }
 
     fn validate_block(&self, block: &Block) -> bool {
         block.txs.iter().all(|t| parse_tx(t).is_ok())
     }
 
-    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> ExecResult {
+    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> Result<ExecResult, AppError> {
         use lthash_rs::LtHash;
         let mut results = Vec::with_capacity(block.txs.len());
         let mut updates = Vec::new();
@@ -189,11 +189,11 @@ impl Application for KvApp {
         }
         self.height = block.header.height.0;
         self.app_hash = self.compute_app_hash(&self.state_hash, self.height);
-        ExecResult {
+        Ok(ExecResult {
             app_hash: self.app_hash,
             tx_results: results,
             validator_updates: updates,
-        }
+        })
     }
 
     fn snapshot(&self) -> Option<Vec<u8>> {
@@ -294,19 +294,21 @@ mod tests {
         let a0 = ValidatorApproval::new("c", target, 5, &keys[0]).to_tx();
         let a1 = ValidatorApproval::new("c", target, 5, &keys[1]).to_tx();
         let forged = ValidatorApproval::new("other", target, 5, &keys[2]).to_tx();
-        let r = app.execute_block(
-            &block(vec![a0, forged, b"x=1".to_vec(), governance::request_tx(&target)]),
-            &vs,
-        );
+        let r = app
+            .execute_block(
+                &block(vec![a0, forged, b"x=1".to_vec(), governance::request_tx(&target)]),
+                &vs,
+            )
+            .unwrap();
         assert_eq!(
             r.tx_results.iter().map(|r| r.code).collect::<Vec<_>>(),
             vec![0, 3, 0, 0]
         );
         assert!(r.validator_updates.is_empty(), "one approval of three is not enough");
-        let r = app.execute_block(&block(vec![a1]), &vs);
+        let r = app.execute_block(&block(vec![a1]), &vs).unwrap();
         assert!(r.validator_updates.is_empty(), "two of three is exactly 2/3, not more");
         let a2 = ValidatorApproval::new("c", target, 5, &keys[2]).to_tx();
-        let r = app.execute_block(&block(vec![a2]), &vs);
+        let r = app.execute_block(&block(vec![a2]), &vs).unwrap();
         assert_eq!(r.validator_updates.len(), 1, "three of three is more than 2/3");
         assert_eq!(app.query("", b"x").value, b"1");
         assert_eq!(app.query("", b"y").code, QueryResult::NOT_FOUND);

@@ -225,7 +225,7 @@ impl Strikes {
 /// validator set we do not know yet, a full future buffer, a parked proposal): debug.
 fn failure_level(e: &NodeError) -> tracing::Level {
     match e {
-        NodeError::Storage(_) | NodeError::CorruptStore(..) => tracing::Level::ERROR,
+        NodeError::Storage(_) | NodeError::CorruptStore(..) | NodeError::App(_) => tracing::Level::ERROR,
         NodeError::Rejected(EngineError::ConflictingProposal { .. }) => tracing::Level::WARN,
         _ => tracing::Level::DEBUG,
     }

@@ -27,6 +27,13 @@ pub trait AppFactory: Send + Sync + 'static {
     fn initial_app_hash(&self, chain_id: &str) -> Hash {
         self.make(chain_id).initial_app_hash()
     }
+    /// Whether two applications it makes are independent (in-process state). `false` for a
+    /// handle on one external process (an ABCI application): the node then executes the
+    /// stored blocks only in the application it runs, and does not rebuild a missing
+    /// transaction history with a second one (that would execute the blocks twice).
+    fn independent_instances(&self) -> bool {
+        true
+    }
 }
 
 impl<A, F> AppFactory for F

@@ -5,6 +5,7 @@
 //! What it does not do: the `sim` subcommands run the simulator's own applications (the
 //! built-in key-value app), not the factory's.
 
+use crate::abci;
 use crate::app::AppFactory;
 use crate::config::{self, Config, DEFAULT_CONFIG_FILE};
 use crate::error::{CliError, CliResult};
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use tendr_core::crypto::PublicKey;
 use tendr_core::governance::{ValidatorApproval, REQUEST_QUERY_PATH};
 use tendr_core::traits::QueryResult;
-use tendr_core::types::Address;
+use tendr_core::types::{Address, Hash};
 use tendr_core::TimeoutConfig;
 
 /// How long `add-validator --address` waits for a just-joined node's published key.
@@ -211,6 +212,10 @@ pub enum Command {
         target_block_time: f64,
         #[arg(long)]
         force: bool,
+        /// Run an ABCI application per node instead of the built-in one: node i's config gets
+        /// `proxy_app = tcp://127.0.0.1:<this + i - 1>` (start the applications there).
+        #[arg(long)]
+        proxy_app_base_port: Option<u16>,
     },
     /// Load through the CometBFT RPC of running nodes: unique transactions via
     /// `broadcast_tx_sync` (or `--async`) from `--senders` connections per node, bounded by
@@ -242,7 +247,7 @@ pub enum Command {
 /// `tx`, `transactions`, `query`, `testnet`) for its own application with one line:
 ///
 /// ```no_run
-/// # use tendr_core::traits::{Application, ExecResult};
+/// # use tendr_core::traits::{AppError, Application, ExecResult};
 /// # use tendr_core::{types::{Block, Hash}, validator::ValidatorSet};
 /// # struct MyApp;
 /// # impl MyApp { fn new(_chain_id: &str) -> Self { MyApp } }
@@ -250,7 +255,7 @@ pub enum Command {
 /// #     fn initial_app_hash(&self) -> Hash { Hash::default() }
 /// #     fn check_tx(&self, _tx: &[u8]) -> Result<(), String> { Ok(()) }
 /// #     fn validate_block(&self, _b: &Block) -> bool { true }
-/// #     fn execute_block(&mut self, _b: &Block, _v: &ValidatorSet) -> ExecResult { unimplemented!() }
+/// #     fn execute_block(&mut self, _b: &Block, _v: &ValidatorSet) -> Result<ExecResult, AppError> { unimplemented!() }
 /// # }
 /// fn main() {
 ///     std::process::exit(tendr_node::cli::main_with(|chain_id: &str| MyApp::new(chain_id)));
@@ -259,6 +264,24 @@ pub enum Command {
 ///
 /// `tendr add-validator` needs the application to route the governance transactions to
 /// `tendr_core::governance::Approvals` (see that module) and to answer its query path.
+/// Runs `$call` with `$a` bound to the config's ABCI application factory when the config names
+/// a `proxy_app` (`$abci` is [`abci::factory_for`]), else to `$app`.
+macro_rules! with_app {
+    ($abci:expr, $app:expr, |$a:ident| $call:expr) => {
+        match $abci {
+            Err(e) => Err(e),
+            Ok(Some(f)) => {
+                let $a = &f;
+                $call
+            }
+            Ok(None) => {
+                let $a = $app;
+                $call
+            }
+        }
+    };
+}
+
 pub fn main_with(app: impl AppFactory) -> i32 {
     let cli = parse_cli();
     let result = match cli.command {
@@ -271,13 +294,24 @@ pub fn main_with(app: impl AppFactory) -> i32 {
             config,
             chain_id,
             force,
-        } => init(&config, chain_id, force, &app),
+        } => with_app!(abci::factory_for(&config, None), &app, |a| init(
+            &config, chain_id, force, a
+        )),
         Command::Start {
             config,
             rebuild_signing_state,
             trust,
-        } => start(&config, rebuild_signing_state, &trust, &app),
-        Command::Join { config, genesis, trust } => join(&config, &genesis, &trust, &app),
+        } => with_app!(abci::factory_for(&config, None), &app, |a| start(
+            &config,
+            rebuild_signing_state,
+            &trust,
+            a
+        )),
+        Command::Join { config, genesis, trust } => {
+            with_app!(abci::factory_for(&config, Some(&genesis)), &app, |a| join(
+                &config, &genesis, &trust, a
+            ))
+        }
         Command::Status { target, json } => status(&target, json),
         Command::AddValidator {
             address,
@@ -316,7 +350,18 @@ pub fn main_with(app: impl AppFactory) -> i32 {
             base_port,
             target_block_time,
             force,
-        } => testnet(validators, &out, base_port, target_block_time, force, &app),
+            proxy_app_base_port,
+        } => {
+            let net = TestnetArgs {
+                n: validators,
+                out: &out,
+                base_port,
+                block_time: target_block_time,
+                force,
+                proxy_app_base_port,
+            };
+            testnet(net, &app)
+        }
     };
     match result {
         Ok(()) => 0,
@@ -938,7 +983,31 @@ fn add_validator(target: Address, power: u64, pub_key: Option<String>, t: &Targe
     Ok(())
 }
 
-fn testnet(n: usize, out: &Path, base_port: u16, block_time: f64, force: bool, app: &impl AppFactory) -> CliResult<()> {
+/// `tendr testnet`'s arguments.
+struct TestnetArgs<'a> {
+    n: usize,
+    out: &'a Path,
+    base_port: u16,
+    block_time: f64,
+    force: bool,
+    proxy_app_base_port: Option<u16>,
+}
+
+fn testnet(args: TestnetArgs, app: &impl AppFactory) -> CliResult<()> {
+    let TestnetArgs {
+        n,
+        out,
+        base_port,
+        block_time,
+        force,
+        proxy_app_base_port,
+    } = args;
+    if proxy_app_base_port.is_some_and(|p| p as usize + n > 65_536) {
+        return Err(CliError::input(format!(
+            "--proxy-app-base-port {}: {n} ports from there do not fit below 65536",
+            proxy_app_base_port.unwrap_or_default()
+        )));
+    }
     if n == 0 || n > 100 {
         return Err(CliError::input(format!("--validators {n}: expected 1-100")));
     }
@@ -971,7 +1040,11 @@ fn testnet(n: usize, out: &Path, base_port: u16, block_time: f64, force: bool, a
         genesis::now_ms(),
         &members,
         timeouts,
-        app.initial_app_hash(&chain_id),
+        // An ABCI chain starts from CometBFT's empty app hash (see `abci::AbciFactory`).
+        match proxy_app_base_port {
+            Some(_) => Hash::default(),
+            None => app.initial_app_hash(&chain_id),
+        },
     );
     for (i, dir) in dirs.iter().enumerate() {
         if force && dir.exists() {
@@ -983,7 +1056,7 @@ fn testnet(n: usize, out: &Path, base_port: u16, block_time: f64, force: bool, a
             .filter(|j| *j != i)
             .map(|j| serde_json::json!({"host": "127.0.0.1", "port": base_port + j as u16}))
             .collect();
-        let cfg = serde_json::json!({
+        let mut cfg = serde_json::json!({
             "node_id": format!("node{}", i + 1),
             "host": "127.0.0.1",
             "port": port,
@@ -993,6 +1066,9 @@ fn testnet(n: usize, out: &Path, base_port: u16, block_time: f64, force: bool, a
             "target_block_time": block_time,
             "log_level": "info",
         });
+        if let Some(p) = proxy_app_base_port {
+            cfg["proxy_app"] = format!("tcp://127.0.0.1:{}", p as usize + i).into();
+        }
         write_new(
             &dir.join(DEFAULT_CONFIG_FILE),
             &(serde_json::to_string_pretty(&cfg).expect("json") + "\n"),

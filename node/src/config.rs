@@ -93,6 +93,11 @@ pub struct ConfigFile {
     pub sync_window: Option<u64>,
     /// Start from a peer's snapshot instead of replaying every block (see `join --state-sync`).
     pub state_sync: Option<StateSyncConfig>,
+    /// An ABCI application to run instead of the built-in one (CometBFT's `proxy_app`):
+    /// `tcp://127.0.0.1:26658` or `unix:///path/to/app.sock`.
+    pub proxy_app: Option<String>,
+    /// Longest one ABCI call may take (default 5000).
+    pub proxy_app_timeout_ms: Option<u64>,
 }
 
 /// State sync's trust anchor: a decided block the operator trusts (read from a node they
@@ -359,6 +364,16 @@ pub fn resolve(path: &Path, file: ConfigFile) -> CliResult<Config> {
     if let Some(ss) = &file.state_sync {
         ss.check()
             .map_err(|(field, e)| field_err(path, &format!("state_sync.{field}"), e))?;
+    }
+    if let Some(p) = &file.proxy_app {
+        crate::abci::ProxyApp::parse(p).map_err(|e| field_err(path, "proxy_app", e))?;
+    }
+    if let Some(ms) = file.proxy_app_timeout_ms.filter(|ms| !(100..=600_000).contains(ms)) {
+        return Err(field_err(
+            path,
+            "proxy_app_timeout_ms",
+            format!("{ms} is out of range (100-600000)"),
+        ));
     }
     for (i, v) in file.validators.iter().enumerate() {
         v.parse::<Address>()

@@ -288,7 +288,11 @@ mod tests {
         fn validate_block(&self, _: &tendr_core::types::Block) -> bool {
             true
         }
-        fn execute_block(&mut self, _: &tendr_core::types::Block, _: &ValidatorSet) -> tendr_core::traits::ExecResult {
+        fn execute_block(
+            &mut self,
+            _: &tendr_core::types::Block,
+            _: &ValidatorSet,
+        ) -> Result<tendr_core::traits::ExecResult, tendr_core::traits::AppError> {
             unimplemented!("never executed by these tests")
         }
     }

@@ -8,6 +8,7 @@
 //! What it does not do: consensus (that is `tendr-core`), or the QUIC transport (`tendr-net`).
 #![forbid(unsafe_code)]
 
+pub mod abci;
 pub mod app;
 pub mod bench;
 pub mod cli;

@@ -75,6 +75,8 @@ pub struct Shared {
     pub guard: Option<Arc<Guard>>,
     /// Every decided block, for the RPC's waiters; sent only while someone listens.
     pub decided: broadcast::Sender<Arc<DecidedBlock>>,
+    /// The ABCI application the node runs, if any (`abci_info` asks it directly).
+    pub proxy_app: Option<crate::abci::ProxyTarget>,
 }
 
 impl Shared {
@@ -236,7 +238,9 @@ pub fn backfill_results(store: &Store, genesis: &LoadedGenesis, app: &impl AppFa
             .decided(Height(h))
             .map_err(storage_err)?
             .ok_or_else(|| storage_err(format!("block {h} missing")))?;
-        let res = app.execute_block(&block, &chain.validators);
+        let res = app
+            .execute_block(&block, &chain.validators)
+            .map_err(|e| CliError::failure(format!("cannot rebuild the transaction history of block {h}: {e}")))?;
         if h > done {
             store.save_results(&block, &res.tx_results).map_err(storage_err)?;
         }
@@ -251,7 +255,9 @@ pub fn open_store(setup: &NodeSetup, app: &impl AppFactory) -> CliResult<Store> 
     store
         .check_genesis(&setup.genesis.hash.to_hex())
         .map_err(|e| CliError::input(e.0))?;
-    backfill_results(&store, &setup.genesis, app)?;
+    if app.independent_instances() {
+        backfill_results(&store, &setup.genesis, app)?;
+    }
     Ok(store)
 }
 
@@ -720,6 +726,7 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
         commands: cmd_tx.clone(),
         guard,
         decided: broadcast::channel(DECIDED_QUEUE).0,
+        proxy_app: crate::abci::ProxyTarget::from_config(&setup.cfg)?,
     });
     let rpc = RpcServer::start(
         setup.cfg.rpc_addr,

@@ -880,7 +880,7 @@ mod tests {
             block_id: block.id(),
             signatures: vec![],
         };
-        let res = app.execute_block(&block, &vs);
+        let res = app.execute_block(&block, &vs).unwrap();
         {
             let mut s = Store::open(&p).unwrap();
             s.append_wal(vote(1, 0)).unwrap();
@@ -971,7 +971,7 @@ pub(crate) mod faults {
                 block_id: block.id(),
                 signatures: vec![],
             };
-            let res = app.execute_block(&block, &vs);
+            let res = app.execute_block(&block, &vs).unwrap();
             s.save_decided(&block, &commit).unwrap();
             s.save_results(&block, &res.tx_results).unwrap();
             chain.advance(&block, &commit, res.app_hash, &res.validator_updates);

@@ -391,3 +391,161 @@ fn hostile_clients_cannot_stop_the_rpc() {
         "RSS grew from {before} to {rss_during} KiB"
     );
 }
+
+/// `kvstore-rs`, the key-value ABCI application of the `tendermint-abci` crate: `$KVSTORE_RS`,
+/// or where `.ci/run` installs it. Missing, the test fails and says how to get it.
+fn kvstore_rs() -> PathBuf {
+    let path = std::env::var_os("KVSTORE_RS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/abci-tools/bin/kvstore-rs"));
+    assert!(
+        path.is_file(),
+        "kvstore-rs not found at {}: install it with `cargo install tendermint-abci --version 0.41.0 \
+         --features binary,client,kvstore-app --locked --root target/abci-tools` (as .ci/run does), \
+         or set KVSTORE_RS to its path",
+        path.display()
+    );
+    path
+}
+
+/// Starts `kvstore-rs` on `port` as child `key` of `s`, and waits until it listens.
+fn start_kvstore(s: &mut Scratch, key: usize, port: u16) {
+    let log = std::fs::File::create(s.path(&format!("kvstore{key}-{}.log", s.children.len()))).unwrap();
+    let child = Command::new(kvstore_rs())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    s.children.insert(key, child);
+    wait_for(s, "kvstore-rs to listen", 10, || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+}
+
+/// Polls `abci_query` of `key` on the node at `port` until it finds `want`.
+async fn query_until(port: u16, key: &[u8], want: &[u8]) -> u64 {
+    let c = client(port);
+    for _ in 0..150 {
+        let q = c.abci_query(None, key.to_vec(), None, false).await.expect("abci_query");
+        if q.code.is_ok() && q.value == want {
+            return q.height.value();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "node at {port}: `{}` never read `{}`",
+        String::from_utf8_lossy(key),
+        String::from_utf8_lossy(want)
+    );
+}
+
+/// Issue 14, item 3: four validators, each running its own `kvstore-rs` (the ABCI application of
+/// the `tendermint-abci` crate, a separate process) as its application; a transaction broadcast
+/// on one node is queryable on all. Then one node's application dies: that node says so and
+/// stalls while the other three go on; with a fresh application and a restart it replays its
+/// stored blocks into it and catches up.
+#[test]
+fn four_validators_run_the_kvstore_rs_abci_application() {
+    let mut s = Scratch::new("abci");
+    let base = base_port() + 8_500;
+    let app_base = base_port() + 8_600;
+    let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
+    let out = s.path("net");
+    ok(&[
+        "testnet",
+        "--validators",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--base-port",
+        &base.to_string(),
+        "--target-block-time",
+        "0.3",
+        "--proxy-app-base-port",
+        &app_base.to_string(),
+    ]);
+    let cfgs: Vec<String> = (1..=4)
+        .map(|i| {
+            out.join(format!("node{i}/tendermint_config.json"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    for i in 0..4 {
+        start_kvstore(&mut s, 11 + i, app_base + i as u16);
+    }
+    for (i, cfg) in cfgs.iter().enumerate() {
+        spawn(&mut s, i + 1, &["start", "--config", cfg]);
+    }
+    for p in &ports {
+        wait_for(&s, "blocks on every node", 60, || {
+            status(*p).filter(|st| st.latest_height >= 3 && st.peers.len() == 3)
+        });
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let c = client(ports[0]);
+        let done = c
+            .broadcast_tx_commit(b"abci=works".to_vec())
+            .await
+            .expect("broadcast_tx_commit");
+        assert!(done.check_tx.code.is_ok(), "{:?}", done.check_tx);
+        assert!(done.tx_result.code.is_ok(), "{:?}", done.tx_result);
+        let at = done.height.value();
+        for p in &ports {
+            assert!(query_until(*p, b"abci", b"works").await >= at, "node at {p}");
+            let info = client(*p).abci_info().await.expect("abci_info");
+            assert_eq!(
+                info.data, "kvstore-rs",
+                "node at {p} answers with its application's Info"
+            );
+            assert!(info.last_block_height.value() >= at, "node at {p}: {info:?}");
+        }
+        let sync = client(ports[2]).broadcast_tx_sync(b"second=tx".to_vec()).await.unwrap();
+        assert!(sync.code.is_ok(), "{sync:?}");
+        query_until(ports[0], b"second", b"tx").await;
+    });
+
+    // Node 4's application dies: node 4 names it in its log and stops at its height; the
+    // other three (3/4 of the power) go on.
+    s.kill(14);
+    let stuck = wait_for(&s, "node 4 to notice its application is gone", 30, || {
+        s.full_logs()
+            .contains(&format!("proxy_app `tcp://127.0.0.1:{}`", app_base + 3))
+            .then(|| status(ports[3]))
+            .flatten()
+    });
+    let h4 = stuck.latest_height;
+    wait_for(&s, "the other three to go on", 30, || {
+        status(ports[0]).filter(|st| st.latest_height >= h4 + 5)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let still = status(ports[3]).unwrap().latest_height;
+    assert!(
+        still <= h4 + 1,
+        "node 4 went on from {h4} to {still} without its application"
+    );
+
+    // A fresh application (height 0) and a restart: node 4 replays its stored blocks into it,
+    // catches up and serves the state written before the application died.
+    s.kill(4);
+    start_kvstore(&mut s, 14, app_base + 3);
+    spawn(&mut s, 4, &["start", "--config", &cfgs[3]]);
+    let top = status(ports[0]).unwrap().latest_height;
+    wait_for(&s, "node 4 to catch up", 60, || {
+        status(ports[3]).filter(|st| st.latest_height >= top)
+    });
+    rt.block_on(async {
+        query_until(ports[3], b"abci", b"works").await;
+        let sent = client(ports[3])
+            .broadcast_tx_sync(b"after=restart".to_vec())
+            .await
+            .unwrap();
+        assert!(sent.code.is_ok(), "{sent:?}");
+        for p in &ports {
+            query_until(*p, b"after", b"restart").await;
+        }
+    });
+}

@@ -565,3 +565,128 @@ fn a_refused_decided_block_is_retried_and_the_height_goes_on() {
         store.height()
     );
 }
+
+/// The key-value app behind a switch, as an application behind a socket that can be down:
+/// while `down`, it builds no block and executes none (validating and checking still answer).
+struct FlakyApp {
+    inner: tendr_kv::KvApp,
+    down: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl tendr_core::traits::Application for FlakyApp {
+    fn initial_app_hash(&self) -> Hash {
+        self.inner.initial_app_hash()
+    }
+    fn check_tx(&self, tx: &[u8]) -> Result<(), String> {
+        self.inner.check_tx(tx)
+    }
+    fn prepare_txs(
+        &mut self,
+        mempool: &tendr_core::mempool::Mempool,
+        max_txs: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>, tendr_core::traits::AppError> {
+        if self.down.get() {
+            return Err(tendr_core::traits::AppError("down".into()));
+        }
+        self.inner.prepare_txs(mempool, max_txs, max_bytes)
+    }
+    fn validate_block(&self, block: &Block) -> bool {
+        self.inner.validate_block(block)
+    }
+    fn execute_block(
+        &mut self,
+        block: &Block,
+        validators: &ValidatorSet,
+    ) -> Result<tendr_core::traits::ExecResult, tendr_core::traits::AppError> {
+        if self.down.get() {
+            return Err(tendr_core::traits::AppError("down".into()));
+        }
+        self.inner.execute_block(block, validators)
+    }
+}
+
+/// An application that cannot answer: no proposal is signed without its transactions, a
+/// decided block it cannot execute leaves the height waiting (stored once, not signed past),
+/// and once it answers the retry executes the block and the chain goes on.
+#[test]
+fn a_failing_application_proposes_nothing_and_stalls_the_height_until_it_answers() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let keys = keys(1);
+    let world: Shared = Rc::default();
+    world.borrow_mut().peers = vec![keys[0].address()];
+    world.borrow_mut().silent = vec![false];
+    let down = Rc::new(Cell::new(true));
+    let store = MemStorage::default();
+    let mut node = tendr_core::traits::Node::new(
+        EngineConfig::new(CHAIN, timeouts()),
+        Some(keys[0].clone()),
+        genesis(&keys, &[1]),
+        MemClock(world.clone(), 0),
+        MemNet(world.clone(), 0),
+        store.clone(),
+        FlakyApp {
+            inner: tendr_kv::KvApp::new(CHAIN),
+            down: down.clone(),
+        },
+        Box::new(CachingVerifier::new()),
+    )
+    .unwrap();
+    let e = node.start().unwrap_err();
+    assert!(matches!(e, tendr_core::traits::NodeError::App(_)), "{e}");
+    let fire = |node: &mut tendr_core::traits::Node<_, _, _, _>| {
+        let next = world.borrow_mut().queue.pop_first();
+        if let Some(((at, _), Ev::Timer { t, .. })) = next {
+            world.borrow_mut().now = at;
+            let _ = node.on_timeout(t);
+        }
+    };
+    for _ in 0..6 {
+        fire(&mut node);
+    }
+    let proposals = store
+        .wal(Height(1))
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, WalEntry::Proposal(_)))
+        .count();
+    assert_eq!(proposals, 0, "a proposal signed without the application's transactions");
+    // The application builds blocks again but cannot execute them.
+    down.set(false);
+    for _ in 0..20 {
+        if store.height() >= 1 {
+            break;
+        }
+        fire(&mut node);
+    }
+    assert_eq!(store.height(), 1, "block 1 was not decided and stored");
+    down.set(true);
+    for _ in 0..20 {
+        if node.is_stalled() {
+            break;
+        }
+        fire(&mut node);
+    }
+    let stalled_at = node.engine().height();
+    assert!(
+        node.is_stalled(),
+        "a block the application did not execute was not held"
+    );
+    for _ in 0..5 {
+        fire(&mut node);
+    }
+    assert_eq!(node.engine().height(), stalled_at, "went on without executing");
+    assert!(node.retry_stalled().is_err());
+    down.set(false);
+    node.retry_stalled().unwrap();
+    assert!(!node.is_stalled());
+    for _ in 0..50 {
+        if node.engine().height().0 >= stalled_at.0 + 2 {
+            break;
+        }
+        fire(&mut node);
+    }
+    assert!(node.engine().height().0 >= stalled_at.0 + 2, "the chain did not go on");
+    assert_eq!(world.borrow().double_signs, 0);
+}

@@ -26,7 +26,7 @@ use tendr_core::codec::{decode_bounded, encode};
 use tendr_core::crypto::{sha256, verify, PrivateKey, PublicKey, Signature};
 use tendr_core::governance::{self, Approvals};
 use tendr_core::mempool::Mempool;
-use tendr_core::traits::{Application, ExecResult, QueryResult, TxResult};
+use tendr_core::traits::{AppError, Application, ExecResult, QueryResult, TxResult};
 use tendr_core::types::{Address, Block, Hash};
 use tendr_core::validator::ValidatorSet;
 
@@ -281,8 +281,8 @@ impl Application for Ledger {
         Ok(())
     }
 
-    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Vec<Vec<u8>> {
-        mempool.take(max_txs, max_bytes)
+    fn prepare_txs(&mut self, mempool: &Mempool, max_txs: usize, max_bytes: usize) -> Result<Vec<Vec<u8>>, AppError> {
+        Ok(mempool.take(max_txs, max_bytes))
     }
 
     /// A block is valid when every transaction is well-formed (a transfer that fails — stale
@@ -294,7 +294,7 @@ impl Application for Ledger {
             .all(|tx| governance::parse(tx).is_some() || Transfer::parse(tx).is_ok())
     }
 
-    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> ExecResult {
+    fn execute_block(&mut self, block: &Block, validators: &ValidatorSet) -> Result<ExecResult, AppError> {
         let mut updates = Vec::new();
         #[cfg(feature = "planted-bugs")]
         let tx_results = if planted::on(planted::THREAD_TIMING) {
@@ -314,11 +314,11 @@ impl Application for Ledger {
             .collect();
         self.height = block.header.height.0;
         self.app_hash = self.state_hash(self.app_hash, self.height);
-        ExecResult {
+        Ok(ExecResult {
             app_hash: self.app_hash,
             tx_results,
             validator_updates: updates,
-        }
+        })
     }
 
     fn snapshot(&self) -> Option<Vec<u8>> {

@@ -820,6 +820,9 @@ async fn wait_for_tx(
 }
 
 async fn abci_info(ctx: &Ctx) -> CallResult {
+    if let Some(target) = ctx.shared.proxy_app.clone() {
+        return abci_app_info(target).await;
+    }
     let t = tip(ctx).await?;
     Ok(json!({"response": {
         "data": "tendr",
@@ -827,6 +830,22 @@ async fn abci_info(ctx: &Ctx) -> CallResult {
         "app_version": "0",
         "last_block_height": t.height.to_string(),
         "last_block_app_hash": b64(&t.app_hash.0),
+    }}))
+}
+
+/// The ABCI application's own Info, on a connection of its own (as CometBFT's query
+/// connection), so a slow answer does not hold up consensus.
+async fn abci_app_info(target: crate::abci::ProxyTarget) -> CallResult {
+    let i = tokio::task::spawn_blocking(move || target.info())
+        .await
+        .map_err(|e| RpcError::internal(format!("abci_info: {e}")))?
+        .map_err(|e| RpcError::internal(e.to_string()))?;
+    Ok(json!({"response": {
+        "data": i.data,
+        "version": i.version,
+        "app_version": i.app_version.to_string(),
+        "last_block_height": i.last_block_height.to_string(),
+        "last_block_app_hash": b64(&i.last_block_app_hash),
     }}))
 }
 

@@ -380,6 +380,7 @@ mod tests {
             commands,
             decided: broadcast::channel(4).0,
             guard: None,
+            proxy_app: None,
         });
         (Arc::new(Ctx::new(shared, limits)), rx)
     }
