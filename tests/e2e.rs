@@ -18,6 +18,10 @@ const TENDR: &str = env!("CARGO_BIN_EXE_tendr");
 #[path = "e2e/cometbft.rs"]
 mod cometbft;
 
+/// Test hosts in network namespaces, and the guide on four of them (issue 15).
+#[path = "e2e/hosts.rs"]
+mod hosts;
+
 /// A scratch folder and the node processes started in it; both cleaned up on drop.
 struct Scratch {
     dir: PathBuf,

@@ -158,7 +158,10 @@ impl Shaper {
         let held = unit(&mut self.rng) < self.cfg.reorder;
         let doubled = unit(&mut self.rng) < self.cfg.duplicate;
         if lost {
-            return Fate { delay: None, copy: None };
+            return Fate {
+                delay: None,
+                copy: None,
+            };
         }
         let jitter = self.cfg.jitter_ms as f64;
         let ms = (self.cfg.latency_ms as f64 + (spread * 2.0 - 1.0) * jitter).max(0.0);
@@ -229,7 +232,9 @@ pub struct ShapedSocket {
 
 impl fmt::Debug for ShapedSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShapedSocket").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("ShapedSocket")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -355,7 +360,12 @@ impl AsyncUdpSocket for ShapedSocket {
         self.shape(transmit)
     }
 
-    fn poll_recv(&self, cx: &mut Context, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Poll<io::Result<usize>> {
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
         self.inner.poll_recv(cx, bufs, meta)
     }
 
@@ -465,7 +475,9 @@ mod tests {
         let to = recv.local_addr().unwrap();
         recv.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         let send = |c: LinkShaping| {
-            let inner = rt.wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+            let inner = rt
+                .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+                .unwrap();
             ShapedSocket::new(inner, c).unwrap()
         };
         fn datagram(to: SocketAddr, bytes: &[u8]) -> Transmit<'_> {
