@@ -18,6 +18,8 @@ const TENDR: &str = env!("CARGO_BIN_EXE_tendr");
 #[path = "e2e/cometbft.rs"]
 mod cometbft;
 
+#[path = "e2e/guide_on_hosts.rs"]
+mod guide_on_hosts;
 /// Test hosts in network namespaces, and the guide on four of them (issue 15).
 #[path = "e2e/hosts.rs"]
 mod hosts;
@@ -118,9 +120,15 @@ fn refused(args: &[&str], want: &str) -> String {
 }
 
 fn spawn(s: &mut Scratch, i: usize, args: &[&str]) {
+    let mut cmd = Command::new(TENDR);
+    cmd.args(args);
+    spawn_command(s, i, cmd);
+}
+
+/// Starts `cmd` as node `i` of `s`, its output in a log of its own.
+fn spawn_command(s: &mut Scratch, i: usize, mut cmd: Command) {
     let log = std::fs::File::create(s.path(&format!("node{i}-{}.log", s.children.len() + 100 * i))).unwrap();
-    let child = Command::new(TENDR)
-        .args(args)
+    let child = cmd
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())

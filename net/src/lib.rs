@@ -303,6 +303,15 @@ fn endpoint(
     let Some(shaping) = shaping else {
         return quinn::Endpoint::new(config, Some(server), socket, runtime);
     };
+    tracing::warn!(
+        "link shaping on (test links): latency {} ms, jitter {} ms, loss {}, duplicate {}, reorder {}, seed {}",
+        shaping.latency_ms,
+        shaping.jitter_ms,
+        shaping.loss,
+        shaping.duplicate,
+        shaping.reorder,
+        shaping.seed
+    );
     let inner = quinn::Runtime::wrap_udp_socket(&*runtime, socket)?;
     let shaped = Arc::new(shaping::ShapedSocket::new(inner, shaping)?);
     quinn::Endpoint::new_with_abstract_socket(config, Some(server), shaped, runtime)

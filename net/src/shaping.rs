@@ -317,6 +317,7 @@ impl ShapedSocket {
 /// Sends the held datagrams when their time comes; ends when the socket is dropped.
 async fn release(inner: Arc<dyn AsyncUdpSocket>, state: Arc<Mutex<State>>, mut rx: mpsc::UnboundedReceiver<Held>) {
     let mut heap: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
+    let mut writable = inner.clone().create_io_poller();
     loop {
         let next = heap.peek().map(|Reverse(h)| h.at);
         tokio::select! {
@@ -326,26 +327,47 @@ async fn release(inner: Arc<dyn AsyncUdpSocket>, state: Arc<Mutex<State>>, mut r
             },
             _ = async { tokio::time::sleep_until(next.expect("guarded")).await }, if next.is_some() => {
                 let now = Instant::now();
-                let mut sent = 0u64;
-                let mut failed = 0u64;
                 while heap.peek().is_some_and(|Reverse(h)| h.at <= now) {
                     let Reverse(h) = heap.pop().expect("peeked");
-                    let t = Transmit {
-                        destination: h.destination,
-                        ecn: None,
-                        contents: &h.contents,
-                        segment_size: None,
-                        src_ip: h.src_ip,
-                    };
-                    match inner.try_send(&t) {
-                        Ok(()) => sent += 1,
-                        Err(_) => failed += 1,
+                    let sent = send(&*inner, &mut writable, &h).await;
+                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                    st.held -= 1;
+                    if sent {
+                        st.stats.sent += 1;
+                    } else {
+                        st.stats.dropped += 1;
                     }
                 }
-                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                st.held -= (sent + failed) as usize;
-                st.stats.sent += sent;
-                st.stats.dropped += failed;
+            }
+        }
+    }
+}
+
+/// Sends one held datagram, waiting while the socket's buffer is full (a `WouldBlock` clears
+/// the socket's readiness: without the wait every later send would fail too). False when the
+/// kernel refused it.
+async fn send(inner: &dyn AsyncUdpSocket, writable: &mut Pin<Box<dyn UdpPoller>>, h: &Held) -> bool {
+    let t = Transmit {
+        destination: h.destination,
+        ecn: None,
+        contents: &h.contents,
+        segment_size: None,
+        src_ip: h.src_ip,
+    };
+    loop {
+        match inner.try_send(&t) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if std::future::poll_fn(|cx| writable.as_mut().poll_writable(cx))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            Err(e) => {
+                tracing::debug!("link shaping: a delayed datagram to {} was refused: {e}", h.destination);
+                return false;
             }
         }
     }

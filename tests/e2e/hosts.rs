@@ -158,10 +158,6 @@ impl Hosts {
         Ipv4Addr::new(10, 77, self.subnet, i as u8 + 1)
     }
 
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
     fn build(&self) -> Result<(), String> {
         let br = self.bridge();
         run("ip", &["link", "add", &br, "type", "bridge"])?;
