@@ -20,6 +20,8 @@ mod cometbft;
 
 #[path = "e2e/guide_on_hosts.rs"]
 mod guide_on_hosts;
+#[path = "e2e/bench_hosts.rs"]
+mod bench_hosts;
 /// Test hosts in network namespaces, and the guide on four of them (issue 15).
 #[path = "e2e/hosts.rs"]
 mod hosts;
