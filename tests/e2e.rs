@@ -18,10 +18,10 @@ const TENDR: &str = env!("CARGO_BIN_EXE_tendr");
 #[path = "e2e/cometbft.rs"]
 mod cometbft;
 
-#[path = "e2e/guide_on_hosts.rs"]
-mod guide_on_hosts;
 #[path = "e2e/bench_hosts.rs"]
 mod bench_hosts;
+#[path = "e2e/guide_on_hosts.rs"]
+mod guide_on_hosts;
 /// Test hosts in network namespaces, and the guide on four of them (issue 15).
 #[path = "e2e/hosts.rs"]
 mod hosts;

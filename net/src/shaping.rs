@@ -152,7 +152,7 @@ impl Shaper {
 
     /// Draws the fate of the next datagram. Every draw is made whatever the earlier ones gave,
     /// so one datagram's fate does not shift the sequence of the next ones.
-    pub fn next(&mut self) -> Fate {
+    pub fn draw(&mut self) -> Fate {
         let lost = unit(&mut self.rng) < self.cfg.loss;
         let spread = unit(&mut self.rng);
         let held = unit(&mut self.rng) < self.cfg.reorder;
@@ -278,7 +278,7 @@ impl ShapedSocket {
     fn shape(&self, t: &Transmit) -> io::Result<()> {
         let now = Instant::now();
         let mut st = self.lock();
-        let fate = st.shaper.next();
+        let fate = st.shaper.draw();
         let Some(delay) = fate.delay else {
             st.stats.dropped += 1;
             return Ok(());
@@ -447,7 +447,7 @@ mod tests {
         let c = cfg(100, 20, 0.1, 0.1, 0.1);
         let run = |addr: SocketAddr| {
             let mut s = Shaper::new(c.clone(), addr);
-            (0..1000).map(|_| s.next()).collect::<Vec<_>>()
+            (0..1000).map(|_| s.draw()).collect::<Vec<_>>()
         };
         assert_eq!(run(local()), run(local()));
         assert_ne!(run(local()), run("10.77.0.2:26656".parse().unwrap()));
@@ -458,7 +458,7 @@ mod tests {
         let c = cfg(100, 5, 0.01, 0.02, 0.05);
         let mut s = Shaper::new(c.clone(), local());
         let n = 200_000;
-        let fates: Vec<Fate> = (0..n).map(|_| s.next()).collect();
+        let fates: Vec<Fate> = (0..n).map(|_| s.draw()).collect();
         let lost = fates.iter().filter(|f| f.delay.is_none()).count() as f64 / n as f64;
         let copies = fates.iter().filter(|f| f.copy.is_some()).count() as f64 / n as f64;
         let hold = ShapedSocket::reorder_hold(&c);
@@ -482,7 +482,7 @@ mod tests {
             }
         }
         let mut quiet = Shaper::new(cfg(0, 0, 0.0, 0.0, 0.0), local());
-        assert!((0..1000).all(|_| quiet.next()
+        assert!((0..1000).all(|_| quiet.draw()
             == Fate {
                 delay: Some(Duration::ZERO),
                 copy: None
