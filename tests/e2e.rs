@@ -18,6 +18,14 @@ const TENDR: &str = env!("CARGO_BIN_EXE_tendr");
 #[path = "e2e/cometbft.rs"]
 mod cometbft;
 
+#[path = "e2e/bench_hosts.rs"]
+mod bench_hosts;
+#[path = "e2e/guide_on_hosts.rs"]
+mod guide_on_hosts;
+/// Test hosts in network namespaces, and the guide on four of them (issue 15).
+#[path = "e2e/hosts.rs"]
+mod hosts;
+
 /// A scratch folder and the node processes started in it; both cleaned up on drop.
 struct Scratch {
     dir: PathBuf,
@@ -114,9 +122,15 @@ fn refused(args: &[&str], want: &str) -> String {
 }
 
 fn spawn(s: &mut Scratch, i: usize, args: &[&str]) {
+    let mut cmd = Command::new(TENDR);
+    cmd.args(args);
+    spawn_command(s, i, cmd);
+}
+
+/// Starts `cmd` as node `i` of `s`, its output in a log of its own.
+fn spawn_command(s: &mut Scratch, i: usize, mut cmd: Command) {
     let log = std::fs::File::create(s.path(&format!("node{i}-{}.log", s.children.len() + 100 * i))).unwrap();
-    let child = Command::new(TENDR)
-        .args(args)
+    let child = cmd
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())

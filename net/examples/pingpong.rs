@@ -16,6 +16,7 @@ fn cfg(seed: &[u8], seeds: Vec<std::net::SocketAddr>) -> NetConfig {
         max_peers: 8,
         is_validator: true,
         advertise: None,
+        link_shaping: None,
     }
 }
 

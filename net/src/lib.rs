@@ -33,6 +33,7 @@ pub mod claims;
 mod conn;
 pub mod limit;
 pub mod runtime;
+pub mod shaping;
 pub mod tls;
 pub mod wire;
 
@@ -66,6 +67,9 @@ pub struct NetConfig {
     pub is_validator: bool,
     /// Address announced in peer exchange (NAT); default: the bound address.
     pub advertise: Option<SocketAddr>,
+    /// Test links: latency, jitter, loss, duplication and reordering added to what this node
+    /// sends ([`shaping`]); `None` sends through the plain socket.
+    pub link_shaping: Option<shaping::LinkShaping>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,6 +292,31 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// The quinn endpoint on `socket`, under [`shaping::ShapedSocket`] when the config asks.
+fn endpoint(
+    socket: std::net::UdpSocket,
+    server: quinn::ServerConfig,
+    shaping: Option<shaping::LinkShaping>,
+) -> std::io::Result<quinn::Endpoint> {
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let config = quinn::EndpointConfig::default();
+    let Some(shaping) = shaping else {
+        return quinn::Endpoint::new(config, Some(server), socket, runtime);
+    };
+    tracing::warn!(
+        "link shaping on (test links): latency {} ms, jitter {} ms, loss {}, duplicate {}, reorder {}, seed {}",
+        shaping.latency_ms,
+        shaping.jitter_ms,
+        shaping.loss,
+        shaping.duplicate,
+        shaping.reorder,
+        shaping.seed
+    );
+    let inner = quinn::Runtime::wrap_udp_socket(&*runtime, socket)?;
+    let shaped = Arc::new(shaping::ShapedSocket::new(inner, shaping)?);
+    quinn::Endpoint::new_with_abstract_socket(config, Some(server), shaped, runtime)
+}
+
 fn check_config(cfg: &NetConfig) -> Result<(), NetError> {
     if cfg.chain_id.is_empty() || cfg.chain_id.len() > tendr_core::limits::MAX_CHAIN_ID_BYTES {
         return Err(NetError::Config {
@@ -304,6 +333,12 @@ fn check_config(cfg: &NetConfig) -> Result<(), NetError> {
         return Err(NetError::Config {
             field: "max_peers",
             detail: "0 would refuse every peer; use at least 1".into(),
+        });
+    }
+    if let Some(e) = cfg.link_shaping.as_ref().and_then(|s| s.check().err()) {
+        return Err(NetError::Config {
+            field: "link_shaping",
+            detail: e.to_string(),
         });
     }
     Ok(())
@@ -324,13 +359,7 @@ impl Transport {
             source,
         };
         let socket = udp_socket(cfg.listen).map_err(bind_err)?;
-        let mut endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(bind_err)?;
+        let mut endpoint = endpoint(socket, server, cfg.link_shaping.clone()).map_err(bind_err)?;
         endpoint.set_default_client_config(client);
         let local = endpoint.local_addr().map_err(|source| NetError::Bind {
             addr: cfg.listen,

@@ -123,13 +123,17 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 }
 
 /// A unique key-value transaction of exactly `size` bytes (at least 16).
-fn transaction(sender: usize, seq: u64, size: usize) -> Vec<u8> {
-    let mut tx = format!("b{sender}-{seq}=").into_bytes();
+/// Transaction `seq` of `sender` in the run `run` (runs on one chain must not repeat each
+/// other's transactions: a probe already committed by an earlier run would be "found" at once).
+fn transaction(run: u64, sender: usize, seq: u64, size: usize) -> Vec<u8> {
+    let mut tx = format!("b{run:x}.{sender}-{seq}=").into_bytes();
     tx.resize(size.max(tx.len() + 1), b'x');
     tx
 }
 
 struct Shared {
+    /// Distinguishes this run's transactions from earlier runs' (the start time in µs).
+    run: u64,
     stop: AtomicBool,
     sent: AtomicU64,
     refused: AtomicU64,
@@ -150,7 +154,7 @@ async fn sender(addr: SocketAddr, id: usize, cfg: Arc<BenchConfig>, s: Arc<Share
             continue;
         }
         seq += 1;
-        let tx = transaction(id, seq, cfg.tx_bytes);
+        let tx = transaction(s.run, id, seq, cfg.tx_bytes);
         let path = format!("/{method}?tx=0x{}", hex::encode(&tx));
         match conn.json(&path).await {
             Ok(v) if v["result"]["code"] == 0 => {
@@ -189,7 +193,7 @@ async fn probes(addr: SocketAddr, s: Arc<Shared>) -> Vec<u64> {
     let mut seq = 0u64;
     while !s.stop.load(Ordering::Relaxed) {
         seq += 1;
-        let tx = transaction(usize::MAX, seq, 64);
+        let tx = transaction(s.run, usize::MAX, seq, 64);
         let t0 = Instant::now();
         let Ok(v) = conn
             .json(&format!("/broadcast_tx_sync?tx=0x{}", hex::encode(&tx)))
@@ -281,7 +285,11 @@ pub fn run(cfg: BenchConfig) -> CliResult<()> {
 
 async fn load(cfg: BenchConfig) -> CliResult<()> {
     let cfg = Arc::new(cfg);
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let s = Arc::new(Shared {
+        run,
         stop: AtomicBool::new(false),
         sent: AtomicU64::new(0),
         refused: AtomicU64::new(0),
@@ -345,11 +353,12 @@ mod tests {
 
     #[test]
     fn transactions_are_unique_and_sized() {
-        let a = transaction(1, 2, 250);
-        let b = transaction(1, 3, 250);
+        let a = transaction(10, 1, 2, 250);
+        let b = transaction(10, 1, 3, 250);
         assert_eq!(a.len(), 250);
         assert_ne!(a, b);
-        assert!(a.starts_with(b"b1-2="));
+        assert_ne!(a, transaction(11, 1, 2, 250), "another run, other transactions");
+        assert!(a.starts_with(b"ba.1-2="));
         assert_eq!(percentile(&mut [5, 1, 3], 50), 3);
         assert_eq!(percentile(&mut [], 50), 0);
         assert_eq!(parse_ms("1970-01-01T00:00:01.500Z"), 1500);

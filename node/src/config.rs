@@ -98,6 +98,9 @@ pub struct ConfigFile {
     pub proxy_app: Option<String>,
     /// Longest one ABCI call may take (default 5000).
     pub proxy_app_timeout_ms: Option<u64>,
+    /// Test links only: latency, jitter, loss, duplication and reordering added to every
+    /// datagram this node sends (`tendr_net::shaping`).
+    pub link_shaping: Option<tendr_net::shaping::LinkShaping>,
 }
 
 /// State sync's trust anchor: a decided block the operator trusts (read from a node they
@@ -339,6 +342,9 @@ pub fn resolve(path: &Path, file: ConfigFile) -> CliResult<Config> {
             }
         }
     }
+    if let Some(e) = file.link_shaping.as_ref().and_then(|l| l.check().err()) {
+        return Err(CliError::input(format!("config `{}`: {e}", path.display())));
+    }
     if let Some(ns) = &file.metrics_namespace {
         let mut chars = ns.chars();
         let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -511,6 +517,27 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn link_shaping_is_checked() {
+        let c = load_str(
+            r#"{"node_id": "n", "port": 9000, "link_shaping": {"latency_ms": 100, "jitter_ms": 5, "loss": 0.01, "seed": 7}}"#,
+        )
+        .unwrap();
+        let l = c.file.link_shaping.unwrap();
+        assert_eq!((l.latency_ms, l.jitter_ms, l.loss, l.seed), (100, 5, 0.01, 7));
+        let e = load_str(r#"{"node_id": "n", "port": 9000, "link_shaping": {"loss": 1.5}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("field `link_shaping.loss`: 1.5 is out of range (a fraction from 0 to 1"),
+            "{e}"
+        );
+        let e = load_str(r#"{"node_id": "n", "port": 9000, "link_shaping": {"delay": 5}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("link_shaping") && e.contains("delay"), "{e}");
     }
 
     #[test]

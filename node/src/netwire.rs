@@ -58,6 +58,7 @@ pub async fn probe_seeds(cfg: &Config, genesis: &LoadedGenesis) -> CliResult<()>
         max_peers: cfg.seeds.len().max(1),
         is_validator: false,
         advertise: None,
+        link_shaping: None,
     })
     .await;
     let Ok((transport, _incoming)) = started else {

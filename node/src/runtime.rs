@@ -674,6 +674,7 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
         max_peers: setup.cfg.file.max_peers.unwrap_or(DEFAULT_MAX_PEERS),
         is_validator: setup.cfg.file.is_validator,
         advertise: setup.cfg.advertise,
+        link_shaping: setup.cfg.file.link_shaping.clone(),
     })
     .await
     .map_err(|e| net_start_error(&setup.cfg.path, e))?;

@@ -122,6 +122,7 @@ pub async fn start(spec: Spec, on_event: Option<OnEvent>) -> TestNode {
         max_peers: spec.max_peers,
         is_validator: spec.validator_key.is_some(),
         advertise: None,
+        link_shaping: None,
     };
     let (transport, incoming) = start_transport(cfg, spec.limits).await;
     let net = transport.handle();

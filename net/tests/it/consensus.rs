@@ -168,6 +168,7 @@ async fn simultaneous_dials_leave_one_connection_chosen_deterministically() {
         max_peers: 8,
         is_validator: true,
         advertise: None,
+        link_shaping: None,
     };
     for _ in 0..3 {
         // Free ports chosen now, so that each node knows the other's address before either runs.

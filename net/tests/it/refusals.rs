@@ -56,6 +56,7 @@ async fn wrong_genesis_chain_identity_or_version_is_refused_with_the_reason() {
         max_peers: 8,
         is_validator: true,
         advertise: None,
+        link_shaping: None,
     };
     let (t, _rx) = Transport::start_with(cfg, test_limits()).await.unwrap();
     // The refused node learns why from the close code, not from a log line (`join` relies
@@ -114,6 +115,7 @@ async fn a_shut_down_transport_frees_its_port_for_a_restart() {
         max_peers: 8,
         is_validator: false,
         advertise: None,
+        link_shaping: None,
     };
     let (t, _rx) = Transport::start(cfg(loopback())).await.unwrap();
     let addr = t.local_addr();
@@ -154,6 +156,7 @@ async fn our_own_address_in_the_seeds_is_dialled_once() {
         max_peers: 8,
         is_validator: true,
         advertise: None,
+        link_shaping: None,
     };
     let (t, _rx) = Transport::start_with(cfg, test_limits()).await.unwrap();
     wait_for("the node to recognise its own address", 20, || t.stats().own_addrs == 1).await;
