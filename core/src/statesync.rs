@@ -460,3 +460,198 @@ pub fn verify_snapshot(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::PrivateKey;
+    use crate::validator::ValidatorSet;
+
+    /// A chain of `n` empty blocks with their commits, and the chain state after each.
+    fn chain(n: u64) -> (Vec<(Block, Commit)>, Vec<ChainState>) {
+        let k = PrivateKey::from_seed(b"s");
+        let vs = ValidatorSet::new(vec![(k.public_key(), VotingPower(1))]).unwrap();
+        let mut c = ChainState::genesis("c", vs, Hash::default(), TimeMs(1));
+        let (mut blocks, mut states) = (vec![], vec![c.clone()]);
+        for h in 1..=n {
+            let header = c.new_header(k.address(), TimeMs(10 * h), &[]);
+            let b: Block = BlockData {
+                header,
+                txs: vec![],
+                last_commit: c.last_commit.clone(),
+            }
+            .into();
+            let commit = Commit {
+                height: Height(h),
+                round: Round(0),
+                block_id: b.id(),
+                signatures: vec![],
+            };
+            c.advance(&b, &commit, Hash([h as u8; 32]), &[]);
+            blocks.push((b, commit));
+            states.push(c.clone());
+        }
+        (blocks, states)
+    }
+
+    fn peer(n: u8) -> PeerId {
+        Address([n; 20])
+    }
+
+    /// Runs state sync to a trusted block 12 from a snapshot at 8, with `serve` answering each
+    /// request (it may lie); returns the sync and the verdicts.
+    fn run(
+        snapshot: Vec<u8>,
+        mut serve: impl FnMut(Height) -> (Block, Commit),
+    ) -> (StateSync, Vec<Verdict>, Option<Assembled>) {
+        let (blocks, _) = chain(12);
+        let anchor = TrustAnchor {
+            height: Height(12),
+            block_id: blocks[11].0.id(),
+        };
+        let mut ss = StateSync::new(anchor, Height(1), 100);
+        let p = peer(1);
+        let mut verdicts = vec![];
+        assert!(matches!(ss.tick(TimeMs(0))[0], (None, Message::RequestSnapshot)));
+        ss.on_offer(TimeMs(0), p, Height(8), sha256(&snapshot), snapshot.len() as u64);
+        let mut now = 100;
+        for _ in 0..20 {
+            for (to, m) in ss.tick(TimeMs(now)) {
+                if to.is_none() {
+                    assert_eq!(m, Message::RequestSnapshot, "only discovery is broadcast");
+                    continue;
+                }
+                assert_eq!(to, Some(p));
+                match m {
+                    Message::RequestDecided(h) => {
+                        let (b, c) = serve(h);
+                        verdicts.push(ss.on_decided(p, b, c));
+                    }
+                    Message::RequestChunk { height, index } => {
+                        let data = snapshot.clone();
+                        verdicts.push(ss.on_chunk(p, height, index, data));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            if let Some(a) = ss.take_assembled() {
+                return (ss, verdicts, Some(a));
+            }
+            now += 100;
+        }
+        (ss, verdicts, None)
+    }
+
+    #[test]
+    fn an_honest_peer_gives_a_snapshot_that_checks_against_the_trusted_chain() {
+        let (blocks, states) = chain(12);
+        let snap = crate::traits::Snapshot {
+            chain: states[7].clone(),
+            app: vec![1, 2, 3],
+        };
+        let bytes = snap.encode();
+        let (_, verdicts, a) = run(bytes.clone(), |h| blocks[h.0 as usize - 1].clone());
+        assert!(verdicts.iter().all(|v| *v == Verdict::Ok), "{verdicts:?}");
+        let a = a.expect("assembled");
+        assert_eq!(a.height, Height(8));
+        assert_eq!(a.blocks.len(), 6, "blocks 7..=12");
+        let decoded = crate::traits::Snapshot::decode(&a.bytes).unwrap();
+        verify_snapshot(&decoded.chain, "c", &a.blocks[0].1, &a.blocks[1].1, &a.blocks[1].2).unwrap();
+    }
+
+    #[test]
+    fn a_forged_block_is_caught_by_the_hash_chain_and_its_peer_dropped() {
+        let (blocks, states) = chain(12);
+        let (forged_chain, _) = {
+            // Another chain: the same heights, different blocks.
+            let k = PrivateKey::from_seed(b"other");
+            let vs = ValidatorSet::new(vec![(k.public_key(), VotingPower(1))]).unwrap();
+            let mut c = ChainState::genesis("c", vs, Hash::default(), TimeMs(1));
+            let mut out = vec![];
+            for h in 1..=12u64 {
+                let b: Block = BlockData {
+                    header: c.new_header(k.address(), TimeMs(10 * h), &[]),
+                    txs: vec![],
+                    last_commit: c.last_commit.clone(),
+                }
+                .into();
+                let commit = Commit {
+                    height: Height(h),
+                    round: Round(0),
+                    block_id: b.id(),
+                    signatures: vec![],
+                };
+                c.advance(&b, &commit, Hash::default(), &[]);
+                out.push((b, commit));
+            }
+            (out, ())
+        };
+        let bytes = crate::traits::Snapshot {
+            chain: states[7].clone(),
+            app: vec![],
+        }
+        .encode();
+        let (ss, verdicts, a) = run(bytes, |h| {
+            if h.0 == 10 {
+                forged_chain[9].clone()
+            } else {
+                blocks[h.0 as usize - 1].clone()
+            }
+        });
+        assert!(a.is_none(), "nothing assembled from a forged chain");
+        assert!(
+            verdicts
+                .iter()
+                .any(|v| matches!(v, Verdict::Forged(e) if e.contains("block 10"))),
+            "{verdicts:?}"
+        );
+        assert_eq!(ss.dropped_peers(), 1);
+    }
+
+    #[test]
+    fn a_forged_snapshot_fails_the_check_against_the_trusted_headers() {
+        let (blocks, states) = chain(12);
+        let mut forged = states[7].clone();
+        forged.app_hash = Hash([0xee; 32]);
+        let bytes = crate::traits::Snapshot {
+            chain: forged,
+            app: vec![],
+        }
+        .encode();
+        let (_, _, a) = run(bytes, |h| blocks[h.0 as usize - 1].clone());
+        let a = a.expect("its bytes hash to what was offered");
+        let decoded = crate::traits::Snapshot::decode(&a.bytes).unwrap();
+        let e = verify_snapshot(&decoded.chain, "c", &a.blocks[0].1, &a.blocks[1].1, &a.blocks[1].2).unwrap_err();
+        assert!(e.contains("app hash"), "{e}");
+    }
+
+    #[test]
+    fn chunks_that_do_not_hash_to_the_offer_are_refused() {
+        let (blocks, states) = chain(12);
+        let bytes = crate::traits::Snapshot {
+            chain: states[7].clone(),
+            app: vec![],
+        }
+        .encode();
+        let anchor = TrustAnchor {
+            height: Height(12),
+            block_id: blocks[11].0.id(),
+        };
+        let mut ss = StateSync::new(anchor, Height(1), 100);
+        ss.on_offer(TimeMs(0), peer(1), Height(8), Hash([7; 32]), bytes.len() as u64);
+        for (_, m) in ss.tick(TimeMs(100)) {
+            match m {
+                Message::RequestDecided(h) => {
+                    let (b, c) = blocks[h.0 as usize - 1].clone();
+                    ss.on_decided(peer(1), b, c);
+                }
+                Message::RequestChunk { height, index } => {
+                    ss.on_chunk(peer(1), height, index, bytes.clone());
+                }
+                _ => {}
+            }
+        }
+        assert!(ss.take_assembled().is_none());
+        assert_eq!(ss.dropped_peers(), 1, "the peer whose bytes did not match its offer");
+    }
+}

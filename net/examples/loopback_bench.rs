@@ -12,6 +12,7 @@
 //! 4. `BENCH=catchup` (not in the default set): the four validators decide `HEIGHTS` (env,
 //!    default 10,000) empty heights, then a fresh observer joins and block-syncs them all:
 //!    blocks per second from its first block to the height the validators had when it joined.
+//!    `LINK_LATENCY_MS=25` adds 25 ms to every datagram (a 50 ms round trip).
 
 #[path = "../tests/it/cluster.rs"]
 mod cluster;

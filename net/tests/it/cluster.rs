@@ -122,7 +122,15 @@ pub async fn start(spec: Spec, on_event: Option<OnEvent>) -> TestNode {
         max_peers: spec.max_peers,
         is_validator: spec.validator_key.is_some(),
         advertise: None,
-        link_shaping: None,
+        // Benchmarks only: `LINK_LATENCY_MS` adds that latency to every datagram each node
+        // sends (a round trip grows by twice it).
+        link_shaping: std::env::var("LINK_LATENCY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(|ms| tendr_net::shaping::LinkShaping {
+                latency_ms: ms,
+                ..Default::default()
+            }),
     };
     let (transport, incoming) = start_transport(cfg, spec.limits).await;
     let net = transport.handle();
