@@ -12,7 +12,8 @@
 //! 4. `BENCH=catchup` (not in the default set): the four validators decide `HEIGHTS` (env,
 //!    default 10,000) empty heights, then a fresh observer joins and block-syncs them all:
 //!    blocks per second from its first block to the height the validators had when it joined.
-//!    `LINK_LATENCY_MS=25` adds 25 ms to every datagram (a 50 ms round trip).
+//!    `LINK_LATENCY_MS=50` adds 50 ms to every datagram the observer sends (its requests), so
+//!    each round trip to the validators is 50 ms longer.
 
 #[path = "../tests/it/cluster.rs"]
 mod cluster;
@@ -272,6 +273,16 @@ async fn catch_up() {
     let mut spec = Spec::validator(&observer_key, &g, nodes.iter().map(|n| n.addr).collect());
     spec.validator_key = None;
     spec.timeouts = Some(bench_timeouts(0));
+    spec.link_shaping = std::env::var("LINK_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(|ms| tendr_net::shaping::LinkShaping {
+            latency_ms: ms,
+            ..Default::default()
+        });
+    if let Some(l) = &spec.link_shaping {
+        println!("  the observer's datagrams are delayed {} ms", l.latency_ms);
+    }
     let first = Arc::new(Mutex::new(None::<Instant>));
     let hook: OnEvent = {
         let first = first.clone();

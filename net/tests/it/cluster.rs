@@ -70,6 +70,8 @@ pub struct Spec {
     pub limits: Limits,
     pub store: MemStore,
     pub max_peers: usize,
+    /// Latency, loss, ... added to what this node sends (benchmarks).
+    pub link_shaping: Option<tendr_net::shaping::LinkShaping>,
 }
 
 impl Spec {
@@ -86,6 +88,7 @@ impl Spec {
             limits: test_limits(),
             store: MemStore::default(),
             max_peers: 32,
+            link_shaping: None,
         }
     }
 }
@@ -122,15 +125,7 @@ pub async fn start(spec: Spec, on_event: Option<OnEvent>) -> TestNode {
         max_peers: spec.max_peers,
         is_validator: spec.validator_key.is_some(),
         advertise: None,
-        // Benchmarks only: `LINK_LATENCY_MS` adds that latency to every datagram each node
-        // sends (a round trip grows by twice it).
-        link_shaping: std::env::var("LINK_LATENCY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(|ms| tendr_net::shaping::LinkShaping {
-                latency_ms: ms,
-                ..Default::default()
-            }),
+        link_shaping: spec.link_shaping.clone(),
     };
     let (transport, incoming) = start_transport(cfg, spec.limits).await;
     let net = transport.handle();
