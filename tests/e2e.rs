@@ -1164,3 +1164,70 @@ fn a_new_node_state_syncs_past_pruned_blocks() {
         "same block at height {h}"
     );
 }
+
+/// Issue 17: a validator offline for longer than its peers keep blocks (a snapshot every 20
+/// heights, 20 blocks kept below it) cannot block-sync back; restarted with a trusted height and
+/// hash from another validator, it restores a snapshot, catches up and votes again (its
+/// precommit is in later commits).
+#[test]
+fn a_validator_offline_longer_than_peers_keep_rejoins_through_state_sync_and_votes() {
+    let mut s = Scratch::new("rejoin");
+    let base = base_port() + 3_000;
+    let out = s.path("net");
+    testnet(&out, 4, base, "0.3");
+    let cfgs: Vec<String> = (1..=4)
+        .map(|i| {
+            let c = out
+                .join(format!("node{i}/tendermint_config.json"))
+                .to_string_lossy()
+                .into_owned();
+            with_fields(
+                &c,
+                r#""snapshot_interval": 20, "retain_blocks": 20,
+  "timeouts": {"propose_ms": 800, "prevote_ms": 400, "precommit_ms": 400, "delta_ms": 200, "rebroadcast_ms": 400}"#,
+            );
+            c
+        })
+        .collect();
+    let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
+    for (i, c) in cfgs.iter().enumerate() {
+        spawn(&mut s, i + 1, &["start", "--config", c]);
+    }
+    wait_for(&s, "blocks", 60, || status(ports[0]).filter(|st| st.latest_height >= 3));
+    s.kill(4);
+    let down_at = status(ports[0]).unwrap().latest_height;
+    wait_for(&s, "peers to prune what node 4 misses", 120, || {
+        status(ports[0]).filter(|st| st.latest_height >= down_at + 70)
+    });
+    let st = status(ports[0]).unwrap();
+    let (h, id) = (st.latest_height.to_string(), st.latest_block_id.clone().unwrap());
+    spawn(
+        &mut s,
+        4,
+        &["start", "--config", &cfgs[3], "--trust-height", &h, "--trust-hash", &id],
+    );
+    let back = wait_for(&s, "node 4 restored", 60, || {
+        status(ports[3]).filter(|st| st.sync.state_sync.as_deref().is_some_and(|x| x.starts_with("restored")))
+    });
+    assert!(back.latest_height > down_at + 40, "{back:?}");
+    let me = validator_address(&out.join("node4"))
+        .trim_start_matches("0x")
+        .to_uppercase();
+    let from = status(ports[0]).unwrap().latest_height + 1;
+    wait_for(&s, "node 4's precommit in a commit", 60, || {
+        let tip = status(ports[0])?.latest_height;
+        (from..=tip).find(|h| {
+            let c = rpc::get_json::<serde_json::Value>(rpc_addr(ports[0]), &format!("/commit?height={h}"));
+            c.ok().is_some_and(|c| {
+                let sigs = &c["result"]["signed_header"]["commit"]["signatures"];
+                sigs.as_array().is_some_and(|a| {
+                    a.iter().any(|x| {
+                        x["validator_address"]
+                            .as_str()
+                            .is_some_and(|v| v.eq_ignore_ascii_case(&me))
+                    })
+                })
+            })
+        })
+    });
+}
