@@ -206,7 +206,7 @@ impl StateSync {
             if f.blocks.contains_key(&h) || f.block_requests.contains_key(&h) {
                 continue;
             }
-            let peer = live[(h.0 as usize + turn) % live.len()];
+            let peer = live[(h.0 as usize + 2 * turn) % live.len()]; // spread over the peers
             turn += 1;
             f.block_requests.insert(h, (peer, now));
             out.push((Some(peer), Message::RequestDecided(h)));
@@ -379,12 +379,12 @@ impl StateSync {
     }
 
     /// The snapshot and its proven blocks, once all are held; a snapshot whose bytes do not
-    /// hash to what was offered drops the peer that served them (and `None` is returned).
-    pub fn take_assembled(&mut self) -> Option<Assembled> {
-        let f = self.fetch.as_ref()?;
+    /// hash to what was offered drops the peer that served them (`Err(peer)`).
+    pub fn take_assembled(&mut self) -> Result<Option<Assembled>, PeerId> {
+        let Some(f) = self.fetch.as_ref() else { return Ok(None) };
         let complete = f.chunks.len() as u32 == f.chunks_needed && f.checked_from.0 + 1 == f.height.0;
         if !complete {
-            return None;
+            return Ok(None);
         }
         let mut bytes = Vec::new();
         for c in f.chunks.values() {
@@ -393,15 +393,15 @@ impl StateSync {
         if sha256(&bytes) != f.hash {
             let from = f.peers[0];
             self.drop_peer(from);
-            return None;
+            return Err(from);
         }
         let f = self.fetch.take().expect("checked above");
-        Some(Assembled {
+        Ok(Some(Assembled {
             height: f.height,
             bytes,
             blocks: f.blocks.into_values().collect(),
             offered_by: f.peers,
-        })
+        }))
     }
 
     /// The assembled snapshot was false (its content does not match the proven blocks): every
@@ -534,7 +534,7 @@ mod tests {
                     other => panic!("{other:?}"),
                 }
             }
-            if let Some(a) = ss.take_assembled() {
+            if let Ok(Some(a)) = ss.take_assembled() {
                 return (ss, verdicts, Some(a));
             }
             now += 100;
@@ -651,7 +651,7 @@ mod tests {
                 _ => {}
             }
         }
-        assert!(ss.take_assembled().is_none());
+        assert_eq!(ss.take_assembled().unwrap_err(), peer(1));
         assert_eq!(ss.dropped_peers(), 1, "the peer whose bytes did not match its offer");
     }
 }
