@@ -597,10 +597,6 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
 
     /// Whether state sync runs (consensus waits for it).
     pub fn is_state_syncing(&self) -> bool {
-        self.state_syncing()
-    }
-
-    fn state_syncing(&self) -> bool {
         self.state_sync.as_ref().is_some_and(|s| !s.is_done())
     }
 
@@ -844,7 +840,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
     }
 
     pub fn start(&mut self) -> Result<(), NodeError> {
-        if self.state_syncing() {
+        if self.is_state_syncing() {
             return self.state_sync_tick();
         }
         self.run(Input::Start)
@@ -854,7 +850,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         if t.kind == TimeoutKind::StateSync {
             return self.state_sync_tick();
         }
-        if self.state_syncing() {
+        if self.is_state_syncing() {
             return Ok(());
         }
         self.run(Input::TimeoutElapsed(t))
@@ -886,7 +882,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             | Message::RequestChunk { .. }
             | Message::SnapshotOffer { .. }
             | Message::SnapshotChunk { .. }) => self.on_state_sync_message(from, msg),
-            msg if self.state_syncing() => self.on_state_sync_message(from, msg),
+            msg if self.is_state_syncing() => self.on_state_sync_message(from, msg),
             msg => {
                 let kind = msg.kind();
                 let result = self.run(Input::Message { from, msg });

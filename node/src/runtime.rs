@@ -579,6 +579,9 @@ fn sync_view(v: &dyn NodeView) -> SyncView {
 
 fn sample(v: &dyn NodeView) -> NodeSample {
     let e = v.engine();
+    let state_syncing = v
+        .state_sync()
+        .is_some_and(|p| !matches!(p, StateSyncPhase::Done { .. }));
     let chain = e.chain();
     let (missing, missing_power) = match (&chain.last_validators, &chain.last_commit) {
         (Some(vs), Some(c)) => vs
@@ -599,13 +602,9 @@ fn sample(v: &dyn NodeView) -> NodeSample {
         validators_power: e.validators().total_power().0,
         missing_validators: missing,
         missing_validators_power: missing_power,
-        catching_up: e.catching_up_to().is_some()
-            || v.state_sync()
-                .is_some_and(|p| !matches!(p, StateSyncPhase::Done { .. })),
+        catching_up: e.catching_up_to().is_some() || state_syncing,
         sync_target: e.catching_up_to().map_or(0, |h| h.0),
-        state_syncing: v
-            .state_sync()
-            .is_some_and(|p| !matches!(p, StateSyncPhase::Done { .. })),
+        state_syncing,
     }
 }
 
