@@ -232,16 +232,7 @@ impl ChainState {
         if h.app_hash != self.app_hash {
             return Err(BlockError::WrongAppHash);
         }
-        let bytes: usize = block.txs.iter().map(|t| t.len()).sum();
-        if block.txs.len() > crate::limits::MAX_BLOCK_TXS || bytes > crate::limits::MAX_BLOCK_BYTES {
-            return Err(BlockError::TooLarge(block.txs.len(), bytes));
-        }
-        if h.txs_hash != txs_hash(&block.txs) {
-            return Err(BlockError::WrongTxsHash);
-        }
-        if h.last_commit_hash != commit_hash(&block.last_commit) {
-            return Err(BlockError::WrongLastCommitHash);
-        }
+        check_body(block)?;
         if self.validators.index_of(&h.proposer).is_none() {
             return Err(BlockError::UnknownProposer(h.proposer));
         }
@@ -259,6 +250,25 @@ impl ChainState {
 }
 
 /// Checks a commit: distinct members of `vs`, valid precommit signatures, +2/3 of the power.
+/// Whether a block's body is the one its header (and so its id) names: its transactions
+/// within the limits and hashing to `txs_hash`, its last commit to `last_commit_hash`. A
+/// body changed behind an unchanged header keeps the block's id, so a block fetched from a
+/// peer is checked with this before anything of it is kept.
+pub fn check_body(block: &Block) -> Result<(), BlockError> {
+    let h = &block.header;
+    let bytes: usize = block.txs.iter().map(|t| t.len()).sum();
+    if block.txs.len() > crate::limits::MAX_BLOCK_TXS || bytes > crate::limits::MAX_BLOCK_BYTES {
+        return Err(BlockError::TooLarge(block.txs.len(), bytes));
+    }
+    if h.txs_hash != txs_hash(&block.txs) {
+        return Err(BlockError::WrongTxsHash);
+    }
+    if h.last_commit_hash != commit_hash(&block.last_commit) {
+        return Err(BlockError::WrongLastCommitHash);
+    }
+    Ok(())
+}
+
 pub fn verify_commit(
     chain_id: &str,
     vs: &ValidatorSet,

@@ -1429,6 +1429,8 @@ impl Engine {
         if commit.block_id != block.id() || commit.height != block.height() {
             return Err(EngineError::BadDecided("the commit is not for this block".into()));
         }
+        crate::chain::check_body(block)
+            .map_err(|e| EngineError::BadDecided(format!("block {}: {e}", block.height())))?;
         if block.header.validators_hash == self.chain.validators.hash() {
             verify_commit(
                 &self.cfg.chain_id,

@@ -337,6 +337,10 @@ impl StateSync {
             self.drop_peer(from);
             return Verdict::Forged(format!("state sync: the commit of height {h} is not for its block"));
         }
+        if let Err(e) = crate::chain::check_body(&block) {
+            self.drop_peer(from);
+            return Verdict::Forged(format!("state sync: block {h}: {e}"));
+        }
         f.blocks.insert(h, (from, block, commit));
         // Prove downwards from the highest unproven height.
         while f.checked_from.0 > f.height.0 - 1 {
@@ -375,33 +379,33 @@ impl StateSync {
             return Verdict::Forged(format!("state sync: chunk {index} has the wrong size"));
         }
         f.chunks.insert(index, data);
+        // Checked as soon as the last chunk is in, so the lie is blamed on the message that
+        // completes it: every chunk held came from this one peer (a dropped peer's are cleared).
+        if f.chunks.len() as u32 == f.chunks_needed {
+            let bytes: Vec<u8> = f.chunks.values().flatten().copied().collect();
+            if sha256(&bytes) != f.hash {
+                self.drop_peer(from);
+                return Verdict::Forged("state sync: the snapshot's chunks do not hash to the offer".into());
+            }
+        }
         Verdict::Ok
     }
 
-    /// The snapshot and its proven blocks, once all are held; a snapshot whose bytes do not
-    /// hash to what was offered drops the peer that served them (`Err(peer)`).
-    pub fn take_assembled(&mut self) -> Result<Option<Assembled>, PeerId> {
-        let Some(f) = self.fetch.as_ref() else { return Ok(None) };
+    /// The snapshot (its bytes already checked against the offer) and its proven blocks,
+    /// once all are held.
+    pub fn take_assembled(&mut self) -> Option<Assembled> {
+        let f = self.fetch.as_ref()?;
         let complete = f.chunks.len() as u32 == f.chunks_needed && f.checked_from.0 + 1 == f.height.0;
         if !complete {
-            return Ok(None);
-        }
-        let mut bytes = Vec::new();
-        for c in f.chunks.values() {
-            bytes.extend_from_slice(c);
-        }
-        if sha256(&bytes) != f.hash {
-            let from = f.peers[0];
-            self.drop_peer(from);
-            return Err(from);
+            return None;
         }
         let f = self.fetch.take().expect("checked above");
-        Ok(Some(Assembled {
+        Some(Assembled {
             height: f.height,
-            bytes,
+            bytes: f.chunks.into_values().flatten().collect(),
             blocks: f.blocks.into_values().collect(),
             offered_by: f.peers,
-        }))
+        })
     }
 
     /// The assembled snapshot was false (its content does not match the proven blocks): every
@@ -534,7 +538,7 @@ mod tests {
                     other => panic!("{other:?}"),
                 }
             }
-            if let Ok(Some(a)) = ss.take_assembled() {
+            if let Some(a) = ss.take_assembled() {
                 return (ss, verdicts, Some(a));
             }
             now += 100;
@@ -646,12 +650,13 @@ mod tests {
                     ss.on_decided(peer(1), b, c);
                 }
                 Message::RequestChunk { height, index } => {
-                    ss.on_chunk(peer(1), height, index, bytes.clone());
+                    let verdict = ss.on_chunk(peer(1), height, index, bytes.clone());
+                    assert!(matches!(verdict, Verdict::Forged(_)), "{verdict:?}");
                 }
                 _ => {}
             }
         }
-        assert_eq!(ss.take_assembled().unwrap_err(), peer(1));
+        assert!(ss.take_assembled().is_none());
         assert_eq!(ss.dropped_peers(), 1, "the peer whose bytes did not match its offer");
     }
 }

@@ -676,7 +676,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         if let Verdict::Forged(e) = verdict {
             return Err(EngineError::BadDecided(e).into());
         }
-        self.try_finish_state_sync(from)
+        self.try_finish_state_sync()
     }
 
     /// Our newest snapshot, encoded once and kept for the peers that fetch it chunk by chunk.
@@ -693,20 +693,12 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
 
     /// Checks and restores the snapshot once it is assembled with its proven blocks; a false
     /// one drops its peers and discovery starts again, with nothing kept.
-    fn try_finish_state_sync(&mut self, from: PeerId) -> Result<(), NodeError> {
+    fn try_finish_state_sync(&mut self) -> Result<(), NodeError> {
         let Some(ss) = self.state_sync.as_mut() else {
             return Ok(());
         };
-        let a = match ss.take_assembled() {
-            Ok(Some(a)) => a,
-            Ok(None) => return Ok(()),
-            // Blamed only on its own message (the last chunk); it is dropped either way.
-            Err(liar) if liar == from => {
-                return Err(
-                    EngineError::BadDecided("state sync: the snapshot does not hash to the offer".into()).into(),
-                )
-            }
-            Err(_) => return Ok(()),
+        let Some(a) = ss.take_assembled() else {
+            return Ok(());
         };
         let trust_height = ss.anchor().height;
         let chain_id = self.engine.config().chain_id.clone();

@@ -388,6 +388,9 @@ pub struct Report {
     pub blocks_kept: usize,
     /// State syncs done: (virtual time, node, snapshot height).
     pub state_syncs: Vec<(u64, usize, u64)>,
+    /// Messages refused with the sender blamed: (receiving node, sending node, count), in
+    /// order. Shows who was caught lying to whom.
+    pub blamed: Vec<(usize, usize, u64)>,
 }
 
 impl Report {
@@ -462,6 +465,8 @@ pub struct World<A> {
     highest_decided: u64,
     /// State syncs done: (time, node, snapshot height).
     state_syncs: Vec<(u64, usize, u64)>,
+    /// Refusals that blamed the sender, per (receiving node, sending node).
+    blamed: BTreeMap<(usize, usize), u64>,
     stop: bool,
 }
 
@@ -557,6 +562,7 @@ impl<A: Application + 'static> World<A> {
             decisions: vec![],
             highest_decided: 0,
             state_syncs: vec![],
+            blamed: BTreeMap::new(),
             stop: false,
             cfg,
         };
@@ -759,6 +765,10 @@ impl<A: Application + 'static> World<A> {
                 };
                 if let Err(e) = r {
                     self.stats.rejected += 1;
+                    if e.blames_sender() {
+                        let pair = (self.slots[to].key, self.slots[from].key);
+                        *self.blamed.entry(pair).or_default() += 1;
+                    }
                     let honest = |s: &Slot<A>| s.byz.is_none();
                     if e.blames_sender() && honest(&self.slots[to]) && honest(&self.slots[from]) {
                         self.checker.violate(
@@ -1279,6 +1289,7 @@ impl<A: Application + 'static> World<A> {
             final_validators,
             blocks_kept: self.slots.iter().map(|s| s.store.blocks_kept()).max().unwrap_or(0),
             state_syncs: std::mem::take(&mut self.state_syncs),
+            blamed: self.blamed.iter().map(|(&(to, from), &n)| (to, from, n)).collect(),
         }
     }
 }

@@ -1,7 +1,12 @@
 //! The simulated disk: a crash loses what was not synced, snapshots bound what is kept.
 
+use std::cell::Cell;
+use std::rc::Rc;
+use tendr_core::Message;
+use tendr_sim::adversary::{Adversary, AdversaryCtx, Sends};
 use tendr_sim::config::{Fault, FaultKind, StorageModel, VerifyMode};
-use tendr_sim::{run, Invariant, SimConfig};
+use tendr_sim::world::Payload;
+use tendr_sim::{run, Invariant, SimConfig, Simulation};
 
 fn crash_restart(node: u32, at_ms: u64, back_ms: u64) -> Vec<Fault> {
     vec![
@@ -159,4 +164,90 @@ fn a_failed_disk_halts_its_node_before_it_sends_and_a_restart_repairs_it() {
         );
         assert!(r.heights >= 30);
     }
+}
+
+/// Serves its peers false data while voting honestly: chunks with a flipped byte, and decided
+/// blocks with a transaction added (their hash then no longer matches the next header's last
+/// block id, nor the commit).
+struct LyingServer {
+    chunks: bool,
+    blocks: bool,
+    lies: Rc<Cell<u64>>,
+}
+
+impl Adversary for LyingServer {
+    fn name(&self) -> String {
+        "lying-server".into()
+    }
+    fn transform(&mut self, _: &mut AdversaryCtx<'_>, msg: Message, dests: Vec<usize>) -> Sends {
+        let msg = match msg {
+            Message::SnapshotChunk {
+                height,
+                index,
+                mut data,
+            } if self.chunks && !data.is_empty() => {
+                let mid = data.len() / 2;
+                data[mid] ^= 1;
+                self.lies.set(self.lies.get() + 1);
+                Message::SnapshotChunk { height, index, data }
+            }
+            Message::Decided { mut block, commit } if self.blocks => {
+                block.make_mut().txs.push(b"forged".to_vec());
+                self.lies.set(self.lies.get() + 1);
+                Message::Decided { block, commit }
+            }
+            m => m,
+        };
+        vec![(Payload::msg(msg), dests)]
+    }
+}
+
+/// The state-sync outage again, with one peer lying about what it serves: the node that
+/// syncs catches every lie, drops and blames the liar, restores the honest peers' snapshot,
+/// and ends with the same blocks and app hashes as everyone (nothing forged applied).
+#[test]
+fn a_peer_serving_a_forged_snapshot_or_forged_blocks_is_dropped_and_nothing_forged_is_applied() {
+    let mut caught = [0u64; 2];
+    for (case, (chunks, blocks)) in [(true, false), (false, true)].into_iter().enumerate() {
+        for liar in 0..3u32 {
+            let mut cfg = pruned(100);
+            cfg.seed = 7 + liar as u64;
+            cfg.verify = VerifyMode::Cached;
+            cfg.heights = 450;
+            cfg.liveness_bound_ms = 5_000;
+            cfg.max_time_ms = 70_000;
+            cfg.storage.state_sync = true;
+            cfg.faults = crash_restart(3, 2_000, 40_000);
+            let lies = Rc::new(Cell::new(0));
+            let adversary = LyingServer {
+                chunks,
+                blocks,
+                lies: lies.clone(),
+            };
+            let r = Simulation::kv(cfg).adversary(liar, adversary).run().unwrap();
+            let what = format!("chunks {chunks}, blocks {blocks}, liar {liar}");
+            assert!(r.ok(), "{what}: {:?}", r.violations);
+            assert!(r.heights >= 450, "{what}: {} heights", r.heights);
+            assert_eq!(r.state_syncs.len(), 1, "{what}: {:?}", r.state_syncs);
+            let blamed: u64 = r
+                .blamed
+                .iter()
+                .filter(|(to, from, _)| *to == 3 && *from == liar as usize)
+                .map(|(_, _, n)| n)
+                .sum();
+            let honest_blamed: Vec<_> = r.blamed.iter().filter(|(_, from, _)| *from != liar as usize).collect();
+            assert!(
+                honest_blamed.is_empty(),
+                "{what}: honest nodes blamed: {honest_blamed:?}"
+            );
+            if lies.get() > 0 {
+                assert!(blamed > 0, "{what}: {} lies, none caught", lies.get());
+                caught[case] += 1;
+            }
+        }
+    }
+    // Chunks come from one peer that offered the snapshot, blocks from all of them: at least
+    // one liar was asked for chunks, and every liar for blocks.
+    assert!(caught[0] >= 1, "no liar was asked for a snapshot chunk");
+    assert_eq!(caught[1], 3, "a liar was never asked for a block");
 }
