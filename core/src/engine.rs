@@ -456,6 +456,11 @@ impl Engine {
         }
     }
 
+    /// The votes of the height being decided, every round (what `consensus_state` shows).
+    pub fn votes(&self) -> &VoteKeeper {
+        &self.hs.keeper
+    }
+
     /// Block sync's bookkeeping (peers ahead, requests in flight, blocks buffered).
     pub fn sync_progress(&self) -> SyncProgress {
         self.sync.progress()

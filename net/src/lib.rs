@@ -193,6 +193,8 @@ struct AddrEntry {
 pub(crate) struct State {
     peers: HashMap<PeerId, Peer>,
     seen: SeenSet<wire::Digest, tendr_core::mempool::ByDigest>,
+    /// Digests of the consensus messages relayed within `limits.relay_ttl`.
+    relayed: SeenSet<wire::Digest, tendr_core::mempool::ByDigest>,
     bans: BanList<PeerId>,
     /// Addresses of banned peers: a banned node cannot come back with a fresh key from the
     /// same address. The IPs of configured seeds are never banned this way.
@@ -397,6 +399,7 @@ impl Transport {
             state: Mutex::new(State {
                 peers: HashMap::new(),
                 seen: SeenSet::new(limits.seen_entries, limits.seen_ttl),
+                relayed: SeenSet::new(limits.seen_entries, limits.relay_ttl),
                 bans: BanList::new(limits.banned_entries),
                 ip_bans: BanList::new(limits.banned_entries),
                 book,
@@ -656,8 +659,11 @@ impl Shared {
         if targets.is_empty() {
             return;
         }
-        let frame = wire::message_frame_only(msg);
+        let (frame, digest) = wire::message_frame(msg);
         let mut st = self.lock();
+        if !st.relayed.insert(digest, Instant::now()) {
+            return; // relayed already: a copy of it came back, or its author re-broadcast it
+        }
         for id in targets {
             self.enqueue(&mut st, &id, &frame, false);
         }

@@ -28,6 +28,12 @@ pub struct Limits {
     /// Digests of recently seen messages kept for deduplication, and for how long.
     pub seen_entries: usize,
     pub seen_ttl: Duration,
+    /// A consensus message is relayed at most once in this time, however often it arrives.
+    /// The dedup window above is short (the authors' periodic re-broadcasts must reach the
+    /// engine), so on links slower than it copies came back as new and were relayed again: on
+    /// 100 ms links with jitter and loss that relay storm filled the congestion window and
+    /// stalled consensus.
+    pub relay_ttl: Duration,
     /// Addresses remembered from seeds and peer exchange.
     pub known_addrs: usize,
     /// Peers banned at once.
@@ -66,6 +72,7 @@ impl Default for Limits {
             handshake: Duration::from_secs(5),
             seen_entries: 200_000,
             seen_ttl: Duration::from_millis(250),
+            relay_ttl: Duration::from_secs(10),
             known_addrs: 256,
             banned_entries: 1024,
             pex_interval: Duration::from_secs(2),

@@ -85,6 +85,32 @@ fn cometbft_client_reads_and_writes_four_validators() {
         assert_eq!(net.n_peers, 3);
         assert_eq!(net.peers.len(), 3);
 
+        // The vote sets of the height being decided, read by the client's own parser of
+        // CometBFT's vote summaries (a height just started may hold no vote yet: ask again).
+        let mut votes = Vec::new();
+        for _ in 0..50 {
+            let cs = c.consensus_state().await.expect("consensus_state");
+            votes = cs
+                .round_state
+                .height_vote_set
+                .iter()
+                .flat_map(|r| r.prevotes.iter().chain(&r.precommits))
+                .filter_map(|v| match v {
+                    tendermint_rpc::endpoint::consensus_state::RoundVote::Vote(s) => Some(s.clone()),
+                    tendermint_rpc::endpoint::consensus_state::RoundVote::Nil => None,
+                })
+                .collect();
+            if !votes.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !votes.is_empty(),
+            "consensus_state shows no vote of the height being decided"
+        );
+        assert!(votes.iter().all(|v| (0..4).contains(&v.validator_index)), "{votes:?}");
+
         let latest = c.latest_block().await.expect("latest block");
         let top = latest.block.header.height.value();
         assert!(top >= 3);

@@ -326,21 +326,29 @@ fn guide_on_four_hosts_through_splits_latency_loss_and_kill_9() {
     c.wait_height("every host past the 2|2 split", &[0, 1, 2, 3], target, 40);
     check(&c, &load.accepted(), &mut done, "2|2 split and heal");
 
-    // 100 ms more on every datagram each host sends, 1% lost: a restart with the new config.
-    let target = after(&c, 5);
+    // 100 ms more on every datagram each host sends, ±5 ms of jitter, 1% lost: a restart with
+    // the new config. 30 heights: this mix used to stall all four within about 25 (copies of
+    // votes came back slower than the dedup window and were relayed again and again, until
+    // the relay storm filled QUIC's congestion window and votes took seconds).
+    let target = after(&c, 30);
     for i in 0..HOSTS {
         c.s.kill(i);
-        let shaping = format!(r#"{{"latency_ms": 100, "loss": 0.01, "seed": {i}}}"#);
+        let shaping = format!(r#"{{"latency_ms": 100, "jitter_ms": 5, "loss": 0.01, "seed": {i}}}"#);
         std::fs::write(&c.cfgs[i], config(&c.h, i, Some(&shaping))).unwrap();
         c.start(i, &["start"]);
     }
-    c.wait_height("blocks with 100 ms latency and 1% loss", &[0, 1, 2, 3], target, 60);
+    c.wait_height(
+        "blocks with 100 ms latency, jitter and 1% loss",
+        &[0, 1, 2, 3],
+        target,
+        90,
+    );
     assert_eq!(
         c.s.full_logs().matches("link shaping on").count(),
         HOSTS,
         "every host shapes its links"
     );
-    check(&c, &load.accepted(), &mut done, "100 ms latency, 1% loss");
+    check(&c, &load.accepted(), &mut done, "100 ms latency, jitter, 1% loss");
 
     c.s.kill(2);
     let target = after(&c, 3);

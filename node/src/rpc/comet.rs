@@ -225,6 +225,9 @@ struct Tip {
     locked: Option<BlockId>,
     valid: Option<BlockId>,
     proposer: tendr_core::types::Address,
+    /// When the height being decided could start: the last block's time (the genesis time
+    /// before the first block).
+    start_ms: u64,
 }
 
 async fn tip(ctx: &Ctx) -> Result<Tip, RpcError> {
@@ -246,6 +249,7 @@ async fn tip(ctx: &Ctx) -> Result<Tip, RpcError> {
                 locked: s.locked.map(|l| l.1),
                 valid: s.valid.map(|l| l.1),
                 proposer: c.proposer(e.round()),
+                start_ms: c.last_block.map_or(c.genesis_time.0, |(_, t)| t.0),
             }
         })
         .await
@@ -590,14 +594,74 @@ async fn consensus_state(ctx: &Ctx) -> CallResult {
     };
     let index = t.validators.index_of(&t.proposer).map_or(-1, |i| i.0 as i64);
     let hash = |h: Option<BlockId>| h.map(|h| hex_up(&h.0)).unwrap_or_default();
+    let vote_sets = ctx.shared.ask(height_vote_set).await.ok_or_else(busy)?;
     Ok(json!({"round_state": {
         "height/round/step": format!("{}/{}/{}", t.height + 1, t.round, step),
+        "start_time": shapes::time(t.start_ms),
         "proposal_block_hash": hash(t.valid),
         "locked_block_hash": hash(t.locked),
         "valid_block_hash": hash(t.valid),
-        "height_vote_set": [],
+        "height_vote_set": vote_sets,
         "proposer": {"address": hex_up(&t.proposer.0), "index": index},
     }}))
+}
+
+/// The votes of the height being decided, round by round, in CometBFT's shape: one entry per
+/// validator, `Vote{index:ADDRESS height/round/type(Name) BLOCK SIGNATURE @ time}` with
+/// 6-byte fingerprints (`000000000000` for nil), or `nil-Vote` where none arrived, and a bit
+/// array with the power that voted. tendr's votes carry no time: it shows the Unix epoch.
+fn height_vote_set(v: &dyn tendr_net::runtime::NodeView) -> Vec<Value> {
+    use tendr_core::types::VoteType;
+    let e = v.engine();
+    let (vs, keeper) = (e.validators(), e.votes());
+    let fingerprint = |b: Option<&[u8]>| b.map_or("000000000000".to_string(), |b| hex_up(&b[..6]));
+    let set = |round, vote_type| -> (Vec<String>, String) {
+        let mut by_index: Vec<Option<&tendr_core::types::Vote>> = vec![None; vs.len()];
+        let tally = keeper.tally(round, vote_type);
+        for vote in tally.into_iter().flat_map(|t| t.votes()) {
+            if let Some(i) = vs.index_of(&vote.validator) {
+                by_index[i.0 as usize].get_or_insert(vote);
+            }
+        }
+        let entries = by_index
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Some(v) => format!(
+                    "Vote{{{i}:{} {}/{:02}/{}({:?}) {} {} @ 1970-01-01T00:00:00Z}}",
+                    fingerprint(Some(&v.validator.0)),
+                    v.height.0,
+                    v.round.0,
+                    v.vote_type as u8 + 1,
+                    v.vote_type,
+                    fingerprint(v.block_id.as_ref().map(|b| &b.0[..])),
+                    fingerprint(Some(&v.signature.0)),
+                ),
+                None => "nil-Vote".to_string(),
+            })
+            .collect();
+        let bits: String = by_index.iter().map(|v| if v.is_some() { 'x' } else { '_' }).collect();
+        let (voted, total) = (tally.map_or(0, |t| t.power_any()), vs.total_power().0);
+        let ratio = if total == 0 { 0.0 } else { voted as f64 / total as f64 };
+        (
+            entries,
+            format!("BA{{{}:{bits}}} {voted}/{total} = {ratio:.2}", vs.len()),
+        )
+    };
+    keeper
+        .rounds()
+        .map(|r| {
+            let (prevotes, prevote_bits) = set(r, VoteType::Prevote);
+            let (precommits, precommit_bits) = set(r, VoteType::Precommit);
+            json!({
+                "round": r.0,
+                "prevotes": prevotes,
+                "prevotes_bit_array": prevote_bits,
+                "precommits": precommits,
+                "precommits_bit_array": precommit_bits,
+            })
+        })
+        .collect()
 }
 
 async fn unconfirmed(ctx: &Ctx, p: &Params, with_txs: bool) -> CallResult {
