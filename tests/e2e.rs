@@ -1069,9 +1069,42 @@ fn a_new_node_state_syncs_past_pruned_blocks() {
     let text = format!("{call:?}");
     assert!(text.contains("is not available, lowest height is"), "{text}");
 
+    // A node that joins without a trusted height cannot block-sync: the validator pruned
+    // height 1. It answers with its snapshot, so the new node tells its operator to state-sync,
+    // and keeps the validator as a peer (it used to ban it for not serving the block).
+    let root = s.dir.clone();
+    {
+        let dir = root.join("node0");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg0 = dir.join("tendermint_config.json").to_string_lossy().into_owned();
+        let p0 = port + 3;
+        std::fs::write(
+            &cfg0,
+            format!(
+                r#"{{"node_id": "node0", "host": "127.0.0.1", "port": {p0}, "is_validator": false,
+                    "seed_nodes": [{{"host": "127.0.0.1", "port": {port}}}], "log_level": "info"}}"#
+            ),
+        )
+        .unwrap();
+        let genesis = out.join("node1/genesis.json").to_string_lossy().into_owned();
+        spawn(&mut s, 0, &["join", "--config", &cfg0, "--genesis", &genesis]);
+        let told = wait_for(&s, "the advice to state-sync", 30, || {
+            status(p0).filter(|st| st.warnings.iter().any(|w| w.contains("--trust-height")))
+        });
+        assert_eq!(told.latest_height, 0, "{told:?}");
+        std::thread::sleep(Duration::from_secs(5));
+        let later = status(p0).unwrap();
+        assert_eq!(later.peers.len(), 1, "the validator is still a peer: {later:?}");
+        s.kill(0);
+        assert!(
+            !s.full_logs().contains("banned"),
+            "nobody banned anybody: {}",
+            s.full_logs()
+        );
+    }
+
     // A node with a wrong trust hash restores nothing (every snapshot fails the check).
     let genesis = out.join("node1/genesis.json").to_string_lossy().into_owned();
-    let root = s.dir.clone();
     let observer = |name: &str, p: u16| {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();

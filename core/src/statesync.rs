@@ -310,7 +310,10 @@ impl StateSync {
         if !(usable && close) {
             return Verdict::Ok;
         }
-        self.offers.insert(from, Offer { height, hash, size });
+        // A peer offers each snapshot it keeps: its newest usable one counts.
+        if self.offers.get(&from).is_none_or(|o| o.height <= height) {
+            self.offers.insert(from, Offer { height, hash, size });
+        }
         self.first_offer.get_or_insert(now);
         if let Some(f) = &mut self.fetch {
             if f.height == height && f.hash == hash && !f.peers.contains(&from) {

@@ -404,6 +404,16 @@ pub enum NodeEvent {
         height: Height,
         trust_height: Height,
     },
+    /// A peer no longer keeps a decided block we need (it pruned it) and offered its newest
+    /// snapshot instead: this node is further behind than its peers keep blocks, and only
+    /// state sync (a trusted height and hash) brings it back.
+    PeerPruned {
+        from: PeerId,
+        /// The height we need.
+        needed: Height,
+        /// The height of the snapshot it keeps.
+        snapshot: Height,
+    },
     /// A peer's message was refused.
     Rejected {
         from: PeerId,
@@ -487,8 +497,11 @@ pub struct Node<C, N, S, A> {
     outputs: Vec<Output>,
     /// State sync, while it runs (the engine waits until it is done).
     state_sync: Option<StateSync>,
-    /// Our newest snapshot, encoded, as served to peers that state-sync.
-    served: Option<Served>,
+    /// Our snapshots as served to peers that state-sync, newest last: the newest, and the one
+    /// before it if it was served (a peer that chose it keeps fetching its chunks after we
+    /// took a newer one). `served_fresh` is false once a newer one is stored.
+    served: Vec<Served>,
+    served_fresh: bool,
 }
 
 impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
@@ -567,7 +580,8 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             inputs: VecDeque::new(),
             outputs: Vec::new(),
             state_sync: None,
-            served: None,
+            served: Vec::new(),
+            served_fresh: false,
         })
     }
 
@@ -634,10 +648,11 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         let now = self.clock.now();
         let verdict = match msg {
             Message::RequestSnapshot => {
-                if let Some((height, bytes, hash)) = self.served_snapshot()? {
+                self.served_snapshot()?;
+                for (height, bytes, hash) in &self.served {
                     let offer = Message::SnapshotOffer {
-                        height,
-                        hash,
+                        height: *height,
+                        hash: *hash,
                         size: bytes.len() as u64,
                     };
                     self.net.send(from, &offer);
@@ -645,9 +660,10 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 Verdict::Ok
             }
             Message::RequestChunk { height, index } => {
-                if let Some((h, bytes, _)) = self.served_snapshot()? {
+                self.served_snapshot()?;
+                if let Some((_, bytes, _)) = self.served.iter().find(|(h, _, _)| *h == height) {
                     let start = index as usize * SNAPSHOT_CHUNK_BYTES;
-                    if h == height && start < bytes.len() {
+                    if start < bytes.len() {
                         let end = (start + SNAPSHOT_CHUNK_BYTES).min(bytes.len());
                         let chunk = Message::SnapshotChunk {
                             height,
@@ -661,7 +677,17 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             }
             Message::SnapshotOffer { height, hash, size } => match self.state_sync.as_mut() {
                 Some(ss) => ss.on_offer(now, from, height, hash, size),
-                None => Verdict::Ok,
+                None => {
+                    let needed = self.engine.height();
+                    if height > needed {
+                        self.event(NodeEvent::PeerPruned {
+                            from,
+                            needed,
+                            snapshot: height,
+                        });
+                    }
+                    Verdict::Ok
+                }
             },
             Message::SnapshotChunk { height, index, data } => match self.state_sync.as_mut() {
                 Some(ss) => ss.on_chunk(from, height, index, data),
@@ -679,16 +705,25 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         self.try_finish_state_sync()
     }
 
-    /// Our newest snapshot, encoded once and kept for the peers that fetch it chunk by chunk.
+    /// Our newest snapshot, encoded once and kept for the peers that fetch it chunk by chunk
+    /// (with the one served before it, see `served`).
     fn served_snapshot(&mut self) -> Result<Option<Served>, NodeError> {
-        if self.served.is_none() {
+        if !self.served_fresh {
             if let Some(s) = self.storage.snapshot()? {
-                let bytes = s.encode();
-                let hash = sha256(&bytes);
-                self.served = Some((s.chain.height, Arc::new(bytes), hash));
+                let height = s.chain.height;
+                if self.served.last().is_none_or(|(h, _, _)| *h != height) {
+                    let bytes = s.encode();
+                    let hash = sha256(&bytes);
+                    self.served.retain(|(h, _, _)| *h < height);
+                    self.served.push((height, Arc::new(bytes), hash));
+                    if self.served.len() > 2 {
+                        self.served.remove(0);
+                    }
+                }
             }
+            self.served_fresh = true;
         }
-        Ok(self.served.clone())
+        Ok(self.served.last().cloned())
     }
 
     /// Checks and restores the snapshot once it is assembled with its proven blocks; a false
@@ -725,7 +760,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         }
         self.storage.save_snapshot(&snap)?;
         self.storage.sync()?;
-        self.served = None;
+        self.served_fresh = false;
         let height = snap.chain.height;
         self.engine
             .adopt_snapshot(snap.chain, a.blocks.into_iter().skip(1).collect());
@@ -759,7 +794,7 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
             chain: self.engine.chain().clone(),
             app,
         })?;
-        self.served = None;
+        self.served_fresh = false;
         self.unsynced = true;
         if retain > 0 {
             self.storage
@@ -1061,6 +1096,18 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 if let Some((block, commit)) = self.storage.decided(height)? {
                     if self.sync_before_send() {
                         self.net.send(to, &Message::Decided { block, commit });
+                    }
+                } else if height <= self.storage.last_height()? {
+                    // Decided here once, and pruned since: say so with our snapshot, so the
+                    // peer knows it needs state sync (and that we are not lying about our
+                    // height).
+                    if let Some((h, bytes, hash)) = self.served_snapshot()? {
+                        let offer = Message::SnapshotOffer {
+                            height: h,
+                            hash,
+                            size: bytes.len() as u64,
+                        };
+                        self.net.send(to, &offer);
                     }
                 }
                 None

@@ -261,6 +261,12 @@ fn on_incoming<S: Storage, A: Application>(
         }
         _ => None,
     };
+    // A peer that pruned the height we asked for answers with its newest snapshot: it is ahead
+    // (no lie), only of no use for block sync; the node tells the operator to state-sync.
+    let pruned = match (&msg, strikes.claims.pending(&from)) {
+        (Message::SnapshotOffer { height, .. }, Some(asked)) if *height > asked => Some(asked),
+        _ => None,
+    };
     let relayable = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Evidence(_));
     let copy = (relayable && far.is_none() && node.net.would_relay(from, &msg)).then(|| msg.clone());
     let is_tx = matches!(msg, Message::Tx(_));
@@ -292,6 +298,11 @@ fn on_incoming<S: Storage, A: Application>(
             }
             if let Some((h, id)) = answer {
                 on_claim_answer(node, strikes, from, h, id);
+            }
+            if let Some(asked) = pruned {
+                if strikes.claims.decided(from, asked) {
+                    node.net.note_far_future(true);
+                }
             }
         }
         Err(e) if e.blames_sender() => {

@@ -402,6 +402,7 @@ fn on_event(shared: &Shared, ev: &NodeEvent) {
                 }));
             }
             let now = now_ms();
+            shared.warn("pruned", None); // deciding again: no longer stuck behind pruned peers
             shared.metrics.lock().expect("metrics").on_decided(now, block);
             info!(
                 height = block.height().0,
@@ -432,6 +433,21 @@ fn on_event(shared: &Shared, ev: &NodeEvent) {
                 trust_height = trust_height.0,
                 "state sync: restored a peer's snapshot proven by the trusted block; block sync goes on from here"
             );
+        }
+        NodeEvent::PeerPruned { from, needed, snapshot } => {
+            let msg = format!(
+                "peers no longer keep the blocks this node needs (height {needed}; peer {from} pruned it and \
+                 keeps a snapshot of height {snapshot}): restart this node with state sync, \
+                 `tendr start --trust-height H --trust-hash ID`, reading H and ID from `tendr status` \
+                 on a node you trust"
+            );
+            let first = shared.warnings.lock().expect("warnings").get("pruned").is_none();
+            if first {
+                warn!("{msg}");
+            } else {
+                debug!("{msg}");
+            }
+            shared.warn("pruned", Some(msg));
         }
         NodeEvent::Rejected { from, kind, error, .. } => {
             shared.metrics.lock().expect("metrics").on_rejected_message();

@@ -1020,7 +1020,7 @@ impl<A: Application + 'static> World<A> {
                 }
                 NodeEvent::Evidence(ev) => self.checker.on_evidence(&ev),
                 NodeEvent::StateSynced { height, .. } => self.state_syncs.push((now, slot, height.0)),
-                NodeEvent::Rejected { .. } => {}
+                NodeEvent::Rejected { .. } | NodeEvent::PeerPruned { .. } => {}
             }
         }
         if let (Some(h), Some(node)) = (newest, self.slots[slot].node.as_ref()) {
