@@ -835,6 +835,73 @@ fn crash_loops_under_load_lose_nothing_and_never_double_sign() {
     );
 }
 
+/// Starts node `i` of `s` with its clock `offset` off (`faketime -f <offset>`, e.g. `+300s`);
+/// timers (the monotonic clock) are left alone.
+fn spawn_with_clock(s: &mut Scratch, i: usize, cfg: &str, offset: &str) {
+    let has_faketime = Command::new("faketime").arg("--version").output().is_ok();
+    assert!(
+        has_faketime,
+        "this test needs faketime (Debian: apt-get install faketime; .ci/run installs it)"
+    );
+    let mut cmd = Command::new("faketime");
+    cmd.args(["-f", offset, TENDR, "start", "--config", cfg])
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    spawn_command(s, i, cmd);
+}
+
+/// The status warning of the node on `port` that mentions `what`, if any.
+fn warning_about(port: u16, what: &str) -> Option<String> {
+    status(port)?.warnings.into_iter().find(|w| w.contains(what))
+}
+
+/// Issue 16: clocks off by minutes on real nodes (libfaketime). Node 3's clock is 5 minutes
+/// behind from the start; node 4's is 5 minutes ahead and it joins once the chain runs. The
+/// four keep one history and go on deciding (consensus does not depend on clocks; node 4 drags
+/// the block times ahead, which only have to increase). The status and log of node 3 say its
+/// own clock is behind; those of node 1 name node 4 as the validator whose clock is ahead.
+#[test]
+fn clocks_off_by_minutes_keep_safety_and_the_status_names_the_wrong_clock() {
+    let mut s = Scratch::new("clocks");
+    let base = base_port() + 8_000;
+    let out = s.path("net");
+    let cfgs = short_timeout_testnet(&out, 4, base);
+    let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
+    spawn(&mut s, 1, &["start", "--config", &cfgs[0]]);
+    spawn(&mut s, 2, &["start", "--config", &cfgs[1]]);
+    spawn_with_clock(&mut s, 3, &cfgs[2], "-300s");
+    wait_for(&s, "blocks", 30, || status(ports[0]).filter(|st| st.latest_height >= 5));
+    spawn_with_clock(&mut s, 4, &cfgs[3], "+300s");
+    let behind = wait_for(&s, "node 3 told its clock is behind", 60, || {
+        warning_about(ports[2], "this machine's clock is about")
+    });
+    assert!(
+        behind.contains("behind the other validators'") && behind.contains("NTP"),
+        "{behind}"
+    );
+    let ahead = validator_address(&out.join("node4"));
+    let named = wait_for(&s, "node 1 naming node 4's clock", 60, || {
+        warning_about(ports[0], &ahead)
+    });
+    assert!(named.contains("ahead of this machine's"), "{named}");
+    let target = lowest_height(&ports).unwrap_or(0) + 20;
+    reach_and_agree(&s, &ports, target, 60, "all four deciding with the clocks off");
+    let text = ok(&["status", "--config", &cfgs[2]]);
+    assert!(text.contains("this machine's clock is about"), "{text}");
+    let full = s.full_logs();
+    assert!(
+        full.contains("clock: this machine's clock is about"),
+        "not in node 3's log"
+    );
+    assert!(full.contains("clock: the clocks of validators proposing blocks are off"));
+    for bad in ["evidence:", "panicked"] {
+        assert!(!full.contains(bad), "`{bad}` in the logs");
+    }
+    eprintln!(
+        "clocks -300 s and +300 s: 4 nodes identical up to {target}; node 3: {behind}; node 1: {named}; node 4: {:?}",
+        warning_about(ports[3], "clock")
+    );
+}
+
 /// Issue 18, item 3: a transaction accepted just before a `kill -9` is lost with the mempool.
 /// `tx --wait` says so (and to resubmit) once blocks go by without it, instead of waiting 60 s
 /// and then asking whether blocks are being produced.
