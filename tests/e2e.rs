@@ -34,6 +34,9 @@ mod hosts;
 struct Scratch {
     dir: PathBuf,
     children: BTreeMap<usize, Child>,
+    /// Processes started so far: each gets a log of its own (a restarted node's earlier logs
+    /// are kept, so checks of the whole logs see every run).
+    started: usize,
 }
 
 impl Scratch {
@@ -44,6 +47,7 @@ impl Scratch {
         Scratch {
             dir,
             children: BTreeMap::new(),
+            started: 0,
         }
     }
     fn path(&self, p: &str) -> PathBuf {
@@ -133,7 +137,8 @@ fn spawn(s: &mut Scratch, i: usize, args: &[&str]) {
 
 /// Starts `cmd` as node `i` of `s`, its output in a log of its own.
 fn spawn_command(s: &mut Scratch, i: usize, mut cmd: Command) {
-    let log = std::fs::File::create(s.path(&format!("node{i}-{}.log", s.children.len() + 100 * i))).unwrap();
+    s.started += 1;
+    let log = std::fs::File::create(s.path(&format!("node{i}-{:04}.log", s.started))).unwrap();
     let child = cmd
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -805,6 +810,14 @@ fn crash_loops_under_load_lose_nothing_and_never_double_sign() {
             "kill {round} (seed {seed}): node {victim} had decided {had} blocks and restarted with {}",
             back.latest_height
         );
+        if round % 100 == 99 {
+            eprintln!(
+                "{} kills in {:.0} s, height {}",
+                round + 1,
+                started.elapsed().as_secs_f64(),
+                back.latest_height
+            );
+        }
     }
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
