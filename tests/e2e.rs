@@ -24,6 +24,9 @@ mod bench_hosts;
 #[cfg(feature = "byzantine")]
 #[path = "e2e/byzantine.rs"]
 mod byzantine;
+/// The fuzz targets replayed on their corpora and regressions (issue 16).
+#[path = "e2e/fuzz_corpus.rs"]
+mod fuzz_corpus;
 #[path = "e2e/guide_on_hosts.rs"]
 mod guide_on_hosts;
 /// Test hosts in network namespaces, and the guide on four of them (issue 15).
