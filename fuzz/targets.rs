@@ -174,6 +174,12 @@ pub fn engine(data: &[u8]) {
     let _ = run_engine(data);
 }
 
+/// The height the engine target's node reaches on `data` (the seed session must decide some,
+/// or the target would only fuzz the first height).
+pub fn engine_height(data: &[u8]) -> u64 {
+    run_engine(data).1
+}
+
 /// The node the engine target drives.
 type FuzzNode = Node<FuzzClock, FuzzNet, MemStorage, tendr_kv::KvApp>;
 
@@ -203,12 +209,13 @@ fn fuzz_node(chain: &str) -> Option<(FuzzNode, Shared)> {
 
 /// Runs the engine target on `data`; every message that went in or out (the `wire` target's
 /// corpus is seeded with this traffic).
-fn run_engine(data: &[u8]) -> Vec<Message> {
+fn run_engine(data: &[u8]) -> (Vec<Message>, u64) {
     let chain = "fuzz";
     let Some((mut node, cap)) = fuzz_node(chain) else {
-        return Vec::new();
+        return (Vec::new(), 0);
     };
     let mut traffic = Vec::new();
+    let mut last_proposal = None;
     let _ = node.start();
     let mut signed = std::collections::BTreeMap::new();
     let mut ops = data.iter().copied();
@@ -217,16 +224,16 @@ fn run_engine(data: &[u8]) -> Vec<Message> {
         let (a, b) = (arg(), arg());
         let h = Height(node.engine().height().0 + u64::from(a % 3));
         let r = Round(u32::from(b % 4));
-        let from = key(1 + a % 3);
+        let from = key(1 + (a / 3) % 3);
         let peer = from.address();
-        let _ = match op % 6 {
+        let _ = match (op & 0x7f) % 6 {
             0 | 1 => {
                 let t = if op & 0x80 == 0 {
                     VoteType::Prevote
                 } else {
                     VoteType::Precommit
                 };
-                let value = seen_value(&cap, b);
+                let value = seen_value(&cap, last_proposal, b);
                 let mut v = Vote {
                     vote_type: t,
                     height: h,
@@ -235,7 +242,7 @@ fn run_engine(data: &[u8]) -> Vec<Message> {
                     validator: peer,
                     signature: from.sign(&vote_sign_bytes(chain, t, h, r, value)),
                 };
-                if op % 6 == 1 {
+                if (op & 0x7f) % 6 == 1 {
                     v.signature.0[(b % 64) as usize] ^= 1 | a;
                 }
                 traffic.push(Message::Vote(v.clone()));
@@ -243,6 +250,7 @@ fn run_engine(data: &[u8]) -> Vec<Message> {
             }
             2 => {
                 let p = proposal(&node, chain, r, b);
+                last_proposal = Some(p.1.block.id());
                 traffic.push(Message::Proposal(Box::new(p.1.clone())));
                 node.on_message(p.0, Message::Proposal(Box::new(p.1)))
             }
@@ -275,14 +283,12 @@ fn run_engine(data: &[u8]) -> Vec<Message> {
         check_own_votes(&cap, &mut signed);
         let _ = node.drain_events();
     }
-    traffic
+    (traffic, node.engine().height().0)
 }
-/// Seeds for every target's corpus, from real traffic and real files: the messages of an
-/// engine session (proposals of the validator whose turn it is, voted on by the other three,
-/// timeouts and time passing, over several heights), the node's own hello, config and genesis
-/// files as `tendr testnet` writes them (`files`), RPC requests as clients send them, and
-/// sealed store records of that session.
-pub fn seeds(files: &[(&str, Vec<u8>)]) -> Vec<(&'static str, Vec<u8>)> {
+/// The engine session the seeds come from: per height, a proposal by the validator whose turn
+/// it is, prevotes and precommits of the other three for what was seen, time passing and a
+/// timeout.
+pub fn seed_script() -> Vec<u8> {
     let mut script = Vec::new();
     for round in 0..6u8 {
         script.extend_from_slice(&[2, 0, round * 2]);
@@ -291,7 +297,17 @@ pub fn seeds(files: &[(&str, Vec<u8>)]) -> Vec<(&'static str, Vec<u8>)> {
         }
         script.extend_from_slice(&[4, 200, 0, 3, 0, 0, 1, 1, 7]);
     }
-    let traffic = run_engine(&script);
+    script
+}
+
+/// Seeds for every target's corpus, from real traffic and real files: the messages of an
+/// engine session (proposals of the validator whose turn it is, voted on by the other three,
+/// timeouts and time passing, over several heights), the node's own hello, config and genesis
+/// files as `tendr testnet` writes them (`files`), RPC requests as clients send them, and
+/// sealed store records of that session.
+pub fn seeds(files: &[(&str, Vec<u8>)]) -> Vec<(&'static str, Vec<u8>)> {
+    let script = seed_script();
+    let (traffic, _) = run_engine(&script);
     let mut out: Vec<(&'static str, Vec<u8>)> = vec![("engine", script)];
     for m in &traffic {
         out.push(("wire", tendr_net::wire::message_frame(m).0.to_vec()));
@@ -332,16 +348,16 @@ pub fn seeds(files: &[(&str, Vec<u8>)]) -> Vec<(&'static str, Vec<u8>)> {
     out
 }
 
-/// A block id our node saw in a proposal (its own or one sent to it), nil, or another value.
-fn seen_value(cap: &Shared, b: u8) -> Option<BlockId> {
-    let c = cap.borrow();
-    let seen = c.sent.iter().rev().find_map(|m| match m {
+/// A block id of the newest proposal (ours, or the last one fed), nil, or another value.
+fn seen_value(cap: &Shared, fed: Option<BlockId>, b: u8) -> Option<BlockId> {
+    let ours = cap.borrow().sent.iter().rev().find_map(|m| match m {
         Message::Proposal(p) => Some(p.block.id()),
         _ => None,
     });
-    match b % 3 {
-        0 => seen,
-        1 => None,
+    match b % 4 {
+        0 => fed.or(ours),
+        1 => ours.or(fed),
+        2 => None,
         _ => Some(Hash([b; 32])),
     }
 }

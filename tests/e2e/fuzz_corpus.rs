@@ -39,6 +39,14 @@ fn fuzz_corpora_and_regressions_replay_without_a_failure() {
     }
 }
 
+/// The engine target's seed session gets through heights, so the fuzzer mutates a session
+/// that decides blocks, not only the first height.
+#[test]
+fn the_engine_seed_session_decides_blocks() {
+    let h = targets::engine_height(&targets::seed_script());
+    assert!(h >= 3, "the seed session stops at height {h}");
+}
+
 /// Writes the corpus seeds (`fuzz/run seed` runs this): real traffic of an engine session,
 /// files as `tendr testnet` writes them, RPC requests; each file named by its hash.
 #[test]
