@@ -851,16 +851,20 @@ fn crash_loops_under_load_lose_nothing_and_never_double_sign() {
     );
 }
 
-/// Starts node `i` of `s` with its clock `offset` off (`faketime -f <offset>`, e.g. `+300s`);
-/// timers (the monotonic clock) are left alone.
+/// Starts node `i` of `s` with its clock `offset` off (libfaketime preloaded, `FAKETIME` e.g.
+/// `+300s`); timers (the monotonic clock) are left alone. The child is `tendr` itself (not the
+/// `faketime` wrapper, which would outlive a kill and leave the node running).
 fn spawn_with_clock(s: &mut Scratch, i: usize, cfg: &str, offset: &str) {
-    let has_faketime = Command::new("faketime").arg("--version").output().is_ok();
-    assert!(
-        has_faketime,
-        "this test needs faketime (Debian: apt-get install faketime; .ci/run installs it)"
-    );
-    let mut cmd = Command::new("faketime");
-    cmd.args(["-f", offset, TENDR, "start", "--config", cfg])
+    let lib = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| PathBuf::from(format!("/usr/lib/{arch}/faketime/libfaketime.so.1")))
+        .chain([PathBuf::from("/usr/local/lib/faketime/libfaketime.so.1")])
+        .find(|p| p.exists())
+        .expect("this test needs libfaketime (Debian: apt-get install faketime; .ci/run installs it)");
+    let mut cmd = Command::new(TENDR);
+    cmd.args(["start", "--config", cfg])
+        .env("LD_PRELOAD", lib)
+        .env("FAKETIME", offset)
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     spawn_command(s, i, cmd);
 }
