@@ -20,6 +20,13 @@ mod cometbft;
 
 #[path = "e2e/bench_hosts.rs"]
 mod bench_hosts;
+/// A Byzantine validator on real QUIC (issue 16); only with `--features byzantine`.
+#[cfg(feature = "byzantine")]
+#[path = "e2e/byzantine.rs"]
+mod byzantine;
+/// The fuzz targets replayed on their corpora and regressions (issue 16).
+#[path = "e2e/fuzz_corpus.rs"]
+mod fuzz_corpus;
 #[path = "e2e/guide_on_hosts.rs"]
 mod guide_on_hosts;
 /// Test hosts in network namespaces, and the guide on four of them (issue 15).
@@ -30,6 +37,9 @@ mod hosts;
 struct Scratch {
     dir: PathBuf,
     children: BTreeMap<usize, Child>,
+    /// Processes started so far: each gets a log of its own (a restarted node's earlier logs
+    /// are kept, so checks of the whole logs see every run).
+    started: usize,
 }
 
 impl Scratch {
@@ -40,6 +50,7 @@ impl Scratch {
         Scratch {
             dir,
             children: BTreeMap::new(),
+            started: 0,
         }
     }
     fn path(&self, p: &str) -> PathBuf {
@@ -129,7 +140,8 @@ fn spawn(s: &mut Scratch, i: usize, args: &[&str]) {
 
 /// Starts `cmd` as node `i` of `s`, its output in a log of its own.
 fn spawn_command(s: &mut Scratch, i: usize, mut cmd: Command) {
-    let log = std::fs::File::create(s.path(&format!("node{i}-{}.log", s.children.len() + 100 * i))).unwrap();
+    s.started += 1;
+    let log = std::fs::File::create(s.path(&format!("node{i}-{:04}.log", s.started))).unwrap();
     let child = cmd
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -540,19 +552,7 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
     let mut s = Scratch::new("kill");
     let base = base_port() + 5_000;
     let out = s.path("net");
-    let text = testnet(&out, 4, base, "0.2");
-    assert!(text.contains("node4"), "{text}");
-    let cfgs: Vec<String> = (1..=4)
-        .map(|i| {
-            let c = out.join(format!("node{i}/tendermint_config.json"));
-            let t = std::fs::read_to_string(&c).unwrap().replace(
-                "\"log_level\": \"info\"",
-                "\"log_level\": \"info\", \"timeouts\": {\"propose_ms\": 800, \"prevote_ms\": 400, \"precommit_ms\": 400, \"delta_ms\": 200, \"rebroadcast_ms\": 400}",
-            );
-            std::fs::write(&c, t).unwrap();
-            c.to_string_lossy().into_owned()
-        })
-        .collect();
+    let cfgs = short_timeout_testnet(&out, 4, base);
     let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
     for (i, c) in cfgs.iter().enumerate() {
         spawn(&mut s, i + 1, &["start", "--config", c]);
@@ -593,19 +593,7 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
     );
     let ports: Vec<u16> = ports.into_iter().chain([obs_port]).collect();
     let target = status(ports[0]).unwrap().latest_height + 3;
-    wait_for(&s, "every node past the last restart", 60, || {
-        ports
-            .iter()
-            .all(|p| status(*p).is_some_and(|st| st.latest_height >= target))
-            .then_some(())
-    });
-    for h in 1..=target {
-        let blocks: Vec<BlockView> = ports
-            .iter()
-            .map(|p| rpc::get_json(rpc_addr(*p), &format!("/tendr/block?height={h}")).unwrap())
-            .collect();
-        assert!(blocks.iter().all(|b| b.id == blocks[0].id), "height {h} differs");
-    }
+    reach_and_agree(&s, &ports, target, 60, "every node past the last restart");
     let logs = s.logs();
     assert!(!logs.contains("evidence"), "a validator double-signed:\n{logs}");
     let full = s.full_logs();
@@ -620,6 +608,318 @@ fn testnet_survives_repeated_kill_9_without_double_signing() {
     let text = ok(&["status", "--config", ocfg.to_str().unwrap()]);
     assert!(text.contains("role       observer"), "{text}");
     eprintln!("5 kill -9 and restarts; identical blocks at heights 1..={target} on 4 validators and an observer");
+}
+
+/// An `n`-validator testnet in `out` on ports from `base`, with 0.2 s blocks and short
+/// timeouts (a restarted or misbehaving validator costs rounds of 1 s, not 3 s); the configs.
+fn short_timeout_testnet(out: &Path, n: usize, base: u16) -> Vec<String> {
+    let text = testnet(out, n, base, "0.2");
+    assert!(text.contains(&format!("node{n}")), "{text}");
+    (1..=n)
+        .map(|i| {
+            let c = out.join(format!("node{i}/tendermint_config.json"));
+            let t = std::fs::read_to_string(&c).unwrap().replace(
+                "\"log_level\": \"info\"",
+                "\"log_level\": \"info\", \"timeouts\": {\"propose_ms\": 800, \"prevote_ms\": 400, \"precommit_ms\": 400, \"delta_ms\": 200, \"rebroadcast_ms\": 400}",
+            );
+            std::fs::write(&c, t).unwrap();
+            c.to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
+/// The height every node on `ports` has reached (the lowest); `None` while one does not answer.
+fn lowest_height(ports: &[u16]) -> Option<u64> {
+    ports
+        .iter()
+        .map(|p| status(*p).map(|st| st.latest_height))
+        .min()
+        .flatten()
+}
+
+/// Waits until every node on `ports` has decided `target`, then checks that they all hold the
+/// same blocks up to it.
+fn reach_and_agree(s: &Scratch, ports: &[u16], target: u64, secs: u64, what: &str) {
+    wait_for(s, what, secs, || lowest_height(ports).filter(|h| *h >= target));
+    assert_same_blocks(ports, 1..=target);
+}
+
+/// Every node on `ports` holds the same block at each height of `heights`.
+fn assert_same_blocks(ports: &[u16], heights: std::ops::RangeInclusive<u64>) {
+    for h in heights {
+        let blocks: Vec<BlockView> = ports
+            .iter()
+            .map(|p| rpc::get_json(rpc_addr(*p), &format!("/tendr/block?height={h}")).unwrap())
+            .collect();
+        assert!(blocks.iter().all(|b| b.id == blocks[0].id), "height {h} differs");
+    }
+}
+
+/// The committed transactions of duplicate-vote evidence against `culprit` in the history of
+/// the node on `port`.
+fn committed_evidence(port: u16, culprit: &str) -> Vec<TxView> {
+    let txs: Vec<TxView> = rpc::get_json(rpc_addr(port), "/tendr/transactions?limit=100000").unwrap_or_default();
+    txs.into_iter()
+        .filter(|t| t.payload.starts_with("evidence:") && t.code == 0 && t.log.contains(culprit))
+        .collect()
+}
+
+/// Every node on `ports` holds the committed evidence transaction `ev` at the same height.
+fn assert_evidence_everywhere(ports: &[u16], culprit: &str, ev: &TxView) {
+    for p in ports {
+        let all = committed_evidence(*p, culprit);
+        assert!(
+            all.iter().any(|t| (t.height, &t.hash) == (ev.height, &ev.hash)),
+            "node on {p} lacks the evidence of height {}: {all:?}",
+            ev.height
+        );
+    }
+}
+
+/// Issue 16: the double-sign guard keeps one machine from signing twice, but cannot stop the
+/// same validator key running on two machines. Node 4's key runs in a second process (its
+/// "twin", with a node key of its own): when the key proposes, the twins propose different
+/// blocks and prevote for their own, so the honest nodes see two conflicting votes; the
+/// evidence is submitted and committed in a block, and the chain goes on with one history.
+#[test]
+fn the_same_validator_key_on_two_machines_is_caught_and_committed_as_evidence() {
+    let mut s = Scratch::new("twins");
+    let base = base_port() + 8_500;
+    let out = s.path("net");
+    let mut cfgs = short_timeout_testnet(&out, 4, base);
+    // The twin: node 4's config, genesis and validator key; its own node key and port.
+    let twin = s.path("twin");
+    std::fs::create_dir_all(&twin).unwrap();
+    for f in ["genesis.json", "validator_key.json"] {
+        std::fs::copy(out.join("node4").join(f), twin.join(f)).unwrap();
+    }
+    testnet(&s.path("spare"), 1, base + 7, "0.2");
+    std::fs::copy(s.path("spare/node1/node_key.json"), twin.join("node_key.json")).unwrap();
+    let t = std::fs::read_to_string(&cfgs[3])
+        .unwrap()
+        .replace(&format!("\"port\": {}", base + 3), &format!("\"port\": {}", base + 4))
+        .replace("\"node4\"", "\"node4-twin\"");
+    std::fs::write(twin.join("tendermint_config.json"), t).unwrap();
+    cfgs.push(twin.join("tendermint_config.json").to_string_lossy().into_owned());
+    for (i, c) in cfgs.iter().enumerate() {
+        spawn(&mut s, i + 1, &["start", "--config", c]);
+    }
+    let culprit = validator_address(&out.join("node4"));
+    let honest: Vec<u16> = (0..3).map(|i| base + i).collect();
+    let ev = wait_for(&s, "the twins' evidence committed in a block", 120, || {
+        committed_evidence(honest[0], &culprit).pop()
+    });
+    let after = ev.height + 5;
+    reach_and_agree(&s, &honest, after, 60, "the honest nodes past the evidence");
+    assert_evidence_everywhere(&honest, &culprit, &ev);
+    eprintln!(
+        "twins of {culprit}: first evidence committed at height {} ({}); {} evidence transactions by height {after}; \
+         3 honest nodes identical up to {after}",
+        ev.height,
+        ev.log,
+        committed_evidence(honest[0], &culprit).len()
+    );
+}
+
+/// A seeded stream for the crash loops (a 64-bit LCG's high bits).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Submits `crash<n>=<n>` transactions to the node on `port` until `stop`, and returns those
+/// the RPC acknowledged as committed (found by hash in a decided block), with their heights.
+fn load_until(port: u16, stop: &std::sync::atomic::AtomicBool) -> Vec<(String, u64)> {
+    let (mut pending, mut committed) = (Vec::<String>::new(), Vec::new());
+    let (mut n, mut after_stop) = (0u64, 0);
+    // After `stop`, look for the pending ones a little longer (100 x 40 ms).
+    while after_stop < 100 && !(after_stop > 0 && pending.is_empty()) {
+        n += 1;
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            after_stop += 1;
+        } else if let Ok(v) =
+            rpc::post_json::<serde_json::Value>(rpc_addr(port), "/tendr/tx", format!("crash{n}={n}").as_bytes())
+        {
+            pending.extend(v["hash"].as_str().map(str::to_string));
+        }
+        if n % 5 == 0 {
+            pending.retain(
+                |h| match rpc::get_json::<TxView>(rpc_addr(port), &format!("/tendr/tx?hash={h}")) {
+                    Ok(t) => {
+                        committed.push((h.clone(), t.height));
+                        false
+                    }
+                    Err(_) => true,
+                },
+            );
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    committed
+}
+
+/// Issue 16: `kill -9` of a validator at random moments under transaction load, over and over
+/// (`CRASH_LOOPS`, 100 by default; seeded by `CRASH_SEED`). Node 1 takes the load and is never
+/// killed; one of nodes 2-4, drawn by the seed, is killed after a random 0-0.8 s and restarted
+/// at once. After each restart the node must serve its RPC again and hold every block it had
+/// decided before the kill; at the end every node holds the same blocks and every transaction
+/// acknowledged as committed, no evidence of a double sign exists and the guard never had to
+/// refuse a signature.
+#[test]
+fn crash_loops_under_load_lose_nothing_and_never_double_sign() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let loops: u32 = std::env::var("CRASH_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(std::process::id() as u64);
+    eprintln!("crash loops: {loops}, seed {seed} (replay: CRASH_LOOPS={loops} CRASH_SEED={seed})");
+    let mut s = Scratch::new("crash-loops");
+    let base = base_port() + 9_500;
+    let cfgs = short_timeout_testnet(&s.path("net"), 4, base);
+    let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
+    for (i, c) in cfgs.iter().enumerate() {
+        spawn(&mut s, i + 1, &["start", "--config", c]);
+    }
+    wait_for(&s, "blocks", 30, || status(ports[0]).filter(|st| st.latest_height >= 3));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, port) = (stop.clone(), ports[0]);
+        std::thread::spawn(move || load_until(port, &stop))
+    };
+    let mut rng = Lcg(seed);
+    let started = Instant::now();
+    for round in 0..loops {
+        let victim = 2 + rng.below(3) as usize;
+        std::thread::sleep(Duration::from_millis(rng.below(800)));
+        let had = status(ports[victim - 1]).map_or(0, |st| st.latest_height);
+        s.kill(victim);
+        spawn(&mut s, victim, &["start", "--config", &cfgs[victim - 1]]);
+        let back = wait_for(&s, &format!("node {victim} back after kill {round}"), 30, || {
+            status(ports[victim - 1])
+        });
+        assert!(
+            back.latest_height >= had,
+            "kill {round} (seed {seed}): node {victim} had decided {had} blocks and restarted with {}",
+            back.latest_height
+        );
+        if round % 100 == 99 {
+            eprintln!(
+                "{} kills in {:.0} s, height {}",
+                round + 1,
+                started.elapsed().as_secs_f64(),
+                back.latest_height
+            );
+        }
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let committed = load.join().unwrap();
+    let target = status(ports[0]).unwrap().latest_height + 2;
+    reach_and_agree(&s, &ports, target, 120, "every node past the last kill");
+    for (hash, height) in &committed {
+        for p in &ports {
+            let t: TxView = rpc::get_json(rpc_addr(*p), &format!("/tendr/tx?hash={hash}"))
+                .unwrap_or_else(|e| panic!("seed {seed}: committed transaction {hash} missing on node {p}: {e}"));
+            assert_eq!(t.height, *height, "seed {seed}: transaction {hash}");
+        }
+    }
+    let full = s.full_logs();
+    for bad in ["evidence:", "refused to sign", "panicked"] {
+        assert!(!full.contains(bad), "seed {seed}: `{bad}` in the logs");
+    }
+    assert!(
+        committed.len() as u64 > target / 4,
+        "too little load: {} transactions",
+        committed.len()
+    );
+    eprintln!(
+        "{loops} kill -9 in {:.0} s (seed {seed}); {} transactions acknowledged as committed, all on 4 nodes; \
+         identical blocks 1..={target}; no evidence, no refused signature",
+        took.as_secs_f64(),
+        committed.len()
+    );
+}
+
+/// Starts node `i` of `s` with its clock `offset` off (libfaketime preloaded, `FAKETIME` e.g.
+/// `+300s`); timers (the monotonic clock) are left alone. The child is `tendr` itself (not the
+/// `faketime` wrapper, which would outlive a kill and leave the node running).
+fn spawn_with_clock(s: &mut Scratch, i: usize, cfg: &str, offset: &str) {
+    let lib = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| PathBuf::from(format!("/usr/lib/{arch}/faketime/libfaketime.so.1")))
+        .chain([PathBuf::from("/usr/local/lib/faketime/libfaketime.so.1")])
+        .find(|p| p.exists())
+        .expect("this test needs libfaketime (Debian: apt-get install faketime; .ci/run installs it)");
+    let mut cmd = Command::new(TENDR);
+    cmd.args(["start", "--config", cfg])
+        .env("LD_PRELOAD", lib)
+        .env("FAKETIME", offset)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    spawn_command(s, i, cmd);
+}
+
+/// The status warning of the node on `port` that mentions `what`, if any.
+fn warning_about(port: u16, what: &str) -> Option<String> {
+    status(port)?.warnings.into_iter().find(|w| w.contains(what))
+}
+
+/// Issue 16: clocks off by minutes on real nodes (libfaketime). Node 3's clock is 5 minutes
+/// behind from the start; node 4's is 5 minutes ahead and it joins once the chain runs. The
+/// four keep one history and go on deciding (consensus does not depend on clocks; node 4 drags
+/// the block times ahead, which only have to increase). The status and log of node 3 say its
+/// own clock is behind; those of node 1 name node 4 as the validator whose clock is ahead.
+#[test]
+fn clocks_off_by_minutes_keep_safety_and_the_status_names_the_wrong_clock() {
+    let mut s = Scratch::new("clocks");
+    let base = base_port() + 8_000;
+    let out = s.path("net");
+    let cfgs = short_timeout_testnet(&out, 4, base);
+    let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
+    spawn(&mut s, 1, &["start", "--config", &cfgs[0]]);
+    spawn(&mut s, 2, &["start", "--config", &cfgs[1]]);
+    spawn_with_clock(&mut s, 3, &cfgs[2], "-300s");
+    wait_for(&s, "blocks", 30, || status(ports[0]).filter(|st| st.latest_height >= 5));
+    spawn_with_clock(&mut s, 4, &cfgs[3], "+300s");
+    let behind = wait_for(&s, "node 3 told its clock is behind", 60, || {
+        warning_about(ports[2], "this machine's clock is about")
+    });
+    assert!(
+        behind.contains("behind the other validators'") && behind.contains("NTP"),
+        "{behind}"
+    );
+    let ahead = validator_address(&out.join("node4"));
+    let named = wait_for(&s, "node 1 naming node 4's clock", 60, || {
+        warning_about(ports[0], &ahead)
+    });
+    assert!(named.contains("ahead of this machine's"), "{named}");
+    let target = lowest_height(&ports).unwrap_or(0) + 20;
+    reach_and_agree(&s, &ports, target, 60, "all four deciding with the clocks off");
+    let text = ok(&["status", "--config", &cfgs[2]]);
+    assert!(text.contains("this machine's clock is about"), "{text}");
+    let full = s.full_logs();
+    assert!(
+        full.contains("clock: this machine's clock is about"),
+        "not in node 3's log"
+    );
+    assert!(full.contains("clock: the clocks of validators proposing blocks are off"));
+    for bad in ["evidence:", "panicked"] {
+        assert!(!full.contains(bad), "`{bad}` in the logs");
+    }
+    eprintln!(
+        "clocks -300 s and +300 s: 4 nodes identical up to {target}; node 3: {behind}; node 1: {named}; node 4: {:?}",
+        warning_about(ports[3], "clock")
+    );
 }
 
 /// Issue 18, item 3: a transaction accepted just before a `kill -9` is lost with the mempool.

@@ -8,13 +8,17 @@
 //!   node, and no one outside the validator set, can change it alone.
 //! - `valreq:<hex public key>` publishes the public key of a node that wants to validate, so
 //!   that operators can approve it by address alone ([`Approvals::requested_key`]).
+//! - `evidence:<hex>` carries [`Evidence`] of a validator that signed two conflicting votes
+//!   ([`evidence_tx`]); a real node submits it when its engine finds such a pair, so the proof
+//!   is committed in a block. Executing it checks both signatures against the current set and
+//!   records nothing else (no slashing: the application decides what to do with it).
 //!
 //! The state is plain ordered maps: deterministic to execute, to snapshot and to compare.
 
 use crate::codec::{decode_bounded, encode};
 use crate::crypto::{verify, PrivateKey, PublicKey, Signature};
 use crate::traits::TxResult;
-use crate::types::{Address, VotingPower};
+use crate::types::{Address, Evidence, VotingPower};
 use crate::validator::{ValidatorSet, ValidatorUpdate};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +28,8 @@ const APPROVAL_DOMAIN: &[u8] = b"tendr/validator-change/v1";
 pub const APPROVAL_PREFIX: &str = "val:";
 /// Prefix of a published validator public key.
 pub const REQUEST_PREFIX: &str = "valreq:";
+/// Prefix of a transaction carrying evidence of a double-signing validator.
+pub const EVIDENCE_PREFIX: &str = "evidence:";
 /// Query path answering the published key of an address (`data`: the address, `0x...`).
 pub const REQUEST_QUERY_PATH: &str = "tendr/validator_request";
 
@@ -77,11 +83,24 @@ pub fn request_tx(key: &PublicKey) -> Vec<u8> {
     format!("{REQUEST_PREFIX}{}", hex::encode(key.0)).into_bytes()
 }
 
+/// The transaction committing `ev`. Its two votes are put in one order (by their encoding),
+/// so every node that found the same pair submits the same bytes and the mempool keeps one.
+pub fn evidence_tx(ev: &Evidence) -> Vec<u8> {
+    let Evidence::DuplicateVote { a, b } = ev;
+    let (a, b) = if encode(a) <= encode(b) { (a, b) } else { (b, a) };
+    let canonical = Evidence::DuplicateVote {
+        a: a.clone(),
+        b: b.clone(),
+    };
+    format!("{EVIDENCE_PREFIX}{}", hex::encode(encode(&canonical))).into_bytes()
+}
+
 /// A governance transaction, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GovernanceTx {
     Approve(ValidatorApproval),
     Request(PublicKey),
+    Evidence(Box<Evidence>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +111,8 @@ pub enum GovernanceError {
     NotAValidator(Address),
     #[error("the approval's signature does not verify for {0} (forged, or signed for another chain)")]
     BadSignature(Address),
+    #[error("evidence: {0}")]
+    BadEvidence(String),
 }
 
 impl GovernanceError {
@@ -101,6 +122,7 @@ impl GovernanceError {
             GovernanceError::Malformed(_) => 1,
             GovernanceError::NotAValidator(_) => 2,
             GovernanceError::BadSignature(_) => 3,
+            GovernanceError::BadEvidence(_) => 4,
         }
     }
 }
@@ -122,7 +144,43 @@ pub fn parse(tx: &[u8]) -> Option<Result<GovernanceTx, GovernanceError>> {
             .ok_or_else(|| GovernanceError::Malformed("validator request: not a hex public key".into()));
         return Some(key.map(GovernanceTx::Request));
     }
+    if let Some(h) = tx.strip_prefix(EVIDENCE_PREFIX.as_bytes()) {
+        let bytes = hex::decode(h).map_err(|e| GovernanceError::BadEvidence(format!("not hex ({e})")));
+        return Some(bytes.and_then(|b| {
+            decode_bounded(&b, MAX_EVIDENCE_BYTES)
+                .map(|e| GovernanceTx::Evidence(Box::new(e)))
+                .map_err(|e| GovernanceError::BadEvidence(e.to_string()))
+        }));
+    }
     None
+}
+
+/// Two votes and their framing: far below a transaction's limit.
+const MAX_EVIDENCE_BYTES: usize = 4096;
+
+/// Executes an evidence transaction: both votes must be the culprit's (a member of `vs`) and
+/// conflict; the result says who double-signed where.
+fn execute_evidence(chain_id: &str, ev: &Evidence, vs: &ValidatorSet) -> TxResult {
+    let mut verifier = crate::traits::CachingVerifier::new();
+    match crate::votes::verify_evidence(chain_id, vs, ev, &mut verifier) {
+        Ok(()) => {
+            let Evidence::DuplicateVote { a, .. } = ev;
+            TxResult {
+                code: 0,
+                log: format!(
+                    "duplicate-vote evidence committed: validator {} signed two {:?}s at height {} round {}",
+                    a.validator, a.vote_type, a.height.0, a.round.0
+                ),
+            }
+        }
+        Err(e) => {
+            let e = GovernanceError::BadEvidence(e);
+            TxResult {
+                code: e.code(),
+                log: e.to_string(),
+            }
+        }
+    }
 }
 
 /// The approvals collected so far and the published validator keys.
@@ -153,6 +211,7 @@ impl Approvals {
                 log: e.to_string(),
             },
             Ok(GovernanceTx::Approve(a)) => self.approve(chain_id, &a, vs, updates),
+            Ok(GovernanceTx::Evidence(ev)) => execute_evidence(chain_id, &ev, vs),
             Ok(GovernanceTx::Request(pk)) => {
                 if self.requests.len() >= MAX_REQUESTS && !self.requests.contains_key(&pk.address()) {
                     self.requests.pop_first();

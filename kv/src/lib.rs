@@ -7,7 +7,9 @@
 //!
 //! Transactions are bytes:
 //! - `key=value` (UTF-8) sets `key` to `value`;
-//! - `val:<hex>` and `valreq:<hex>`: the framework's governance transactions.
+//! - `val:<hex>` and `valreq:<hex>`: the framework's governance transactions;
+//! - `evidence:<hex>`: a double-signing validator's two votes, which every real node submits when
+//!   it finds them ([`governance::evidence_tx`]), committed with their check in the result.
 //!
 //! Queries: path `""` or `"key"` with the key as data answers its value.
 //!
@@ -318,5 +320,53 @@ mod tests {
             hex::encode(target.0).into_bytes()
         );
         assert_eq!(app.query("nope", b"").code, QueryResult::UNSUPPORTED);
+    }
+
+    /// Issue 16: a double-signing validator's two votes, committed as a transaction, are
+    /// checked against the set; the same pair gives the same bytes in either order; a forged
+    /// pair is refused with its reason.
+    #[test]
+    fn evidence_transactions_are_checked_and_canonical() {
+        use tendr_core::crypto::vote_sign_bytes;
+        use tendr_core::types::{Evidence, Round, Vote, VoteType};
+        let keys: Vec<PrivateKey> = (0..3).map(|i| PrivateKey::from_seed(&[i])).collect();
+        let vs = ValidatorSet::new(keys.iter().map(|k| (k.public_key(), VotingPower(1))).collect()).unwrap();
+        let vote = |chain: &str, value: Option<Hash>| {
+            let bytes = vote_sign_bytes(chain, VoteType::Prevote, Height(4), Round(1), value);
+            Vote {
+                vote_type: VoteType::Prevote,
+                height: Height(4),
+                round: Round(1),
+                block_id: value,
+                validator: keys[1].address(),
+                signature: keys[1].sign(&bytes),
+            }
+        };
+        let (a, b) = (vote("c", Some(Hash([1; 32]))), vote("c", None));
+        let ev = |a: &Vote, b: &Vote| Evidence::DuplicateVote {
+            a: a.clone(),
+            b: b.clone(),
+        };
+        let tx = governance::evidence_tx(&ev(&a, &b));
+        assert_eq!(tx, governance::evidence_tx(&ev(&b, &a)), "one pair, one transaction");
+        assert!(app_check(&tx).is_ok());
+        let forged = governance::evidence_tx(&ev(&a, &vote("other", None)));
+        let same = governance::evidence_tx(&ev(&a, &a));
+        let mut app = KvApp::new("c");
+        let r = app
+            .execute_block(&block(vec![tx, forged, same, b"evidence:zz".to_vec()]), &vs)
+            .unwrap();
+        let codes: Vec<u32> = r.tx_results.iter().map(|r| r.code).collect();
+        assert_eq!(codes, vec![0, 4, 4, 4], "{:?}", r.tx_results);
+        let log = &r.tx_results[0].log;
+        assert!(
+            log.contains(&keys[1].address().to_string()) && log.contains("height 4 round 1"),
+            "{log}"
+        );
+        assert!(r.tx_results[1].log.contains("signature"), "{:?}", r.tx_results[1]);
+    }
+
+    fn app_check(tx: &[u8]) -> Result<(), String> {
+        KvApp::new("c").check_tx(tx)
     }
 }

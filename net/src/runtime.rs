@@ -231,6 +231,20 @@ fn failure_level(e: &NodeError) -> tracing::Level {
     }
 }
 
+/// Whether `msg` is relayed once the engine accepts it: votes and proposals of our height or
+/// later, and evidence of our height, which the engine verifies before it takes them. Older
+/// ones (and evidence of other heights) it accepts unverified, only to serve the sender the
+/// decided block; relaying those let a peer's forged votes for an old height travel through
+/// every honest node (found by the Byzantine end-to-end test: a flooder's forgeries came
+/// back to it through its honest peers).
+fn checked_before_use(msg: &Message, current: Height) -> bool {
+    match msg {
+        Message::Vote(_) | Message::Proposal(_) => msg.height().is_some_and(|h| h >= current),
+        Message::Evidence(e) => e.height() == current,
+        _ => false,
+    }
+}
+
 fn on_incoming<S: Storage, A: Application>(
     node: &mut Node<SystemClock, NetHandle, S, A>,
     inc: Incoming,
@@ -267,8 +281,8 @@ fn on_incoming<S: Storage, A: Application>(
         (Message::SnapshotOffer { height, .. }, Some(asked)) if *height > asked => Some(asked),
         _ => None,
     };
-    let relayable = matches!(msg, Message::Vote(_) | Message::Proposal(_) | Message::Evidence(_));
-    let copy = (relayable && far.is_none() && node.net.would_relay(from, &msg)).then(|| msg.clone());
+    let copy =
+        (checked_before_use(&msg, current) && far.is_none() && node.net.would_relay(from, &msg)).then(|| msg.clone());
     let is_tx = matches!(msg, Message::Tx(_));
     if is_tx {
         node.net.set_tx_origin(Some(from));
@@ -450,6 +464,33 @@ mod tests {
         assert!(s.failing_itself());
         assert!(!s.own_failure(), "the next ones within the window are not");
         assert!(!NodeError::Storage(tendr_core::traits::StorageError("disk full".into())).blames_sender());
+    }
+
+    /// Issue 16: only what the engine verified is relayed (forged votes of old heights were).
+    #[test]
+    fn only_messages_the_engine_verifies_are_relayed() {
+        let k = tendr_core::PrivateKey::from_seed(b"r");
+        let vote = |h: u64| {
+            Message::Vote(tendr_core::Vote {
+                vote_type: tendr_core::VoteType::Prevote,
+                height: Height(h),
+                round: Round(0),
+                block_id: None,
+                validator: k.address(),
+                signature: tendr_core::Signature([7; 64]),
+            })
+        };
+        let evidence = |h: u64| {
+            let Message::Vote(a) = vote(h) else { unreachable!() };
+            Message::Evidence(Box::new(tendr_core::Evidence::DuplicateVote { a: a.clone(), b: a }))
+        };
+        let cur = Height(10);
+        assert!(checked_before_use(&vote(10), cur) && checked_before_use(&vote(11), cur));
+        assert!(!checked_before_use(&vote(9), cur) && !checked_before_use(&vote(1), cur));
+        assert!(checked_before_use(&evidence(10), cur));
+        assert!(!checked_before_use(&evidence(9), cur) && !checked_before_use(&evidence(11), cur));
+        assert!(!checked_before_use(&Message::Tx(vec![1]), cur));
+        assert!(!checked_before_use(&Message::RequestDecided(Height(3)), cur));
     }
 
     /// Issue 18, item 5: a late-joining observer's "cannot be checked yet" is catch-up, not an

@@ -34,6 +34,13 @@ pub trait AppFactory: Send + Sync + 'static {
     fn independent_instances(&self) -> bool {
         true
     }
+    /// Whether the node submits the evidence its engine finds (a validator's two conflicting
+    /// votes) as a [`tendr_core::governance::evidence_tx`] transaction, so that it is committed
+    /// in a block. The application must then route that transaction to the framework, as
+    /// `tendr_kv::KvApp` does with [`tendr_core::governance::Approvals::execute`].
+    fn commits_evidence(&self) -> bool {
+        true
+    }
 }
 
 impl<A, F> AppFactory for F

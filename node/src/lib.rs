@@ -11,7 +11,10 @@
 pub mod abci;
 pub mod app;
 pub mod bench;
+#[cfg(feature = "byzantine")]
+pub mod byzantine;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod genesis;

@@ -10,6 +10,7 @@
 //! key with a governance transaction ([`governance::request_tx`]) until the chain knows it.
 
 use crate::app::AppFactory;
+use crate::clock::ClockWatch;
 use crate::config::Config;
 use crate::error::{CliError, CliResult};
 use crate::genesis::{now_ms, LoadedGenesis, DEFAULT_POWER};
@@ -35,8 +36,8 @@ use tendr_net::{NetConfig, NetHandle, Transport};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-/// A block time further ahead of our clock than this is reported as clock skew.
-const CLOCK_SKEW_WARN_MS: u64 = 5_000;
+/// A clock warning is logged again this often while it holds.
+const CLOCK_LOG_EVERY_SECS: u64 = 60;
 const ANNOUNCE_RETRY_MS: u64 = 15_000;
 const DEFAULT_MAX_PEERS: usize = 50;
 /// Longest an RPC request waits for the node to answer.
@@ -77,6 +78,14 @@ pub struct Shared {
     pub decided: broadcast::Sender<Arc<DecidedBlock>>,
     /// The ABCI application the node runs, if any (`abci_info` asks it directly).
     pub proxy_app: Option<crate::abci::ProxyTarget>,
+    /// Whether evidence found is submitted as a transaction ([`AppFactory::commits_evidence`]).
+    pub commits_evidence: bool,
+    /// The proposers' clocks against ours, read from the blocks decided.
+    pub clock: Mutex<ClockWatch>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
@@ -412,20 +421,15 @@ fn on_event(shared: &Shared, ev: &NodeEvent) {
                 id = %block.id(),
                 "committed block"
             );
-            if block.header.time.0 > now + CLOCK_SKEW_WARN_MS {
-                let msg = format!(
-                    "block {} has a time {} ms ahead of this machine's clock: clocks are out of sync \
-                     (run NTP/chrony on every machine)",
-                    block.height().0,
-                    block.header.time.0 - now
-                );
-                warn!(height = block.height().0, "{msg}");
-                shared.warn("clock", Some(msg));
-            }
+            let ours = shared.info.validator;
+            lock(&shared.clock).on_decided(block.header.proposer, block.header.time.0, now, ours);
         }
         NodeEvent::Evidence(ev) => {
             shared.metrics.lock().expect("metrics").on_evidence();
             warn!(culprit = %ev.culprit(), height = ev.height().0, "evidence: a validator signed two conflicting votes");
+            if shared.commits_evidence {
+                submit_evidence(shared, ev);
+            }
         }
         NodeEvent::StateSynced { height, trust_height } => {
             info!(
@@ -456,12 +460,52 @@ fn on_event(shared: &Shared, ev: &NodeEvent) {
     }
 }
 
+/// Puts the transaction committing `ev` in the mempool (every node that found it does the
+/// same; the mempool keeps one copy). Called inside the driver, so it must not wait for it: a
+/// full command queue drops it with a line in the log, and the other nodes still submit theirs.
+fn submit_evidence(shared: &Shared, ev: &tendr_core::types::Evidence) {
+    let (reply, _) = oneshot::channel();
+    let tx = governance::evidence_tx(ev);
+    if shared.commands.try_send(Command::SubmitTx(tx, reply)).is_err() {
+        warn!(culprit = %ev.culprit(), "the node is busy: the evidence is not submitted for a block by this node");
+    }
+}
+
+/// Updates the clock warning of the status (none while `catching_up`: old blocks are no
+/// reading of anyone's clock) and logs it when it appears and every [`CLOCK_LOG_EVERY_SECS`];
+/// the time of the last log line (0: none), for the next call.
+fn watch_clock(shared: &Shared, catching_up: bool, logged_at: u64) -> u64 {
+    let warning = {
+        let mut w = lock(&shared.clock);
+        if catching_up {
+            w.forget();
+        }
+        w.warning()
+    };
+    let now = now_ms() / 1000;
+    let logged_at = match &warning {
+        Some(w) if now >= logged_at + CLOCK_LOG_EVERY_SECS => {
+            warn!("clock: {w}");
+            now
+        }
+        Some(_) => logged_at,
+        None if logged_at > 0 => {
+            info!("clock: the proposers' clocks and this machine's agree again");
+            0
+        }
+        None => 0,
+    };
+    shared.warn("clock", warning);
+    logged_at
+}
+
 /// One look at the node per second: metrics, round-change logs, validator membership, and
 /// publishing our validator key while we are not a validator.
 async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let (mut last_round, mut in_set_before, mut last_announce) = ((0u64, 0u32), None, 0u64);
     let mut alone_secs = 0u64;
+    let mut clock_log = 0u64;
     loop {
         tick.tick().await;
         // Writes that failed (a full disk) are retried here too, so an idle node resumes.
@@ -502,6 +546,11 @@ async fn housekeeping(shared: Arc<Shared>, key: Option<PrivateKey>) {
             peers = st.peers.len(),
             catching_up = st.consensus.catching_up,
             "consensus"
+        );
+        clock_log = watch_clock(
+            &shared,
+            st.consensus.catching_up || st.sync.mode != "consensus",
+            clock_log,
         );
         alone_secs = if st.peers.is_empty() { alone_secs + 1 } else { 0 };
         if shared.info.seeds > 0 && alone_secs == NO_PEERS_WARN_SECS {
@@ -675,6 +724,29 @@ pub fn guarded_signer(setup: &NodeSetup, store: &Store) -> CliResult<SignerAndGu
     Ok((Some(Box::new(GuardedSigner::new(key, guard.clone()))), Some(guard)))
 }
 
+/// The store the engine writes through: the store itself, or in a `byzantine` test build the
+/// [`crate::byzantine::Byzantine`] wrapper that makes this validator misbehave on purpose.
+#[cfg(not(feature = "byzantine"))]
+type NodeStore = Store;
+#[cfg(feature = "byzantine")]
+type NodeStore = crate::byzantine::Byzantine<Store>;
+
+#[cfg(not(feature = "byzantine"))]
+fn node_store(_: &NodeSetup, store: &Store, _: &Transport) -> CliResult<NodeStore> {
+    Ok(store.clone())
+}
+
+#[cfg(feature = "byzantine")]
+fn node_store(setup: &NodeSetup, store: &Store, transport: &Transport) -> CliResult<NodeStore> {
+    Ok(crate::byzantine::Byzantine::new(
+        store.clone(),
+        transport.handle(),
+        setup.validator_key.clone(),
+        &setup.genesis.genesis.chain_id,
+        crate::byzantine::from_env()?,
+    ))
+}
+
 /// Runs the node with the application `app` builds, until SIGINT or SIGTERM.
 pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
     let store = open_store(&setup, app)?;
@@ -699,13 +771,13 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
     if let Some(w) = setup.cfg.file.sync_window {
         ecfg.sync_window = w;
     }
-    let mut node: RealNode<_> = Node::with_signer(
+    let mut node: Node<_, _, NodeStore, _> = Node::with_signer(
         ecfg,
         signer,
         g.chain_state(),
         clock,
         transport.handle(),
-        store.clone(),
+        node_store(&setup, &store, &transport)?,
         app.make(&chain_id),
         Box::new(CachingVerifier::new()),
     )
@@ -743,6 +815,8 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
         guard,
         decided: broadcast::channel(DECIDED_QUEUE).0,
         proxy_app: crate::abci::ProxyTarget::from_config(&setup.cfg)?,
+        commits_evidence: app.commits_evidence(),
+        clock: Mutex::new(ClockWatch::default()),
     });
     let rpc = RpcServer::start(
         setup.cfg.rpc_addr,

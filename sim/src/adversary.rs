@@ -255,7 +255,9 @@ impl SharedAdversary {
     }
 }
 
-fn resign(key: &PrivateKey, chain: &str, v: &Vote, value: Option<BlockId>) -> Vote {
+/// `v` signed again by `key` for `value` (a conflicting vote when `value` differs). Also used
+/// by the real node's test-only Byzantine wrapper (`tendr_node::byzantine`).
+pub fn resign(key: &PrivateKey, chain: &str, v: &Vote, value: Option<BlockId>) -> Vote {
     let sig = key.sign(&vote_sign_bytes(chain, v.vote_type, v.height, v.round, value));
     Vote {
         block_id: value,
@@ -264,7 +266,8 @@ fn resign(key: &PrivateKey, chain: &str, v: &Vote, value: Option<BlockId>) -> Vo
     }
 }
 
-fn corrupt(msg: Message) -> Message {
+/// `msg` with a broken signature (votes and proposals; other messages unchanged).
+pub fn corrupt(msg: Message) -> Message {
     match msg {
         Message::Vote(mut v) => {
             v.signature.0[10] ^= 0x55;

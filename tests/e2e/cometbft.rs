@@ -270,9 +270,15 @@ fn cometbft_client_reads_and_writes_four_validators() {
 
 /// Resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
+    memory_kib(pid, "VmRSS")
+}
+
+/// A memory figure of process `pid` from `/proc/<pid>/status` (`VmRSS`, or `VmHWM`: the peak
+/// of the resident set), in KiB.
+pub(crate) fn memory_kib(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }

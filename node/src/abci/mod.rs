@@ -179,6 +179,12 @@ impl AppFactory for AbciFactory {
     fn independent_instances(&self) -> bool {
         false
     }
+    /// CometBFT gives an ABCI application evidence in its own field of `FinalizeBlock`, never
+    /// as a transaction; tendr does not fill that field yet, and a transaction it does not
+    /// know would enter the application's state.
+    fn commits_evidence(&self) -> bool {
+        false
+    }
 }
 
 /// The application behind `proxy_app`. How to drive it: as any [`Application`]; the first

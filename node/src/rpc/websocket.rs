@@ -381,6 +381,8 @@ mod tests {
             decided: broadcast::channel(4).0,
             guard: None,
             proxy_app: None,
+            commits_evidence: true,
+            clock: Default::default(),
         });
         (Arc::new(Ctx::new(shared, limits)), rx)
     }

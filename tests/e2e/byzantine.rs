@@ -1,0 +1,115 @@
+//! Issue 16: a Byzantine validator on real QUIC, against three honest ones. Built only with
+//! the `byzantine` feature (the `tendr` binary then carries `tendr_node::byzantine`, chosen
+//! with `TENDR_BYZANTINE`):
+//! `cargo test --release --features byzantine --test e2e byzantine`.
+
+use super::cometbft::memory_kib;
+use super::*;
+
+/// Largest growth of an honest node's peak resident memory while it is flooded.
+const FLOOD_PEAK_GROWTH_MIB: u64 = 150;
+/// How long the flood runs.
+const FLOOD_SECS: u64 = 20;
+
+fn spawn_byzantine(s: &mut Scratch, i: usize, cfg: &str, behaviours: &str) {
+    let mut cmd = Command::new(TENDR);
+    cmd.args(["start", "--config", cfg]).env("TENDR_BYZANTINE", behaviours);
+    spawn_command(s, i, cmd);
+}
+
+/// Waits until every node on `ports` is `more` blocks past where the lowest is now, and checks
+/// they agree up to there; that height.
+fn progress_and_agree(s: &Scratch, ports: &[u16], more: u64, secs: u64, what: &str) -> u64 {
+    let target = wait_for(s, "the honest nodes' heights", 10, || lowest_height(ports)) + more;
+    reach_and_agree(s, ports, target, secs, what);
+    target
+}
+
+/// Node 4 first equivocates (a second proposal for each of its own, a conflicting vote for
+/// each prevote and precommit) and replays its old messages: the honest nodes keep one history,
+/// keep deciding, and commit the duplicate-vote evidence in a block. Then it restarts sending
+/// broken signatures and a flood of 50,000 forged votes a second: the honest nodes cut it off
+/// (disconnect and ban), keep deciding, and their memory stays bounded.
+#[test]
+fn byzantine_validator_over_quic_is_caught_cut_off_and_cannot_stop_the_honest() {
+    let mut s = Scratch::new("byzantine");
+    let base = base_port() + 9_000;
+    let out = s.path("net");
+    let cfgs = short_timeout_testnet(&out, 4, base);
+    for (i, c) in cfgs.iter().enumerate().take(3) {
+        spawn(&mut s, i + 1, &["start", "--config", c]);
+    }
+    spawn_byzantine(&mut s, 4, &cfgs[3], "equivocate,replay");
+    let honest: Vec<u16> = (0..3).map(|i| base + i).collect();
+    let culprit = validator_address(&out.join("node4"));
+    let ev = wait_for(&s, "the duplicate-vote evidence committed in a block", 90, || {
+        committed_evidence(honest[0], &culprit).pop()
+    });
+    let decided = progress_and_agree(&s, &honest, 10, 60, "the honest nodes deciding past the evidence");
+    assert_evidence_everywhere(&honest, &culprit, &ev);
+    assert!(
+        s.full_logs().contains("BYZANTINE TEST BUILD"),
+        "node 4 did not say it misbehaves"
+    );
+    eprintln!(
+        "equivocate+replay: first evidence committed at height {} ({}), {} by height {decided}; honest nodes identical up to {decided}",
+        ev.height,
+        ev.log,
+        committed_evidence(honest[0], &culprit).len()
+    );
+
+    // The flooder: broken signatures and 50,000 forged votes a second.
+    s.kill(4);
+    let pids: Vec<u32> = (1..=3).map(|i| s.children[&i].id()).collect();
+    let before: Vec<u64> = pids.iter().map(|p| memory_kib(*p, "VmHWM")).collect();
+    spawn_byzantine(&mut s, 4, &cfgs[3], "bad-signatures,flood");
+    let flooder = wait_for(&s, "the flooder's RPC", 20, || status(base + 3)).peer_id;
+    let banned = wait_for(&s, "the honest nodes to ban the flooder", 30, || {
+        let logs = s.full_logs();
+        let n = logs
+            .lines()
+            .filter(|l| l.contains("disconnected and banned") && l.contains(&format!("peer={flooder}")))
+            .count();
+        (n >= 3).then_some(n)
+    });
+    let flood_from = lowest_height(&honest).unwrap();
+    let honest_ids: Vec<String> = honest.iter().map(|p| status(*p).unwrap().peer_id).collect();
+    std::thread::sleep(Duration::from_secs(FLOOD_SECS));
+    let flood_to = progress_and_agree(&s, &honest, 5, 30, "the honest nodes deciding after the flood");
+    assert!(
+        flood_to > flood_from + 5,
+        "no progress under the flood: {flood_from} -> {flood_to}"
+    );
+    let peaks: Vec<u64> = pids.iter().map(|p| memory_kib(*p, "VmHWM")).collect();
+    let now: Vec<u64> = pids.iter().map(|p| memory_kib(*p, "VmRSS")).collect();
+    for p in &honest {
+        let st = status(*p).unwrap();
+        assert!(
+            st.peers.iter().all(|peer| peer.id != flooder),
+            "node on {p} still connected to the flooder: {:?}",
+            st.peers
+        );
+    }
+    let full = s.full_logs();
+    assert!(!full.contains("panicked"), "a node panicked");
+    // The honest nodes relay no forgery: the flooder never receives its own forged votes back
+    // (it banned all three honest peers for them before relaying was limited to verified ones).
+    for id in &honest_ids {
+        assert!(
+            !full
+                .lines()
+                .any(|l| l.contains("disconnected and banned") && l.contains(&format!("peer={id}"))),
+            "honest node {id} was banned: it relayed forged votes"
+        );
+    }
+    eprintln!(
+        "flood: {banned} bans of the flooder {flooder}; honest heights {flood_from} -> {flood_to} over {FLOOD_SECS} s; \
+         peak RSS before the flood {before:?} KiB, after {peaks:?} KiB, now {now:?} KiB"
+    );
+    for (b, p) in before.iter().zip(&peaks) {
+        assert!(
+            p.saturating_sub(*b) >> 10 <= FLOOD_PEAK_GROWTH_MIB,
+            "an honest node's peak RSS grew from {b} KiB to {p} KiB under the flood (bound {FLOOD_PEAK_GROWTH_MIB} MiB)"
+        );
+    }
+}
