@@ -62,8 +62,9 @@ pub enum StateSyncPhase {
         chunks: u32,
         chunks_needed: u32,
     },
-    /// Restored at `height`; block sync goes on from there.
-    Done { height: Height },
+    /// Restored at `height`; block sync goes on from there. `dropped_peers` sent something
+    /// false on the way.
+    Done { height: Height, dropped_peers: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -152,7 +153,10 @@ impl StateSync {
 
     pub fn phase(&self) -> StateSyncPhase {
         if let Some(height) = self.done {
-            return StateSyncPhase::Done { height };
+            return StateSyncPhase::Done {
+                height,
+                dropped_peers: self.dropped.len(),
+            };
         }
         match &self.fetch {
             None => StateSyncPhase::Discovering {

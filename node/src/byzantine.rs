@@ -47,14 +47,18 @@ pub enum Behaviour {
     Replay,
     /// Forged votes (broken signatures, random values) for the current height, 50,000 a second.
     Flood,
+    /// Every decided block it serves to a peer that catches up (block sync or state sync)
+    /// carries one transaction more, behind the unchanged header and commit.
+    ForgeBlocks,
 }
 
 impl Behaviour {
-    const ALL: [(&'static str, Behaviour); 4] = [
+    const ALL: [(&'static str, Behaviour); 5] = [
         ("equivocate", Behaviour::Equivocate),
         ("bad-signatures", Behaviour::BadSignatures),
         ("replay", Behaviour::Replay),
         ("flood", Behaviour::Flood),
+        ("forge-blocks", Behaviour::ForgeBlocks),
     ];
 
     /// Parses `TENDR_BYZANTINE`'s value; the error names the bad word and the good ones.
@@ -143,7 +147,7 @@ impl<S: Storage> Byzantine<S> {
                     let i = self.next() % self.history.len() as u64;
                     Some(self.history[i as usize].clone())
                 }
-                Behaviour::Replay | Behaviour::Flood => None,
+                Behaviour::Replay | Behaviour::Flood | Behaviour::ForgeBlocks => None,
             };
             if let Some(m) = extra {
                 self.net.broadcast(&m);
@@ -245,7 +249,14 @@ impl<S: Storage> Storage for Byzantine<S> {
         self.inner.save_decided(block, commit)
     }
     fn decided(&self, height: Height) -> Result<Option<(Block, Commit)>, StorageError> {
-        self.inner.decided(height)
+        let found = self.inner.decided(height)?;
+        if !self.behaviours.contains(&Behaviour::ForgeBlocks) {
+            return Ok(found);
+        }
+        Ok(found.map(|(mut block, commit)| {
+            block.make_mut().txs.push(b"forged=by-a-byzantine-server".to_vec());
+            (block, commit)
+        }))
     }
     fn last_height(&self) -> Result<Height, StorageError> {
         self.inner.last_height()

@@ -624,7 +624,9 @@ fn sync_view(v: &dyn NodeView) -> SyncView {
         ),
         done => {
             let restored = match done {
-                Some(StateSyncPhase::Done { height }) => Some(format!("restored the snapshot of height {height}")),
+                Some(StateSyncPhase::Done { height, dropped_peers }) => Some(format!(
+                    "restored the snapshot of height {height} (peers dropped for false data: {dropped_peers})"
+                )),
                 _ => None,
             };
             let mode = if e.catching_up_to().is_some() { "block sync" } else { "consensus" };

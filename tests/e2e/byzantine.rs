@@ -113,3 +113,107 @@ fn byzantine_validator_over_quic_is_caught_cut_off_and_cannot_stop_the_honest() 
         );
     }
 }
+
+/// Issue 17 on real nodes: validator 4 serves forged decided blocks (a transaction added behind
+/// the unchanged header and commit) to every node that catches up. A new node state-syncs past
+/// the pruned heights from a trusted block, fetching blocks from every peer that offers the
+/// snapshot, node 4 among them: each forged block is refused and blamed on node 4, which is
+/// dropped, and the new node ends on the honest chain with the honest state.
+#[test]
+fn a_peer_serving_forged_blocks_is_dropped_and_nothing_forged_is_applied() {
+    let mut s = Scratch::new("forged");
+    let base = base_port() + 9_100;
+    let out = s.path("net");
+    let cfgs = short_timeout_testnet(&out, 4, base);
+    for c in &cfgs {
+        with_fields(c, r#""snapshot_interval": 20, "retain_blocks": 20"#);
+    }
+    for (i, c) in cfgs.iter().enumerate().take(3) {
+        spawn(&mut s, i + 1, &["start", "--config", c]);
+    }
+    spawn_byzantine(&mut s, 4, &cfgs[3], "forge-blocks");
+    let all: Vec<u16> = (0..4).map(|i| base + i).collect();
+    wait_for(&s, "first blocks", 60, || lowest_height(&all).filter(|h| *h >= 2));
+    ok(&["tx", "early=before-the-pruned-heights", "--config", &cfgs[0], "--wait"]);
+    wait_for(&s, "pruned heights", 120, || lowest_height(&all).filter(|h| *h >= 50));
+    let forger = status(base + 3).unwrap().peer_id;
+
+    let dir = s.path("observer");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tendermint_config.json").to_string_lossy().into_owned();
+    let port = base + 4;
+    let seeds: Vec<String> = all
+        .iter()
+        .map(|p| format!(r#"{{"host": "127.0.0.1", "port": {p}}}"#))
+        .collect();
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"node_id": "observer", "host": "127.0.0.1", "port": {port}, "is_validator": false,
+                "seed_nodes": [{}], "log_level": "info"}}"#,
+            seeds.join(", ")
+        ),
+    )
+    .unwrap();
+    let genesis = out.join("node1/genesis.json").to_string_lossy().into_owned();
+    // Every peer must be known before the snapshot is chosen: the forger among those asked.
+    wait_for(&s, "a full mesh", 30, || {
+        all.iter()
+            .all(|p| status(*p).is_some_and(|st| st.peers.len() == 3))
+            .then_some(())
+    });
+    let st = status(base).unwrap();
+    let (trust_height, trust_hash) = (st.latest_height.to_string(), st.latest_block_id.clone().unwrap());
+    spawn(
+        &mut s,
+        5,
+        &[
+            "join",
+            "--config",
+            &cfg,
+            "--genesis",
+            &genesis,
+            "--trust-height",
+            &trust_height,
+            "--trust-hash",
+            &trust_hash,
+        ],
+    );
+    let synced = wait_for(&s, "state sync", 90, || {
+        status(port).filter(|st| st.sync.state_sync.as_deref().is_some_and(|x| x.starts_with("restored")))
+    });
+    let tip = lowest_height(&all[..3]).unwrap();
+    let caught = wait_for(&s, "the tip", 60, || {
+        status(port).filter(|st| st.latest_height >= tip + 5)
+    });
+    assert_same_blocks(&[base, port], synced.latest_height..=caught.latest_height);
+    assert_eq!(
+        ok(&["query", "early", "--config", &cfg]).trim(),
+        "before-the-pruned-heights",
+        "the honest state came with the snapshot"
+    );
+    // Caught: the forger was dropped from state sync or block sync, and its messages refused.
+    let text = format!("{:?}", caught.sync);
+    let metrics = rpc::request(rpc_addr(port), "GET", "/metrics", b"")
+        .map(|r| r.body)
+        .unwrap_or_default();
+    let rejected: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tendr_rejected_messages_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(rejected >= 1.0, "no forged block refused: {text}\n{metrics}");
+    assert!(
+        caught
+            .sync
+            .state_sync
+            .as_deref()
+            .is_some_and(|x| x.contains("false data: 1"))
+            || caught.sync.dropped_peers >= 1,
+        "the forger {forger} was not dropped: {text}"
+    );
+    let forged = rpc::get_json::<serde_json::Value>(rpc_addr(port), "/tendr/transactions?limit=100000")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    assert!(!forged.contains("forged"), "a forged transaction was applied: {forged}");
+}
