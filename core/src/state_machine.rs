@@ -222,6 +222,10 @@ pub fn apply(s: &mut State, ev: Event) -> Vec<Action> {
         // L44-46 +2/3 nil prevotes: precommit nil.
         (Prevote, PolkaNil { round }) if round == s.round => {
             s.step = Precommit;
+            #[cfg(feature = "planted-bugs")]
+            if s.planted == Some(crate::PlantedBug::UnlockOnNilPolka) {
+                s.locked = None;
+            }
             vec![Action::Precommit { round, id: None }]
         }
         // L47-48 +2/3 precommits of any kind: schedule timeoutPrecommit.
