@@ -45,6 +45,9 @@ pub struct TwinsArgs {
     /// Threads (one scenario per thread at a time).
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
+    /// A planted core bug (builds with the planted-bugs feature only).
+    #[arg(long)]
+    pub planted: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -465,7 +468,10 @@ fn cmd_twins(a: &TwinsArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
     let total = crate::twins::count(a.rounds);
     let progress = crate::explore::Progress::new(true, total);
     let t0 = wall_ms();
-    let r = crate::twins::enumerate(a.rounds, a.jobs, &|done| progress.tick(done, 0));
+    let mut probe = crate::twins::scenario(a.rounds, 0);
+    probe.planted = a.planted.clone();
+    probe.validate()?;
+    let r = crate::twins::enumerate(a.rounds, a.jobs, a.planted.as_deref(), &|done| progress.tick(done, 0));
     progress.finish();
     let wall = wall_ms() - t0;
     println!(

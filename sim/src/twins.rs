@@ -97,8 +97,9 @@ pub struct TwinsResult {
 }
 
 /// Runs every scenario of `rounds` rounds on `jobs` threads (one scenario per thread at a
-/// time); `progress(done)` after each.
-pub fn enumerate(rounds: u32, jobs: usize, progress: &(dyn Fn(u64) + Sync)) -> TwinsResult {
+/// time), with `planted` (a planted bug's name, test builds only) in the honest nodes;
+/// `progress(done)` after each.
+pub fn enumerate(rounds: u32, jobs: usize, planted: Option<&str>, progress: &(dyn Fn(u64) + Sync)) -> TwinsResult {
     let total = count(rounds);
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
@@ -111,7 +112,9 @@ pub fn enumerate(rounds: u32, jobs: usize, progress: &(dyn Fn(u64) + Sync)) -> T
                 if i >= total {
                     break;
                 }
-                let r = run(scenario(rounds, i)).expect("twins scenarios are valid");
+                let mut c = scenario(rounds, i);
+                c.planted = planted.map(str::to_string);
+                let r = run(c).expect("twins scenarios are valid");
                 heights.fetch_add(r.heights, Ordering::SeqCst);
                 if !r.ok() {
                     failing.lock().expect("no panics while holding").push((i, r));
@@ -145,6 +148,20 @@ mod tests {
             assert_eq!(slots, vec![0, 1, 2, 3, 4]);
             assert!(p.iter().all(|g| !g.is_empty()));
         }
+    }
+
+    /// The smallest bound runs in CI: every scenario of one round keeps every invariant.
+    #[test]
+    fn one_round_of_twins_keeps_every_invariant() {
+        let r = enumerate(1, 2, None, &|_| {});
+        assert_eq!(r.scenarios, 64);
+        let failing: Vec<String> = r
+            .failing
+            .iter()
+            .map(|(i, rep)| format!("{i}: {:?}", rep.violations))
+            .collect();
+        assert!(failing.is_empty(), "{failing:?}");
+        assert!(r.heights >= 2 * r.scenarios, "every scenario decides after the heal");
     }
 
     #[test]
