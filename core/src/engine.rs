@@ -25,6 +25,7 @@ use crate::traits::SignatureVerifier;
 use crate::types::*;
 use crate::validator::{ValidatorSet, ValidatorUpdate};
 use crate::votes::{verify_evidence, AddVote, Counting, VoteKeeper};
+use crate::PlantedBug;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -104,21 +105,12 @@ impl EngineConfig {
             planted: None,
         }
     }
-    fn planted(&self, _bug: &str) -> bool {
+    /// Whether `bug` is planted; a constant `false` without the test feature.
+    #[inline(always)]
+    fn planted(&self, _bug: crate::PlantedBug) -> bool {
         #[cfg(feature = "planted-bugs")]
-        {
-            use crate::PlantedBug::*;
-            return matches!(
-                (self.planted, _bug),
-                (Some(DecideOnPrevotes), "decide-on-prevotes")
-                    | (Some(CountByNumber), "count-by-number")
-                    | (Some(ForgetLastVote), "forget-last-vote")
-                    | (Some(FixedTimeouts), "fixed-timeouts")
-                    | (Some(RoundSkipOnOne), "round-skip-on-one")
-                    | (Some(AcceptNonProposer), "accept-non-proposer")
-            );
-        }
-        #[allow(unreachable_code)]
+        return self.planted == Some(_bug);
+        #[cfg(not(feature = "planted-bugs"))]
         false
     }
 }
@@ -390,7 +382,7 @@ impl Engine {
             cfg,
         };
         e.reset_height();
-        if !e.cfg.planted("forget-last-vote") {
+        if !e.cfg.planted(PlantedBug::ForgetLastVote) {
             e.recover(wal);
         }
         e
@@ -514,16 +506,14 @@ impl Engine {
     }
 
     fn reset_height(&mut self) {
-        let counting = if self.cfg.planted("count-by-number") {
-            #[cfg(feature = "planted-bugs")]
-            {
-                Counting::ByNumber
-            }
-            #[cfg(not(feature = "planted-bugs"))]
-            Counting::ByPower
-        } else {
-            Counting::ByPower
+        #[cfg(feature = "planted-bugs")]
+        let counting = match self.cfg.planted {
+            Some(PlantedBug::CountByNumber) => Counting::ByNumber,
+            Some(PlantedBug::CountDuplicates) => Counting::WithDuplicates,
+            _ => Counting::ByPower,
         };
+        #[cfg(not(feature = "planted-bugs"))]
+        let counting = Counting::ByPower;
         self.hs = HeightState::new(self.chain.height, counting);
         #[cfg(feature = "planted-bugs")]
         {
@@ -554,7 +544,9 @@ impl Engine {
                     if let (VoteType::Precommit, Some(id)) = (v.vote_type, v.block_id) {
                         if self.hs.sm.locked.is_none_or(|(lr, _)| lr < v.round) {
                             self.hs.sm.locked = Some((v.round, id));
-                            self.hs.sm.valid = Some((v.round, id));
+                            if !self.cfg.planted(PlantedBug::RestartForgetsValidValue) {
+                                self.hs.sm.valid = Some((v.round, id));
+                            }
                         }
                     }
                     self.hs.sm.round = self.hs.sm.round.max(v.round);
@@ -634,7 +626,7 @@ impl Engine {
     }
 
     fn schedule(&self, now: TimeMs, kind: TimeoutKind, round: Round, out: &mut Vec<Output>) {
-        let round_for_timeout = if self.cfg.planted("fixed-timeouts") {
+        let round_for_timeout = if self.cfg.planted(PlantedBug::FixedTimeouts) {
             Round(0)
         } else {
             round
@@ -654,16 +646,19 @@ impl Engine {
     }
 
     fn quorum(&self, power: u64) -> bool {
-        if self.cfg.planted("count-by-number") {
+        if self.cfg.planted(PlantedBug::CountByNumber) {
             return 3 * power > 2 * self.chain.validators.len() as u64;
         }
         self.chain.validators.is_quorum(power)
     }
     fn one_third(&self, power: u64) -> bool {
-        if self.cfg.planted("round-skip-on-one") {
+        if self.cfg.planted(PlantedBug::RoundSkipOnOne) {
             return power > 0;
         }
-        if self.cfg.planted("count-by-number") {
+        if self.cfg.planted(PlantedBug::RoundSkipOffByOne) {
+            return power >= self.chain.validators.total_power().0 / 3;
+        }
+        if self.cfg.planted(PlantedBug::CountByNumber) {
             return 3 * power > self.chain.validators.len() as u64;
         }
         self.chain.validators.is_one_third(power)
@@ -740,14 +735,23 @@ impl Engine {
         let skip = k
             .rounds()
             .filter(|rr| *rr > r)
-            .filter(|rr| self.one_third(k.heard_power(*rr)))
+            .filter(|rr| self.one_third(self.heard_power(*rr)))
             .max();
         skip.map(|round| Event::RoundSkip { round }) // L55
     }
 
+    /// L55's count: the power of the distinct validators heard from in `round`.
+    fn heard_power(&self, round: Round) -> u64 {
+        let k = &self.hs.keeper;
+        if self.cfg.planted(PlantedBug::RoundSkipCountsTwice) {
+            return k.power_any(round, VoteType::Prevote) + k.power_any(round, VoteType::Precommit);
+        }
+        k.heard_power(round)
+    }
+
     /// L49: +2/3 precommits for a block we hold and know to be valid, in any round.
     fn decision_event(&self) -> Option<Event> {
-        let vote_type = if self.cfg.planted("decide-on-prevotes") {
+        let vote_type = if self.cfg.planted(PlantedBug::DecideOnPrevotes) {
             VoteType::Prevote
         } else {
             VoteType::Precommit
@@ -909,7 +913,7 @@ impl Engine {
     }
 
     fn assemble_commit(&self, round: Round, id: BlockId) -> Commit {
-        let vote_type = if self.cfg.planted("decide-on-prevotes") {
+        let vote_type = if self.cfg.planted(PlantedBug::DecideOnPrevotes) {
             VoteType::Prevote
         } else {
             VoteType::Precommit
@@ -1275,7 +1279,7 @@ impl Engine {
             }
         } else {
             // For our height the signer must be the proposer of (height, round).
-            let proposer = if self.cfg.planted("accept-non-proposer") {
+            let proposer = if self.cfg.planted(PlantedBug::AcceptNonProposer) {
                 p.block.header.proposer
             } else {
                 self.chain.proposer(p.round)
@@ -1371,7 +1375,8 @@ impl Engine {
         let wanted = v.block_id.is_some_and(|id| self.hs.blocks.contains_key(&id));
         if let AddVote::Conflict(ev) = self.hs.keeper.add_vote(v, idx, power, wanted) {
             let Evidence::DuplicateVote { a, .. } = ev.as_ref();
-            if self.hs.evidence_seen.insert((a.validator, a.round, a.vote_type)) {
+            let report = !self.cfg.planted(PlantedBug::SkipEvidence);
+            if report && self.hs.evidence_seen.insert((a.validator, a.round, a.vote_type)) {
                 out.push(Output::Evidence(ev));
             }
         }

@@ -32,9 +32,11 @@ pub use engine::{Engine, EngineConfig, Input, Output, TimeoutConfig};
 pub use types::*;
 pub use validator::{Validator, ValidatorSet, ValidatorUpdate};
 
-/// Deliberately broken rules, compiled only with the test feature `planted-bugs`. Each one must
-/// be caught by an invariant of the simulator; that is how we know the checks can fail.
-#[cfg(feature = "planted-bugs")]
+/// Deliberately broken rules. The enum always exists (so the hooks are typed, not strings), but
+/// a rule is broken only in a build with the test feature `planted-bugs`: without it
+/// `EngineConfig` has no field to name one and every hook is a constant `false` (no cost in a
+/// real node). Each one must be caught by the simulator; that is how we know its checks can
+/// fail (`cargo test -p tendr-sim --features planted-bugs --test it planted`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PlantedBug {
     /// Line 38-39 forgotten: never lock.
@@ -56,12 +58,27 @@ pub enum PlantedBug {
     RoundSkipOnOne,
     /// A proposal accepted from any validator, not only the round's proposer.
     AcceptNonProposer,
+    /// Line 55's f+1 off by one: `power >= total / 3` (f, integer division) instead of more
+    /// than a third.
+    RoundSkipOffByOne,
+    /// Line 55 counts a validator once per vote type: its prevote and precommit of a higher
+    /// round weigh twice.
+    RoundSkipCountsTwice,
+    /// Lines 44-46 with an extra `lockedValue = nil`: a lock released on a nil polka.
+    UnlockOnNilPolka,
+    /// The vote keeper counts a vote it already holds again (no duplicate check).
+    CountDuplicates,
+    /// A restart restores the lock from the consensus log but not validValue/validRound, so
+    /// the restarted proposer proposes a fresh value (L14-L18).
+    RestartForgetsValidValue,
+    /// Two votes of one validator for different values are not reported as evidence.
+    SkipEvidence,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug with its name (`--planted NAME`).
-    pub const ALL: [(PlantedBug, &'static str); 9] = [
+    pub const ALL: [(PlantedBug, &'static str); 15] = [
         (PlantedBug::IgnoreLock, "ignore-lock"),
         (PlantedBug::DecideOnPrevotes, "decide-on-prevotes"),
         (PlantedBug::CountByNumber, "count-by-number"),
@@ -71,6 +88,12 @@ impl PlantedBug {
         (PlantedBug::FixedTimeouts, "fixed-timeouts"),
         (PlantedBug::RoundSkipOnOne, "round-skip-on-one"),
         (PlantedBug::AcceptNonProposer, "accept-non-proposer"),
+        (PlantedBug::RoundSkipOffByOne, "round-skip-off-by-one"),
+        (PlantedBug::RoundSkipCountsTwice, "round-skip-counts-twice"),
+        (PlantedBug::UnlockOnNilPolka, "unlock-on-nil-polka"),
+        (PlantedBug::CountDuplicates, "count-duplicates"),
+        (PlantedBug::RestartForgetsValidValue, "restart-forgets-valid-value"),
+        (PlantedBug::SkipEvidence, "skip-evidence"),
     ];
 }
 

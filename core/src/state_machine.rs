@@ -222,6 +222,10 @@ pub fn apply(s: &mut State, ev: Event) -> Vec<Action> {
         // L44-46 +2/3 nil prevotes: precommit nil.
         (Prevote, PolkaNil { round }) if round == s.round => {
             s.step = Precommit;
+            #[cfg(feature = "planted-bugs")]
+            if s.planted == Some(crate::PlantedBug::UnlockOnNilPolka) {
+                s.locked = None;
+            }
             vec![Action::Precommit { round, id: None }]
         }
         // L47-48 +2/3 precommits of any kind: schedule timeoutPrecommit.
@@ -606,6 +610,62 @@ mod tests {
                     assert_eq!(applies, acted, "{kind:?} of round 1 at round {round}, {step:?}");
                 }
             }
+        }
+    }
+
+    /// Every `upon` rule whose guard names the current round (`round == round_p`; L11's
+    /// `StartRound` only moves forward) ignores an event of another round and leaves the state
+    /// as it was. The engine raises these events for the current round only, so without this
+    /// table nothing would notice a guard that lost its round test (cargo-mutants found seven).
+    #[test]
+    fn events_of_another_round_are_no_ops() {
+        let events = |r: Round| {
+            vec![
+                (
+                    Step::Propose,
+                    Event::StartRound {
+                        round: r,
+                        proposer: true,
+                    },
+                ),
+                (Step::Propose, Event::ProposeValue { round: r, id: V }),
+                (
+                    Step::Propose,
+                    Event::Proposal {
+                        round: r,
+                        id: V,
+                        valid: true,
+                    },
+                ),
+                (
+                    Step::Propose,
+                    Event::ProposalAndPolkaPrevious {
+                        round: r,
+                        id: V,
+                        valid: true,
+                        vr: Round(0),
+                    },
+                ),
+                (Step::Prevote, Event::PolkaAny { round: r }),
+                (Step::Prevote, Event::ProposalAndPolkaCurrent { round: r, id: V }),
+                (Step::Prevote, Event::PolkaNil { round: r }),
+                (Step::Prevote, Event::PrecommitAny { round: r }),
+                (Step::Propose, Event::TimeoutPropose { round: r }),
+                (Step::Prevote, Event::TimeoutPrevote { round: r }),
+                (Step::Precommit, Event::TimeoutPrecommit { round: r }),
+            ]
+        };
+        for (step, ev) in events(r(1)) {
+            let mut s = st(2, step);
+            let before = s.clone();
+            assert_eq!(apply(&mut s, ev.clone()), vec![], "{ev:?} at round 2");
+            assert_eq!(s, before, "{ev:?} at round 2 changed the state");
+        }
+        for (step, ev) in events(r(3)).into_iter().skip(1) {
+            let mut s = st(2, step);
+            let before = s.clone();
+            assert_eq!(apply(&mut s, ev.clone()), vec![], "{ev:?} at round 2");
+            assert_eq!(s, before, "{ev:?} at round 2 changed the state");
         }
     }
 

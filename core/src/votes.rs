@@ -101,6 +101,9 @@ pub enum Counting {
     ByPower,
     #[cfg(feature = "planted-bugs")]
     ByNumber,
+    /// By power, but a vote received twice counts twice.
+    #[cfg(feature = "planted-bugs")]
+    WithDuplicates,
 }
 
 /// Votes of one height.
@@ -123,6 +126,8 @@ impl VoteKeeper {
             Counting::ByPower => power.0,
             #[cfg(feature = "planted-bugs")]
             Counting::ByNumber => 1,
+            #[cfg(feature = "planted-bugs")]
+            Counting::WithDuplicates => power.0,
         }
     }
 
@@ -153,6 +158,11 @@ impl VoteKeeper {
         if tally.slot[i] != NONE {
             let existing = &mut tally.votes[tally.slot[i] as usize];
             if existing.iter().any(|v| v.block_id == vote.block_id) {
+                #[cfg(feature = "planted-bugs")]
+                if self.counting == Counting::WithDuplicates {
+                    *tally.by_value.entry(vote.block_id).or_insert(0) += w;
+                    tally.total += w;
+                }
                 return AddVote::Duplicate;
             }
             let ev = Evidence::DuplicateVote {

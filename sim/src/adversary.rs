@@ -1,7 +1,7 @@
 //! Byzantine behaviours as small wrappers around an honest node: they rewrite, multiply or
 //! drop what the honest engine sends.
 //!
-//! [`Adversary`] is the door: the ten built-in behaviours ([`Builtin`]) are implementations of
+//! [`Adversary`] is the door: the twelve built-in behaviours ([`Builtin`]) are implementations of
 //! it, and a user adds one of their own without touching tendr
 //! (`Simulation::adversary(node, my_adversary)`). The built-ins of a run share one state
 //! ([`SharedAdversary`]), so they can coordinate (for example, split votes between the same
@@ -77,6 +77,8 @@ pub struct SharedAdversary {
     proposals: BTreeMap<(u64, u32), Vec<BlockId>>,
     history: VecDeque<Message>,
     oversized: Option<Rc<Vec<u8>>>,
+    /// The newest block proposed to it (for out-of-turn proposals).
+    latest_block: Option<Block>,
 }
 
 impl SharedAdversary {
@@ -86,6 +88,7 @@ impl SharedAdversary {
             proposals: BTreeMap::new(),
             history: VecDeque::new(),
             oversized: None,
+            latest_block: None,
         }
     }
 
@@ -97,6 +100,9 @@ impl SharedAdversary {
         }
         if self.proposals.len() > 64 {
             self.proposals.pop_first();
+        }
+        if self.latest_block.as_ref().is_none_or(|b| b.height() <= p.height) {
+            self.latest_block = Some(p.block.clone());
         }
     }
 
@@ -143,6 +149,33 @@ impl SharedAdversary {
                             Payload::msg(Message::Vote(resign(key, chain, &f, f.block_id))),
                             dests.clone(),
                         ));
+                    }
+                }
+                out
+            }
+            Behaviour::RoundJump => {
+                let mut out = vec![(Payload::msg(msg.clone()), dests.clone())];
+                if let Message::Vote(v) = &msg {
+                    let ahead = Round(v.round.0 + 1 + self.rng.below(3) as u32);
+                    for vote_type in [VoteType::Prevote, VoteType::Precommit] {
+                        let lone = Vote {
+                            vote_type,
+                            round: ahead,
+                            ..v.clone()
+                        };
+                        out.push((
+                            Payload::msg(Message::Vote(resign(key, chain, &lone, None))),
+                            dests.clone(),
+                        ));
+                    }
+                }
+                out
+            }
+            Behaviour::OutOfTurn => {
+                let mut out = vec![(Payload::msg(msg.clone()), dests.clone())];
+                if let Message::Vote(v) = &msg {
+                    if let Some(p) = self.out_of_turn(key, chain, v.height, v.round.next()) {
+                        out.push((Payload::msg(Message::Proposal(Box::new(p))), dests));
                     }
                 }
                 out
@@ -232,6 +265,25 @@ impl SharedAdversary {
             }
             _ => vec![(Payload::msg(msg), [a, z].concat())],
         }
+    }
+
+    /// A proposal for `(height, round)` signed by `key` as if it were that round's proposer:
+    /// the newest block seen at `height`, rebuilt as its own (it names itself the proposer).
+    fn out_of_turn(&mut self, key: &PrivateKey, chain: &str, height: Height, round: Round) -> Option<Proposal> {
+        let seen = self.latest_block.as_ref().filter(|b| b.height() == height)?;
+        let mut block = seen.clone();
+        let header = &mut block.make_mut().header;
+        header.proposer = key.address();
+        header.time = TimeMs(header.time.0 + 1);
+        let id = block.id();
+        let signature = key.sign(&proposal_sign_bytes(chain, height, round, None, id));
+        Some(Proposal {
+            height,
+            round,
+            pol_round: None,
+            block,
+            signature,
+        })
     }
 
     fn garbage(&mut self, msg: &Message) -> Payload {

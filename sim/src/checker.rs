@@ -37,10 +37,20 @@ pub enum Invariant {
     ///
     /// [`NodeError::blames_sender`]: tendr_core::traits::NodeError::blames_sender
     HonestNotBlamed,
+    /// An honest validator prevotes a value in round r only when the proposer of (height, r)
+    /// proposed it (L22 and L28: `from proposer(h_p, round_p)`).
+    ProposalFromProposer,
+    /// An honest validator enters round r > 0 of a height only after +2/3 precommits of round
+    /// r-1 went on the wire (L47, L65) or messages of round r from others holding more than
+    /// 1/3 of the power (L55, the f+1). Checked at its first vote of the round.
+    RoundJustified,
+    /// An honest node that accepted two votes of one validator for one height, round and
+    /// type with different values, both while at that height, reports the evidence.
+    EvidenceReported,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 10] = [
+    pub const ALL: [Invariant; 13] = [
         Invariant::Agreement,
         Invariant::Validity,
         Invariant::CommitIntegrity,
@@ -51,6 +61,9 @@ impl Invariant {
         Invariant::AppHashAgreement,
         Invariant::Application,
         Invariant::HonestNotBlamed,
+        Invariant::ProposalFromProposer,
+        Invariant::RoundJustified,
+        Invariant::EvidenceReported,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -64,6 +77,9 @@ impl Invariant {
             Invariant::AppHashAgreement => "app-hash-agreement",
             Invariant::Application => "application",
             Invariant::HonestNotBlamed => "honest-not-blamed",
+            Invariant::ProposalFromProposer => "proposal-from-proposer",
+            Invariant::RoundJustified => "round-justified",
+            Invariant::EvidenceReported => "evidence-reported",
         }
     }
 }
@@ -78,6 +94,12 @@ pub struct Violation {
 const MAX_VIOLATIONS: usize = 64;
 
 type VoteKey = (u64, u32, VoteType, Address);
+
+#[derive(Default)]
+struct RoundSigners {
+    any: BTreeSet<Address>,
+    precommits: BTreeSet<Address>,
+}
 
 /// The first honest decision of a height, as checked: a later node deciding the same block
 /// (compared field by field, no hashing) with the same commit needs no second check.
@@ -101,6 +123,12 @@ pub struct Checker {
     total_power: u64,
     decided: BTreeMap<u64, Decided>,
     proposed: BTreeMap<u64, BTreeSet<BlockId>>,
+    /// Who sent a proposal of each (height, round, value) onto the wire. Only its own: an
+    /// honest engine sends no one else's proposal, and an adversary signs with its own key
+    /// (a replay re-sends what it sent itself).
+    proposers: BTreeSet<(u64, u32, BlockId, Address)>,
+    /// Who signed votes of each (height, round) on the wire: any vote, and precommits.
+    round_signers: BTreeMap<(u64, u32), RoundSigners>,
     /// Looked up and pruned, never iterated: a hash map with a fixed-key hasher (Fx: every
     /// vote on the wire passes here), so nothing depends on an order.
     votes: HashMap<VoteKey, Vote, rustc_hash::FxBuildHasher>,
@@ -151,6 +179,8 @@ impl Checker {
             total_power: members.iter().map(|(_, p, _)| p).sum(),
             decided: BTreeMap::new(),
             proposed: BTreeMap::new(),
+            proposers: BTreeSet::new(),
+            round_signers: BTreeMap::new(),
             votes: HashMap::default(),
             evidence: BTreeMap::new(),
             persisted: vec![BTreeSet::new(); slots],
@@ -209,6 +239,64 @@ impl Checker {
         }
     }
 
+    /// A proposal that `from` sends onto the wire.
+    pub fn on_proposal_sent(&mut self, from: Address, p: &Proposal) {
+        if p.height.0 >= self.prune_below {
+            self.proposers.insert((p.height.0, p.round.0, p.block.id(), from));
+        }
+    }
+
+    /// An honest node's own prevote `v`, sent while at `v.height`, where `proposer` is the
+    /// proposer of `v.round`: a value it prevotes must come from that proposer.
+    pub fn on_honest_prevote(&mut self, slot: usize, v: &Vote, proposer: Address, now: u64) {
+        let Some(id) = v.block_id else { return };
+        if v.vote_type != VoteType::Prevote || v.height.0 < self.prune_below {
+            return;
+        }
+        if !self.proposers.contains(&(v.height.0, v.round.0, id, proposer)) {
+            self.violate(
+                Invariant::ProposalFromProposer,
+                now,
+                format!(
+                    "node {slot} prevoted {id} at height {} round {}, which the round's proposer {proposer} never proposed",
+                    v.height, v.round
+                ),
+            );
+        }
+    }
+
+    /// Honest `me` sent its first vote of round `round` > 0 at `height` (whose validator set is
+    /// `vs`): it entered that round, which L65 or L55 must justify by what went on the wire.
+    pub fn on_round_entered(&mut self, slot: usize, me: Address, height: u64, round: u32, vs: &ValidatorSet, now: u64) {
+        if round == 0 || height < self.prune_below {
+            return;
+        }
+        let power = |set: Option<&BTreeSet<Address>>, skip: Option<Address>| -> u64 {
+            set.into_iter()
+                .flatten()
+                .filter(|a| Some(**a) != skip)
+                .filter_map(|a| vs.index_of(a).map(|i| vs.get(i).power.0))
+                .sum()
+        };
+        let before = self.round_signers.get(&(height, round - 1)).map(|s| &s.precommits);
+        let this = self.round_signers.get(&(height, round)).map(|s| &s.any);
+        let l65 = vs.is_quorum(power(before, None));
+        let l55 = vs.is_one_third(power(this, Some(me)));
+        if !l65 && !l55 {
+            self.violate(
+                Invariant::RoundJustified,
+                now,
+                format!(
+                    "node {slot} entered round {round} of height {height} with precommits of round {} from {} and messages of round {round} from others with {} of {} power",
+                    round - 1,
+                    power(before, None),
+                    power(this, Some(me)),
+                    vs.total_power().0
+                ),
+            );
+        }
+    }
+
     /// Every message as it goes on the wire (after any Byzantine wrapper).
     pub fn on_wire(&mut self, msg: &Message, now: u64) {
         match msg {
@@ -224,6 +312,11 @@ impl Checker {
     fn on_vote(&mut self, v: &Vote, now: u64) {
         if v.height.0 < self.prune_below {
             return;
+        }
+        let signers = self.round_signers.entry((v.height.0, v.round.0)).or_default();
+        signers.any.insert(v.validator);
+        if v.vote_type == VoteType::Precommit {
+            signers.precommits.insert(v.validator);
         }
         let key = (v.height.0, v.round.0, v.vote_type, v.validator);
         let prev = match self.votes.entry(key) {
@@ -462,6 +555,8 @@ impl Checker {
             self.decided = self.decided.split_off(&below);
             self.app_hashes = self.app_hashes.split_off(&below);
             self.proposed = self.proposed.split_off(&below);
+            self.proposers = self.proposers.split_off(&(below, 0, Hash([0; 32]), Address([0; 20])));
+            self.round_signers = self.round_signers.split_off(&(below, 0));
             for p in &mut self.persisted {
                 *p = p.split_off(&(below, 0, 0));
             }

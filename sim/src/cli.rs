@@ -29,9 +29,25 @@ pub enum SimCommand {
     Bench(BenchArgs),
     /// Draw pictures from a JSON-lines trace written by `tendr sim replay --trace`.
     Plot(PlotArgs),
+    /// Exhaustive Twins: every scenario of 4 validators, one twin pair and one partition of
+    /// the five slots per round for `--rounds` rounds (`4 * 16^rounds` runs).
+    Twins(TwinsArgs),
     /// Merge the `--out` results of explore runs (shards of a seed range run anywhere) into
     /// one report: counts, gaps in the seed range, every failing seed with its replay.
     Merge(MergeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TwinsArgs {
+    /// Rounds with a partition before the network heals.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u32,
+    /// Threads (one scenario per thread at a time).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// A planted core bug (builds with the planted-bugs feature only).
+    #[arg(long)]
+    pub planted: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -197,6 +213,10 @@ pub struct ExploreArgs {
     /// Do not shrink the first failing seed.
     #[arg(long)]
     pub no_shrink: bool,
+    /// Stop at the first failing seed: print it, how many seeds it took and the wall time
+    /// (how the README's seeds-to-find table is measured).
+    #[arg(long)]
+    pub first_failure: bool,
     /// Write one JSON line per seed here (seed, verdict, broken invariants, trace hash, replay
     /// command): shard a long sweep by `--start-seed`/`--seeds` across machines, then
     /// `tendr sim merge` the files.
@@ -366,6 +386,9 @@ pub fn print_report(r: &Report, wall_ms: u64) {
         r.heights, r.max_height
     );
     println!("rounds/height   {:.2}", r.mean_rounds);
+    if r.buggify != "off" {
+        println!("buggify         {} ({} crashes)", r.buggify, r.buggify_crashes);
+    }
     println!(
         "messages        {} sent, {} delivered, {} dropped, {} rejected",
         r.stats.sent, r.stats.delivered, r.stats.dropped, r.stats.rejected
@@ -423,6 +446,7 @@ pub fn run(args: SimArgs, wall_ms: &dyn Fn() -> u64) -> i32 {
         SimCommand::Bench(a) => cmd_bench(&a, wall_ms),
         SimCommand::Plot(a) => cmd_plot(&a),
         SimCommand::Merge(a) => cmd_merge(&a),
+        SimCommand::Twins(a) => cmd_twins(&a, wall_ms),
     };
     match result {
         Ok(code) => code,
@@ -431,6 +455,38 @@ pub fn run(args: SimArgs, wall_ms: &dyn Fn() -> u64) -> i32 {
             2
         }
     }
+}
+
+fn cmd_twins(a: &TwinsArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
+    if a.rounds > 6 {
+        return Err(format!(
+            "--rounds {}: at most 6 ({} scenarios)",
+            a.rounds,
+            crate::twins::count(6)
+        ));
+    }
+    let total = crate::twins::count(a.rounds);
+    let progress = crate::explore::Progress::new(true, total);
+    let t0 = wall_ms();
+    let mut probe = crate::twins::scenario(a.rounds, 0);
+    probe.planted = a.planted.clone();
+    probe.validate()?;
+    let r = crate::twins::enumerate(a.rounds, a.jobs, a.planted.as_deref(), &|done| progress.tick(done, 0));
+    progress.finish();
+    let wall = wall_ms() - t0;
+    println!(
+        "twins: {} scenarios (4 validators, one twin pair, {} rounds of partitions), {} heights decided, {} failing; {wall} ms wall",
+        r.scenarios,
+        a.rounds,
+        r.heights,
+        r.failing.len()
+    );
+    for (i, rep) in r.failing.iter().take(20) {
+        let broken: Vec<&str> = rep.broken().iter().map(|v| v.name()).collect();
+        let cfg = crate::twins::scenario(a.rounds, *i);
+        println!("FAIL scenario {i} ({}): {:?}", broken.join(", "), cfg.faults);
+    }
+    Ok(if r.failing.is_empty() { 0 } else { 1 })
 }
 
 fn cmd_run(a: &RunArgs, trace: Option<&std::path::Path>, wall_ms: &dyn Fn() -> u64) -> Result<i32, String> {
@@ -555,6 +611,32 @@ fn cmd_explore(a: &ExploreArgs, wall_ms: &dyn Fn() -> u64) -> Result<i32, String
         verify: a.verify,
     };
     opts.config(opts.start_seed).validate()?;
+    if a.first_failure {
+        let t0 = wall_ms();
+        let found = crate::explore::first_failure(&opts);
+        let wall = wall_ms() - t0;
+        return Ok(match found {
+            Some(r) => {
+                let broken: Vec<&str> = r.broken().iter().map(|i| i.name()).collect();
+                println!(
+                    "first failing seed {} ({} seeds from {}), breaks {}; {wall} ms wall; replay: {}",
+                    r.seed,
+                    r.seed - opts.start_seed + 1,
+                    opts.start_seed,
+                    broken.join(", "),
+                    opts.replay_command(r.seed)
+                );
+                1
+            }
+            None => {
+                println!(
+                    "no failing seed in {} seeds from {}; {wall} ms wall",
+                    opts.seeds, opts.start_seed
+                );
+                0
+            }
+        });
+    }
     let progress = crate::explore::Progress::new(true, a.seeds);
     let t0 = wall_ms();
     let reports = explore(&opts, &|done, failing| progress.tick(done, failing));

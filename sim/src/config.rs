@@ -114,12 +114,19 @@ pub enum Behaviour {
     Replay,
     /// Two honest engines share this key, each seeing half of the network.
     Twin,
+    /// Honest, plus with each of its votes a lone signed nil prevote and precommit of a higher
+    /// round (1-3 ahead): less than f+1, so L55 must not move anyone.
+    RoundJump,
+    /// Honest, plus with each of its votes a proposal for the next round although it is not
+    /// that round's proposer (a copy of the height's latest block, signed as its own). Needs
+    /// signatures: in trusted mode it sends lone higher-round votes instead (`round-jump`).
+    OutOfTurn,
     /// A user's own adversary, given in code (`Simulation::adversary`); never drawn by a seed.
     Custom,
 }
 
 impl Behaviour {
-    pub const ALL: [Behaviour; 10] = [
+    pub const ALL: [Behaviour; 12] = [
         Behaviour::Silent,
         Behaviour::Equivocate,
         Behaviour::SplitVote,
@@ -130,7 +137,12 @@ impl Behaviour {
         Behaviour::FutureSpam,
         Behaviour::Replay,
         Behaviour::Twin,
+        Behaviour::RoundJump,
+        Behaviour::OutOfTurn,
     ];
+    /// The behaviours a seed drew first (the `config` stream); later ones come from a second
+    /// stream (see [`SimConfig::from_seed`]), so that a seed keeps the run it named before.
+    const FIRST_DRAWN: usize = 10;
     pub fn name(&self) -> String {
         serde_json::to_value(self)
             .ok()
@@ -201,6 +213,103 @@ pub enum FaultKind {
         node: u32,
         power: u64,
     },
+    /// A partition of the network's slots rather than its nodes, for Twins: slots are the
+    /// node numbers in order, with a twin's second copy right after its first (so with a twin
+    /// at node 1 of 4: slots 0, 1, 1', 2, 3 are numbers 0-4). Only slots in the same group hear
+    /// each other; a twin's copies then hear whom their groups say, not a fixed half of the
+    /// network, for the rest of the run (a `heal` joins every slot).
+    SlotPartition {
+        groups: Vec<Vec<u32>>,
+    },
+    /// Swizzle-clogging (FoundationDB's): `nodes` nodes, drawn by the run's seed, are clogged
+    /// one by one, `step_ms` apart, then unclogged one by one in another drawn order. A clogged
+    /// node's links hold every message to or from it until it is unclogged (nothing is lost:
+    /// the backlog arrives at once).
+    Swizzle {
+        nodes: u32,
+        step_ms: u64,
+    },
+}
+
+impl FaultKind {
+    /// How long the fault keeps acting after it starts (a swizzle unclogs its last node
+    /// `2 * nodes * step_ms` after it starts; every other fault acts at once).
+    pub fn duration_ms(&self) -> u64 {
+        match self {
+            FaultKind::Swizzle { nodes, step_ms } => 2 * u64::from(*nodes) * step_ms,
+            _ => 0,
+        }
+    }
+}
+
+/// BUGGIFY (FoundationDB's): rare, legal but unusual behaviour of the simulated world, each
+/// knob enabled per run by the seed (`SimConfig::from_seed`) and printed with the report.
+/// They live in the simulator only: a real node pays nothing for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Buggify {
+    /// An honest broadcast reaches only as many peers as make, with the sender, just over 2/3
+    /// of the power (the least a correct protocol may count on; re-broadcasts fill the rest).
+    #[serde(default)]
+    pub quorum_sends: Ratio,
+    /// A delivered message is delivered once more, 1-5 s later (an old message re-delivered).
+    #[serde(default)]
+    pub redeliver_late: Ratio,
+    /// At a sync with writes pending, an honest node crashes just before the sync (the persist
+    /// delayed to the last moment, then lost) and restarts 50-500 ms later.
+    #[serde(default)]
+    pub crash_before_sync: Ratio,
+    /// At a timer, an honest node crashes and restarts 50-500 ms later (in the middle of a
+    /// height, wherever it was).
+    #[serde(default)]
+    pub restart_mid_height: Ratio,
+}
+
+/// At most this many buggified crashes per run, so a run with faults still ends.
+pub const MAX_BUGGIFY_CRASHES: u32 = 4;
+
+impl Buggify {
+    pub fn any(&self) -> bool {
+        [
+            self.quorum_sends,
+            self.redeliver_late,
+            self.crash_before_sync,
+            self.restart_mid_height,
+        ]
+        .iter()
+        .any(|r| r.0 > 0)
+    }
+
+    /// The knobs that are on, as `name num/den`.
+    pub fn describe(&self) -> String {
+        let knobs = [
+            ("quorum-sends", self.quorum_sends),
+            ("redeliver-late", self.redeliver_late),
+            ("crash-before-sync", self.crash_before_sync),
+            ("restart-mid-height", self.restart_mid_height),
+        ];
+        let on: Vec<String> = knobs
+            .iter()
+            .filter(|(_, r)| r.0 > 0)
+            .map(|(n, r)| format!("{n} {}/{}", r.0, r.1))
+            .collect();
+        if on.is_empty() {
+            "off".into()
+        } else {
+            on.join(", ")
+        }
+    }
+
+    /// Each knob on with probability 1/2, at a rare rate.
+    fn draw(rng: &mut Rng) -> Buggify {
+        let mut knob = |num: u32, den: u32| if rng.chance(1, 2) { Ratio(num, den) } else { Ratio::ZERO };
+        Buggify {
+            quorum_sends: knob(1, 10),
+            redeliver_late: knob(1, 200),
+            crash_before_sync: knob(1, 500),
+            restart_mid_height: knob(1, 2000),
+        }
+    }
 }
 
 /// A fault at a virtual time. (Unknown fields are caught by `FaultKind`; serde cannot deny
@@ -362,11 +471,18 @@ pub struct SimConfig {
     /// is faster and, since decoding an encoded message gives it back, decides the same.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wire_codec: bool,
+    /// Rare, legal but unusual behaviour of the world (see [`Buggify`]); off by default.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub buggify: Buggify,
     /// Keep the time of every decided height and the latency of every committed transaction
     /// in the report (`Report::decisions`, `Report::tx_latencies`), for per-phase statistics.
     /// Off unless asked for: both grow with the run, and a long run's memory must not.
     #[serde(skip)]
     pub timeline: bool,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }
 
 fn default_heights() -> u64 {
@@ -427,18 +543,23 @@ impl SimConfig {
             liveness_bound_ms: default_liveness(),
             planted: None,
             wire_codec: false,
+            buggify: Buggify::default(),
             timeline: false,
         }
     }
 
     /// Sets the verification mode. Trusted mode cannot tell a forged signature from a real
-    /// one, so a drawn `bad-signatures` adversary sends garbage instead.
+    /// one, so a drawn `bad-signatures` adversary sends garbage instead, and an `out-of-turn`
+    /// one (whose proposals only a signature check can refuse) sends lone higher-round votes.
     pub fn set_verify(&mut self, mode: VerifyMode) {
         self.verify = mode;
         if mode == VerifyMode::Trusted {
             for b in &mut self.byzantine {
                 if b.behaviour == Behaviour::BadSignatures {
                     b.behaviour = Behaviour::Garbage;
+                }
+                if b.behaviour == Behaviour::OutOfTurn {
+                    b.behaviour = Behaviour::RoundJump;
                 }
             }
         }
@@ -493,9 +614,13 @@ impl SimConfig {
         self.byzantine.iter().find(|b| b.node == node).map(|b| b.behaviour)
     }
 
-    /// Virtual time of the last fault (0 when none): the liveness phase starts there.
+    /// Virtual time the last fault ends (0 when none): the liveness phase starts there.
     pub fn faults_end_ms(&self) -> u64 {
-        self.faults.iter().map(|f| f.at_ms).max().unwrap_or(0)
+        self.faults
+            .iter()
+            .map(|f| f.at_ms + f.kind.duration_ms())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Checks that the config makes sense; the message names the field and the fix.
@@ -522,8 +647,13 @@ impl SimConfig {
                     self.validators - 1
                 ));
             }
-            if self.verify == VerifyMode::Trusted && b.behaviour == Behaviour::BadSignatures {
-                return Err("`verify = trusted` cannot be combined with the bad-signatures behaviour".into());
+            if self.verify == VerifyMode::Trusted
+                && matches!(b.behaviour, Behaviour::BadSignatures | Behaviour::OutOfTurn)
+            {
+                return Err(format!(
+                    "`verify = trusted` cannot be combined with the {} behaviour (only a signature check refuses it)",
+                    b.behaviour.name()
+                ));
             }
         }
         let node_ok = |n: &u32| *n < nodes;
@@ -539,6 +669,16 @@ impl SimConfig {
                 | FaultKind::Slow { node, .. }
                 | FaultKind::SetPower { node, .. } => node_ok(node),
                 FaultKind::Heal => true,
+                FaultKind::SlotPartition { groups } => {
+                    let twins = self.byzantine.iter().filter(|b| b.behaviour == Behaviour::Twin).count() as u32;
+                    groups.iter().flatten().all(|s| *s < nodes + twins)
+                }
+                FaultKind::Swizzle { nodes: k, step_ms } => {
+                    if *step_ms == 0 || *k == 0 {
+                        return Err(format!("swizzle at {} ms: needs nodes >= 1 and step_ms >= 1", f.at_ms));
+                    }
+                    *k <= nodes
+                }
             };
             if !ok {
                 return Err(format!("fault at {} ms names a node outside 0-{}", f.at_ms, nodes - 1));
@@ -552,7 +692,16 @@ impl SimConfig {
                 "`planted = \"{p}\"` needs a build with planted bugs: cargo run --features tendr-sim/planted-bugs -- sim ..."
             ));
         }
-        for r in [self.network.loss, self.network.duplicate, self.network.reorder] {
+        let b = &self.buggify;
+        for r in [
+            self.network.loss,
+            self.network.duplicate,
+            self.network.reorder,
+            b.quorum_sends,
+            b.redeliver_late,
+            b.crash_before_sync,
+            b.restart_mid_height,
+        ] {
             if r.1 == 0 || r.0 > r.1 {
                 return Err(format!(
                     "probability [{}, {}] is not a ratio num/den with 0 <= num <= den, den > 0",
@@ -606,7 +755,7 @@ impl SimConfig {
         for _ in 0..byz {
             let i = rng.below(nodes.len() as u64) as usize;
             let node = nodes.remove(i);
-            let behaviour = *rng.pick(&Behaviour::ALL);
+            let behaviour = *rng.pick(&Behaviour::ALL[..Behaviour::FIRST_DRAWN]);
             c.byzantine.push(Byzantine { node, behaviour });
             if !c.within_assumption() {
                 c.byzantine.pop();
@@ -673,9 +822,47 @@ impl SimConfig {
                 kind: FaultKind::Heal,
             });
         }
+        c.draw_extras(t);
         c.liveness_bound_ms = c.liveness_bound_ms.max(c.rotation_bound_ms());
-        c.max_time_ms = c.max_time_ms.max(t + c.liveness_bound_ms + 10_000);
+        c.max_time_ms = c.max_time_ms.max(c.faults_end_ms() + c.liveness_bound_ms + 10_000);
         c
+    }
+
+    /// What came after the first draws (newer adversaries, swizzle-clogging, BUGGIFY) draws
+    /// from its own stream, so the first draws keep their values (a seed's size, network and
+    /// fault timeline are what they were) and these come on top: a third of the Byzantine
+    /// nodes get a newer behaviour, one run in twelve links slower than the first timeouts, a
+    /// quarter of the runs a swizzle within the fault phase (which ends at `t`), half of them
+    /// BUGGIFY knobs.
+    fn draw_extras(&mut self, t: u64) {
+        let mut extra = Rng::stream(self.seed, "config-extras");
+        for b in &mut self.byzantine {
+            if extra.chance(1, 3) {
+                b.behaviour = *extra.pick(&Behaviour::ALL[Behaviour::FIRST_DRAWN..]);
+            }
+        }
+        if extra.chance(1, 12) {
+            // Links slower than the first rounds' timeouts: a height is decided only once the
+            // timeouts have grown past the latency (the paper's partial synchrony).
+            self.network.latency = Latency::Uniform {
+                min_ms: 350,
+                max_ms: extra.range(400, 600),
+            };
+        }
+        let n = u64::from(self.validators);
+        if extra.chance(1, 4) {
+            let at_ms = extra.range(0, t.max(3000));
+            self.faults.push(Fault {
+                at_ms,
+                kind: FaultKind::Swizzle {
+                    nodes: extra.range(1, n) as u32,
+                    step_ms: extra.range(50, 500),
+                },
+            });
+        }
+        if extra.chance(1, 2) {
+            self.buggify = Buggify::draw(&mut extra);
+        }
     }
 
     /// Virtual time for enough rounds that every honest validator has been proposer once after

@@ -210,6 +210,11 @@ pub fn shrink_with(
             c.byzantine.remove(i);
             candidates.push(c);
         }
+        if best.buggify != crate::config::Buggify::default() {
+            let mut c = best.clone();
+            c.buggify = crate::config::Buggify::default();
+            candidates.push(c);
+        }
         for which in 0..3 {
             let mut c = best.clone();
             let r = match which {

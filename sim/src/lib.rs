@@ -20,6 +20,7 @@ pub mod rng;
 pub mod scenario;
 pub mod simulation;
 pub mod trace;
+pub mod twins;
 pub mod workload;
 pub mod world;
 

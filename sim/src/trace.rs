@@ -136,6 +136,27 @@ impl Trace {
         }
     }
 
+    /// A node crashed by BUGGIFY comes back.
+    pub fn restart(&mut self, t: u64, slot: usize) {
+        self.hasher.update([7u8]);
+        self.hasher.update(t.to_be_bytes());
+        self.hasher.update((slot as u32).to_be_bytes());
+        if self.writer.is_some() {
+            self.line(serde_json::json!({"t": t, "ev": "restart", "node": slot}));
+        }
+    }
+
+    /// A swizzle clogs (`on`) or unclogs node `node`'s links.
+    pub fn clog(&mut self, t: u64, node: usize, on: bool) {
+        self.hasher.update([8u8]);
+        self.hasher.update(t.to_be_bytes());
+        self.hasher.update((node as u32).to_be_bytes());
+        self.hasher.update([on as u8]);
+        if self.writer.is_some() {
+            self.line(serde_json::json!({"t": t, "ev": if on { "clog" } else { "unclog" }, "node": node}));
+        }
+    }
+
     pub fn fault(&mut self, t: u64, f: &Fault) {
         let s = serde_json::to_string(&f.kind).unwrap_or_default();
         self.hasher.update([5u8]);

@@ -7,7 +7,7 @@
 
 use crate::adversary::{Adversary, AdversaryCtx, Builtin, SharedAdversary};
 use crate::checker::{Checker, Invariant, Violation};
-use crate::config::{Behaviour, FaultKind, SimConfig, VerifyMode};
+use crate::config::{Behaviour, FaultKind, Ratio, SimConfig, VerifyMode, MAX_BUGGIFY_CRASHES};
 use crate::queue::EventQueue;
 use crate::rng::Rng;
 use crate::trace::Trace;
@@ -104,6 +104,9 @@ pub struct SimStore {
     lose_unsynced: bool,
     /// The disk fails every write (`FaultKind::DiskFail`).
     failed: Rc<Cell<bool>>,
+    /// BUGGIFY `crash_before_sync`: its rate and stream, and whether it just fired.
+    sync_crash: Option<Rc<RefCell<(Ratio, Rng)>>>,
+    crashed_at_sync: Rc<Cell<bool>>,
     out: Rc<RefCell<Outbox>>,
 }
 
@@ -120,11 +123,33 @@ impl SimStore {
             pending: Rc::default(),
             lose_unsynced,
             failed: Rc::default(),
+            sync_crash: None,
+            crashed_at_sync: Rc::default(),
             out,
         }
     }
 
+    /// BUGGIFY: whether the node crashes now, just before syncing its pending writes.
+    fn crash_before_sync(&self) -> bool {
+        let Some(c) = &self.sync_crash else { return false };
+        if self.crashed_at_sync.get() {
+            return true; // crashed already: the rest of this call does not happen either
+        }
+        if self.pending.borrow().is_empty() {
+            return false;
+        }
+        let (rate, rng) = &mut *c.borrow_mut();
+        let crash = rng.chance(rate.0, rate.1);
+        self.crashed_at_sync.set(crash);
+        crash
+    }
+
     fn check_disk(&self) -> Result<(), StorageError> {
+        if self.crashed_at_sync.get() {
+            return Err(StorageError(
+                "the node crashed (BUGGIFY): nothing more is written".into(),
+            ));
+        }
         if self.failed.get() {
             return Err(StorageError(
                 "disk failure (simulated): the write did not happen".into(),
@@ -208,6 +233,9 @@ impl Storage for SimStore {
     }
     fn sync(&mut self) -> Result<(), StorageError> {
         self.check_disk()?;
+        if self.crash_before_sync() {
+            return Err(StorageError("crashed just before the sync (BUGGIFY)".into()));
+        }
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         for w in pending {
             self.apply(w)?;
@@ -309,6 +337,37 @@ pub(crate) struct Slot<A> {
     pub last_decided_at: u64,
     pub first_after_faults: Option<u64>,
     pub amnesia_at: (u64, u32),
+    /// The highest (height, round) the node sent a vote of (for `round-justified`).
+    pub voted_round: (u64, u32),
+    /// Votes it accepted at its height (for `evidence-reported`).
+    pub evidence_watch: EvidenceWatch,
+}
+
+/// What an honest node accepted at its current height, in its current incarnation: the first
+/// value of each (round, type, validator), and the equivocations it reported.
+#[derive(Default)]
+pub(crate) struct EvidenceWatch {
+    at: (u64, u32),
+    first: BTreeMap<(u32, VoteType, Address), Option<BlockId>>,
+    reported: BTreeSet<(u32, VoteType, Address)>,
+}
+
+impl EvidenceWatch {
+    /// Moves the watch to `height` of incarnation `inc` (forgetting the last one) unless it is
+    /// there already; `false` for an older height of the same incarnation.
+    fn move_to(&mut self, height: u64, inc: u32) -> bool {
+        if self.at == (height, inc) {
+            return true;
+        }
+        if inc == self.at.1 && height < self.at.0 {
+            return false;
+        }
+        *self = EvidenceWatch {
+            at: (height, inc),
+            ..Default::default()
+        };
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -338,6 +397,16 @@ enum Ev {
         t: Timeout,
     },
     Fault(usize),
+    /// A node crashed by BUGGIFY comes back (if nothing else restarted it meanwhile).
+    Restart {
+        slot: usize,
+        inc: u32,
+    },
+    /// A swizzle's node is clogged or unclogged.
+    Clog {
+        node: usize,
+        on: bool,
+    },
     Tx,
 }
 
@@ -391,6 +460,9 @@ pub struct Report {
     /// Messages refused with the sender blamed: (receiving node, sending node, count), in
     /// order. Shows who was caught lying to whom.
     pub blamed: Vec<(usize, usize, u64)>,
+    /// The BUGGIFY knobs of the run (`off` when none), and how many crashes they caused.
+    pub buggify: String,
+    pub buggify_crashes: u32,
 }
 
 impl Report {
@@ -403,6 +475,14 @@ impl Report {
 }
 
 pub const CHAIN_ID: &str = "tendr-sim";
+
+/// Fisher-Yates, from the given stream.
+fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        items.swap(i, j);
+    }
+}
 
 /// The half of the network a node is in, for attacks that split it in two.
 fn half(key: usize) -> u8 {
@@ -467,6 +547,16 @@ pub struct World<A> {
     state_syncs: Vec<(u64, usize, u64)>,
     /// Refusals that blamed the sender, per (receiving node, sending node).
     blamed: BTreeMap<(usize, usize), u64>,
+    /// The group of each slot while a `slot_partition` holds (`None`: not in any group).
+    slot_groups: Option<Vec<Option<usize>>>,
+    /// Set by the first `slot_partition`: twins hear whom the partitions say, not a half.
+    twins_free: bool,
+    /// Nodes a swizzle holds clogged: their links carry nothing until unclogged.
+    clogged: BTreeSet<usize>,
+    /// Messages held on clogged links, by the node whose unclogging may free them.
+    held: BTreeMap<usize, Vec<(usize, usize, Payload)>>,
+    buggify_rng: Rng,
+    buggify_crashes: u32,
     stop: bool,
 }
 
@@ -563,6 +653,12 @@ impl<A: Application + 'static> World<A> {
             highest_decided: 0,
             state_syncs: vec![],
             blamed: BTreeMap::new(),
+            slot_groups: None,
+            twins_free: false,
+            clogged: BTreeSet::new(),
+            held: BTreeMap::new(),
+            buggify_rng: Rng::stream(seed, "buggify"),
+            buggify_crashes: 0,
             stop: false,
             cfg,
         };
@@ -592,7 +688,12 @@ impl<A: Application + 'static> World<A> {
 
     fn add_slot(&mut self, key: usize, byz: Option<Behaviour>, side: Option<u8>) {
         let out = Rc::new(RefCell::new(Outbox::default()));
-        let store = SimStore::new(self.cfg.storage.lose_unsynced, out.clone());
+        let mut store = SimStore::new(self.cfg.storage.lose_unsynced, out.clone());
+        let rate = self.cfg.buggify.crash_before_sync;
+        if byz.is_none() && rate.0 > 0 {
+            let rng = Rng::stream(self.cfg.seed, &format!("buggify-sync-{}", self.slots.len()));
+            store.sync_crash = Some(Rc::new(RefCell::new((rate, rng))));
+        }
         self.slots.push(Slot {
             key,
             node: None,
@@ -607,6 +708,8 @@ impl<A: Application + 'static> World<A> {
             last_decided_at: 0,
             first_after_faults: None,
             amnesia_at: (0, 0),
+            voted_round: (0, 0),
+            evidence_watch: EvidenceWatch::default(),
         });
     }
 
@@ -672,12 +775,23 @@ impl<A: Application + 'static> World<A> {
         for i in 0..self.slots.len() {
             self.start_slot(i);
         }
+        let deadline = self.cfg.faults_end_ms() + self.cfg.liveness_bound_ms;
+        let mut past_deadline = false;
         while !self.stop {
             let Some((t, ev)) = self.queue.pop() else {
                 break;
             };
             if t > self.cfg.max_time_ms {
                 break;
+            }
+            if !past_deadline && t > deadline {
+                // The liveness verdict is known now: a node that has not decided since the
+                // faults ended has missed the bound, so running on only costs time.
+                past_deadline = true;
+                if self.liveness_checked() && self.late_nodes(deadline).next().is_some() {
+                    self.now.set(t);
+                    break;
+                }
             }
             self.now.set(t);
             self.stats.events += 1;
@@ -760,7 +874,14 @@ impl<A: Application + 'static> World<A> {
                         }
                         self.call(to, |n| n.on_bytes(from_peer, &bytes))
                     }
-                    Payload::Msg(m) => self.call(to, |n| n.on_message(from_peer, Rc::unwrap_or_clone(m))),
+                    Payload::Msg(m) => {
+                        let watch = self.vote_to_watch(to, &m);
+                        let r = self.call(to, |n| n.on_message(from_peer, Rc::unwrap_or_clone(m)));
+                        if let (Some(w), Ok(())) = (watch, &r) {
+                            self.watch_vote(to, w);
+                        }
+                        r
+                    }
                     Payload::Bytes(b) => self.call(to, |n| n.on_bytes(from_peer, &b)),
                 };
                 if let Err(e) = r {
@@ -788,12 +909,67 @@ impl<A: Application + 'static> World<A> {
                     .as_ref()
                     .is_some_and(|n| n.engine().timeout_matters(&t));
                 if self.slots[slot].incarnation == inc && matters {
+                    let rate = self.cfg.buggify.restart_mid_height;
+                    let budget = self.buggify_crashes < MAX_BUGGIFY_CRASHES;
+                    if budget && self.slots[slot].byz.is_none() && self.buggify_rng.chance(rate.0, rate.1) {
+                        self.trace.halt(self.now(), slot);
+                        self.buggify_crash(slot);
+                        return;
+                    }
                     self.trace.timer(self.now(), slot, &t);
                     let _ = self.call(slot, |n| n.on_timeout(t));
                 }
             }
             Ev::Fault(i) => self.fault(i),
+            Ev::Restart { slot, inc } => {
+                if self.slots[slot].incarnation == inc && self.slots[slot].node.is_none() {
+                    self.trace.restart(self.now(), slot);
+                    self.start_slot(slot);
+                }
+            }
+            Ev::Clog { node, on } => self.clog(node, on),
             Ev::Tx => self.submit_workload_tx(),
+        }
+    }
+
+    /// A vote delivered to an honest node at the vote's height (state sync aside): what
+    /// `evidence-reported` watches, with the node's incarnation.
+    fn vote_to_watch(&self, slot: usize, m: &Message) -> Option<(Vote, u32)> {
+        let s = &self.slots[slot];
+        let Message::Vote(v) = m else { return None };
+        let node = s.node.as_ref().filter(|_| s.byz.is_none())?;
+        (node.engine().height() == v.height && !node.is_state_syncing()).then(|| (v.clone(), s.incarnation))
+    }
+
+    /// The node accepted `v` at its height: a second value of the same validator, round and
+    /// type must have been reported as evidence by now (the engine's vote keeper holds the
+    /// first, so it saw the conflict).
+    fn watch_vote(&mut self, slot: usize, (v, inc): (Vote, u32)) {
+        let now = self.now();
+        let s = &mut self.slots[slot];
+        if s.incarnation != inc {
+            return; // it crashed while handling the vote
+        }
+        let w = &mut s.evidence_watch;
+        if !w.move_to(v.height.0, inc) {
+            return;
+        }
+        let key = (v.round.0, v.vote_type, v.validator);
+        match w.first.get(&key) {
+            None => {
+                w.first.insert(key, v.block_id);
+            }
+            Some(first) if *first != v.block_id && !w.reported.contains(&key) => {
+                self.checker.violate(
+                    Invariant::EvidenceReported,
+                    now,
+                    format!(
+                        "node {slot} accepted two {:?} of {} at height {} round {} and reported no evidence",
+                        v.vote_type, v.validator, v.height, v.round
+                    ),
+                );
+            }
+            Some(_) => {}
         }
     }
 
@@ -808,13 +984,33 @@ impl<A: Application + 'static> World<A> {
         }
         self.flush(slot);
         self.observe(slot);
-        if let Err(NodeError::Storage(_)) = &r {
+        if self.slots[slot].store.crashed_at_sync.replace(false) {
+            self.trace.halt(self.now(), slot);
+            self.buggify_crash(slot);
+        } else if let Err(NodeError::Storage(_)) = &r {
             // A real node exits when its disk fails; so does this one. It sent nothing that
             // depends on the failed write (the driver skips sends once a sync fails).
             self.trace.halt(self.now(), slot);
             self.halt(slot);
         }
         r
+    }
+
+    /// BUGGIFY: `slot` crashes here (its unsynced writes lost) and restarts 50-500 ms later,
+    /// at most [`MAX_BUGGIFY_CRASHES`] times a run (later draws leave it running).
+    fn buggify_crash(&mut self, slot: usize) {
+        self.buggify_crashes += 1;
+        if self.buggify_crashes >= MAX_BUGGIFY_CRASHES {
+            for s in &self.slots {
+                if let Some(c) = &s.store.sync_crash {
+                    c.borrow_mut().0 = Ratio::ZERO;
+                }
+            }
+        }
+        self.halt(slot);
+        let at = self.now() + self.buggify_rng.range(50, 500);
+        let inc = self.slots[slot].incarnation;
+        self.push(at, Ev::Restart { slot, inc });
     }
 
     fn flush(&mut self, slot: usize) {
@@ -851,11 +1047,17 @@ impl<A: Application + 'static> World<A> {
             // Honest: the message as the engine made it, to every other node (or to `to`).
             self.checker.on_own_send(slot, me, &msg, self.now());
             self.checker.on_wire(&msg, self.now());
+            self.check_proposer(slot, me, &msg);
             let payload = Payload::msg(msg);
-            for j in 0..self.slots.len() {
-                if self.is_destination(slot, j, to) {
-                    self.deliver(slot, j, payload.clone());
-                }
+            let mut dests: Vec<usize> = (0..self.slots.len())
+                .filter(|&j| self.is_destination(slot, j, to))
+                .collect();
+            let rate = self.cfg.buggify.quorum_sends;
+            if to.is_none() && self.buggify_rng.chance(rate.0, rate.1) {
+                self.just_a_quorum(slot, &mut dests);
+            }
+            for j in dests {
+                self.deliver(slot, j, payload.clone());
             }
             return;
         }
@@ -879,10 +1081,57 @@ impl<A: Application + 'static> World<A> {
         for (payload, dests) in sends {
             if let Payload::Msg(m) = &payload {
                 self.checker.on_wire(m, self.now());
+                if let Message::Proposal(p) = m.as_ref() {
+                    self.checker.on_proposal_sent(me, p);
+                }
             }
             for j in dests {
                 self.deliver(slot, j, payload.clone());
             }
+        }
+    }
+
+    /// BUGGIFY `quorum_sends`: keeps only as many of `dests` (in a drawn order) as make, with
+    /// the sender, more than 2/3 of the power.
+    fn just_a_quorum(&mut self, slot: usize, dests: &mut Vec<usize>) {
+        shuffle(dests, &mut self.buggify_rng);
+        let total = self.cfg.total_power();
+        let mut power = self.cfg.power(self.slots[slot].key as u32);
+        let mut keep = 0;
+        while keep < dests.len() && 3 * power <= 2 * total {
+            power += self.cfg.power(self.slots[dests[keep]].key as u32);
+            keep += 1;
+        }
+        dests.truncate(keep);
+        dests.sort_unstable();
+    }
+
+    /// Records an honest node's own proposal, and checks that a value it prevotes at its
+    /// height came from the proposer of that round, and that it entered the round of its
+    /// first vote there by L55 or L65.
+    fn check_proposer(&mut self, slot: usize, me: Address, msg: &Message) {
+        match msg {
+            Message::Proposal(p) => self.checker.on_proposal_sent(me, p),
+            Message::Vote(v) if v.validator == me => {
+                let Some(node) = self.slots[slot].node.as_ref() else {
+                    return;
+                };
+                let engine = node.engine();
+                if engine.height() != v.height {
+                    return;
+                }
+                if v.vote_type == VoteType::Prevote {
+                    let proposer = engine.chain().proposer(v.round);
+                    self.checker.on_honest_prevote(slot, v, proposer, self.now());
+                }
+                let hr = (v.height.0, v.round.0);
+                if hr > self.slots[slot].voted_round {
+                    let vs = engine.validators().clone();
+                    self.slots[slot].voted_round = hr;
+                    self.checker.on_round_entered(slot, me, hr.0, hr.1, &vs, self.now());
+                }
+            }
+            _ => {}
         }
     }
 
@@ -904,6 +1153,12 @@ impl<A: Application + 'static> World<A> {
         if self.blocked.contains(&(a.key, b.key)) {
             return false;
         }
+        if let Some(g) = &self.slot_groups {
+            return g[from].is_some() && g[from] == g[to];
+        }
+        if self.twins_free {
+            return true;
+        }
         // A twin copy only talks with its half of the network.
         match (a.side, b.side) {
             (Some(sa), None) => half(b.key) == sa,
@@ -913,6 +1168,11 @@ impl<A: Application + 'static> World<A> {
     }
 
     fn deliver(&mut self, from: usize, to: usize, payload: Payload) {
+        let (fk, tk) = (self.slots[from].key, self.slots[to].key);
+        if let Some(k) = [fk, tk].into_iter().find(|k| self.clogged.contains(k)) {
+            self.held.entry(k).or_default().push((from, to, payload));
+            return;
+        }
         self.stats.sent += 1;
         let net = self.cfg.network.clone();
         if !self.link_ok(from, to) || self.net_rng.chance(net.loss.0, net.loss.1) {
@@ -934,6 +1194,21 @@ impl<A: Application + 'static> World<A> {
             let start = (*free).max(now);
             *free = start + size / per_ms;
             at = at.max(*free + lat);
+        }
+        let late = self.cfg.buggify.redeliver_late;
+        if self.buggify_rng.chance(late.0, late.1) {
+            let again = at + self.buggify_rng.range(1000, 5000);
+            let sent = self.now();
+            let payload = payload.clone();
+            self.push(
+                again,
+                Ev::Deliver {
+                    to,
+                    from,
+                    sent,
+                    payload,
+                },
+            );
         }
         if self.net_rng.chance(net.duplicate.0, net.duplicate.1) {
             let again = at + net.latency.sample(&mut self.net_rng);
@@ -1018,7 +1293,14 @@ impl<A: Application + 'static> World<A> {
                         s.first_after_faults = Some(now);
                     }
                 }
-                NodeEvent::Evidence(ev) => self.checker.on_evidence(&ev),
+                NodeEvent::Evidence(ev) => {
+                    let Evidence::DuplicateVote { a, .. } = &ev;
+                    let s = &mut self.slots[slot];
+                    if s.evidence_watch.move_to(a.height.0, s.incarnation) {
+                        s.evidence_watch.reported.insert((a.round.0, a.vote_type, a.validator));
+                    }
+                    self.checker.on_evidence(&ev);
+                }
                 NodeEvent::StateSynced { height, .. } => self.state_syncs.push((now, slot, height.0)),
                 NodeEvent::Rejected { .. } | NodeEvent::PeerPruned { .. } => {}
             }
@@ -1120,7 +1402,15 @@ impl<A: Application + 'static> World<A> {
                     }
                 }
             }
-            FaultKind::Heal => self.blocked.clear(),
+            FaultKind::Heal => {
+                self.blocked.clear();
+                self.slot_groups = None;
+            }
+            FaultKind::SlotPartition { groups } => {
+                let group_of = |s: usize| groups.iter().position(|g| g.contains(&(s as u32)));
+                self.slot_groups = Some((0..self.slots.len()).map(group_of).collect());
+                self.twins_free = true;
+            }
             FaultKind::Crash { node } => {
                 for s in slots_of(self, node) {
                     self.halt(s);
@@ -1154,6 +1444,41 @@ impl<A: Application + 'static> World<A> {
                 }
             }
             FaultKind::SetPower { node, power } => self.approve_power(node, power),
+            FaultKind::Swizzle { nodes, step_ms } => self.swizzle(i, nodes as usize, step_ms),
+        }
+    }
+
+    /// Swizzle-clogging: `count` nodes drawn from the seed are clogged one by one, `step_ms`
+    /// apart, then unclogged one by one in another drawn order.
+    fn swizzle(&mut self, fault: usize, count: usize, step_ms: u64) {
+        let mut rng = Rng::stream(self.cfg.seed, &format!("swizzle-{fault}"));
+        let all = (self.cfg.validators + self.cfg.spares) as usize;
+        let mut order: Vec<usize> = (0..all).collect();
+        shuffle(&mut order, &mut rng);
+        order.truncate(count.min(all));
+        let mut unclog = order.clone();
+        shuffle(&mut unclog, &mut rng);
+        let now = self.now();
+        let k = order.len() as u64;
+        for (j, node) in order.into_iter().enumerate() {
+            self.push(now + j as u64 * step_ms, Ev::Clog { node, on: true });
+        }
+        for (j, node) in unclog.into_iter().enumerate() {
+            self.push(now + (k + 1 + j as u64) * step_ms, Ev::Clog { node, on: false });
+        }
+    }
+
+    /// Clogs or unclogs `node`'s links; unclogging sends on what they held whose other end
+    /// is not clogged (the rest waits for that end).
+    fn clog(&mut self, node: usize, on: bool) {
+        self.trace.clog(self.now(), node, on);
+        if on {
+            self.clogged.insert(node);
+            return;
+        }
+        self.clogged.remove(&node);
+        for (from, to, payload) in self.held.remove(&node).unwrap_or_default() {
+            self.deliver(from, to, payload);
         }
     }
 
@@ -1201,19 +1526,30 @@ impl<A: Application + 'static> World<A> {
         }
     }
 
+    /// Whether Tendermint promises liveness for this run (see [`SimConfig::liveness_expected`]).
+    fn liveness_checked(&self) -> bool {
+        self.cfg.within_assumption() && self.cfg.liveness_expected()
+    }
+
+    /// Honest running validators that had not decided after the faults ended by `deadline`.
+    fn late_nodes(&self, deadline: u64) -> impl Iterator<Item = (usize, &Slot<A>)> {
+        let validators = self.cfg.validators;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| s.byz.is_none() && s.node.is_some() && (s.key as u32) < validators)
+            .filter(move |(_, s)| s.first_after_faults.is_none_or(|t| t > deadline))
+    }
+
     fn finish(mut self) -> Report {
         let now = self.now();
         self.checker.finish_accountability(now);
         let faults_end = self.cfg.faults_end_ms();
         let bound = self.cfg.liveness_bound_ms;
-        let liveness_checked = self.cfg.within_assumption() && self.cfg.liveness_expected();
+        let liveness_checked = self.liveness_checked();
         if liveness_checked && now >= faults_end + bound {
             let late: Vec<String> = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.byz.is_none() && s.node.is_some() && (s.key as u32) < self.cfg.validators)
-                .filter(|(_, s)| s.first_after_faults.is_none_or(|t| t > faults_end + bound))
+                .late_nodes(faults_end + bound)
                 .map(|(i, s)| format!("node {i} (last height {})", s.last_height))
                 .collect();
             if !late.is_empty() {
@@ -1290,6 +1626,8 @@ impl<A: Application + 'static> World<A> {
             blocks_kept: self.slots.iter().map(|s| s.store.blocks_kept()).max().unwrap_or(0),
             state_syncs: std::mem::take(&mut self.state_syncs),
             blamed: self.blamed.iter().map(|(&(to, from), &n)| (to, from, n)).collect(),
+            buggify: self.cfg.buggify.describe(),
+            buggify_crashes: self.buggify_crashes,
         }
     }
 }
