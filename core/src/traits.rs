@@ -905,14 +905,20 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
                 let h = sha256(&tx);
                 self.on_tx(tx, h)
             }
-            msg @ (Message::RequestSnapshot
-            | Message::RequestChunk { .. }
-            | Message::SnapshotOffer { .. }
-            | Message::SnapshotChunk { .. }) => self.on_state_sync_message(from, msg),
-            msg if self.is_state_syncing() => self.on_state_sync_message(from, msg),
             msg => {
                 let kind = msg.kind();
-                let result = self.run(Input::Message { from, msg });
+                let state_sync = matches!(
+                    msg,
+                    Message::RequestSnapshot
+                        | Message::RequestChunk { .. }
+                        | Message::SnapshotOffer { .. }
+                        | Message::SnapshotChunk { .. }
+                ) || self.is_state_syncing();
+                let result = if state_sync {
+                    self.on_state_sync_message(from, msg)
+                } else {
+                    self.run(Input::Message { from, msg })
+                };
                 if let Err(NodeError::Rejected(e)) = &result {
                     self.event(NodeEvent::Rejected {
                         from,
