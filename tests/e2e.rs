@@ -1338,6 +1338,28 @@ fn a_full_disk_stops_signing_blames_no_peer_and_resumes() {
 }
 
 /// Adds fields to a generated config (its closing brace replaced).
+/// Writes the config of an observer `name` (not a validator) listening on `port`, whose seeds
+/// are the nodes on `seeds`, in its own folder under `root`; the config's path.
+fn observer_config(root: &Path, name: &str, port: u16, seeds: &[u16]) -> String {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tendermint_config.json").to_string_lossy().into_owned();
+    let seeds: Vec<String> = seeds
+        .iter()
+        .map(|p| format!(r#"{{"host": "127.0.0.1", "port": {p}}}"#))
+        .collect();
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"node_id": "{name}", "host": "127.0.0.1", "port": {port}, "is_validator": false,
+                "seed_nodes": [{}], "log_level": "info"}}"#,
+            seeds.join(", ")
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 fn with_fields(cfg: &str, fields: &str) {
     let text = std::fs::read_to_string(cfg).unwrap();
     let end = text.rfind('}').expect("a JSON object");
@@ -1372,20 +1394,9 @@ fn a_new_node_state_syncs_past_pruned_blocks() {
     // A node that joins without a trusted height cannot block-sync: the validator pruned
     // height 1. It answers with its snapshot, so the new node tells its operator to state-sync,
     // and keeps the validator as a peer (it used to ban it for not serving the block).
-    let root = s.dir.clone();
     {
-        let dir = root.join("node0");
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg0 = dir.join("tendermint_config.json").to_string_lossy().into_owned();
         let p0 = port + 3;
-        std::fs::write(
-            &cfg0,
-            format!(
-                r#"{{"node_id": "node0", "host": "127.0.0.1", "port": {p0}, "is_validator": false,
-                    "seed_nodes": [{{"host": "127.0.0.1", "port": {port}}}], "log_level": "info"}}"#
-            ),
-        )
-        .unwrap();
+        let cfg0 = observer_config(&s.dir, "node0", p0, &[port]);
         let genesis = out.join("node1/genesis.json").to_string_lossy().into_owned();
         spawn(&mut s, 0, &["join", "--config", &cfg0, "--genesis", &genesis]);
         let told = wait_for(&s, "the advice to state-sync", 30, || {
@@ -1405,20 +1416,8 @@ fn a_new_node_state_syncs_past_pruned_blocks() {
 
     // A node with a wrong trust hash restores nothing (every snapshot fails the check).
     let genesis = out.join("node1/genesis.json").to_string_lossy().into_owned();
-    let observer = |name: &str, p: u16| {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("tendermint_config.json").to_string_lossy().into_owned();
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"{{"node_id": "{name}", "host": "127.0.0.1", "port": {p}, "is_validator": false,
-                    "seed_nodes": [{{"host": "127.0.0.1", "port": {port}}}], "log_level": "info"}}"#
-            ),
-        )
-        .unwrap();
-        cfg
-    };
+    let root = s.dir.clone();
+    let observer = |name: &str, p: u16| observer_config(&root, name, p, &[port]);
     let (port2, port3) = (port + 1, port + 2);
     let cfg2 = observer("node2", port2);
     let right = st.latest_block_id.clone().expect("a block id");

@@ -138,23 +138,8 @@ fn a_peer_serving_forged_blocks_is_dropped_and_nothing_forged_is_applied() {
     wait_for(&s, "pruned heights", 120, || lowest_height(&all).filter(|h| *h >= 50));
     let forger = status(base + 3).unwrap().peer_id;
 
-    let dir = s.path("observer");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("tendermint_config.json").to_string_lossy().into_owned();
     let port = base + 4;
-    let seeds: Vec<String> = all
-        .iter()
-        .map(|p| format!(r#"{{"host": "127.0.0.1", "port": {p}}}"#))
-        .collect();
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"{{"node_id": "observer", "host": "127.0.0.1", "port": {port}, "is_validator": false,
-                "seed_nodes": [{}], "log_level": "info"}}"#,
-            seeds.join(", ")
-        ),
-    )
-    .unwrap();
+    let cfg = observer_config(&s.dir, "observer", port, &all);
     let genesis = out.join("node1/genesis.json").to_string_lossy().into_owned();
     // Every peer must be known before the snapshot is chosen: the forger among those asked.
     wait_for(&s, "a full mesh", 30, || {
