@@ -433,8 +433,13 @@ impl StateSync {
 
 /// Checks a decoded snapshot's chain state against the proven blocks `S - 1` and `S` (see the
 /// module's step 4); `commit_s` is the commit of block `S`.
+///
+/// The snapshot's last commit is replaced by the one block `S` carries (proven by its header's
+/// `last_commit_hash`). A commit is not unique: each node holds the +2/3 precommits it saw when
+/// it decided, and block `S`'s proposer put its own in the block, so an honest snapshot's last
+/// commit may be another valid one for block `S - 1`. It must be a commit for that block.
 pub fn verify_snapshot(
-    chain: &ChainState,
+    chain: &mut ChainState,
     chain_id: &str,
     before: &Block,
     first: &Block,
@@ -460,8 +465,16 @@ pub fn verify_snapshot(
     if chain.app_hash != first.header.app_hash {
         return Err("its app hash is not the one the next proven block names".into());
     }
-    if commit_hash(&chain.last_commit) != first.header.last_commit_hash {
-        return Err("its last commit is not the one the next proven block names".into());
+    let before_id = before.id();
+    if chain
+        .last_commit
+        .as_ref()
+        .is_none_or(|c| c.height != before.height() || c.block_id != before_id)
+    {
+        return Err("its last commit is not a commit for the proven block".into());
+    }
+    if commit_hash(&first.last_commit) != first.header.last_commit_hash {
+        return Err("the next proven block's last commit does not hash to its header".into());
     }
     // The block was built by the proposer of its round or, re-proposed as a validValue, of an
     // earlier one.
@@ -469,6 +482,7 @@ pub fn verify_snapshot(
     if !(0..=rounds).any(|r| chain.proposer(Round(r)) == first.header.proposer) {
         return Err("its proposer schedule does not name the next proven block's proposer".into());
     }
+    chain.last_commit = first.last_commit.clone();
     Ok(())
 }
 
@@ -566,8 +580,8 @@ mod tests {
         let a = a.expect("assembled");
         assert_eq!(a.height, Height(8));
         assert_eq!(a.blocks.len(), 6, "blocks 7..=12");
-        let decoded = crate::traits::Snapshot::decode(&a.bytes).unwrap();
-        verify_snapshot(&decoded.chain, "c", &a.blocks[0].1, &a.blocks[1].1, &a.blocks[1].2).unwrap();
+        let mut decoded = crate::traits::Snapshot::decode(&a.bytes).unwrap();
+        verify_snapshot(&mut decoded.chain, "c", &a.blocks[0].1, &a.blocks[1].1, &a.blocks[1].2).unwrap();
     }
 
     #[test]
@@ -619,6 +633,33 @@ mod tests {
         assert_eq!(ss.dropped_peers(), 1);
     }
 
+    /// Each node holds the commit it saw: an honest snapshot's last commit for block `S - 1`
+    /// may differ from the one block `S`'s proposer put in block `S`. It is accepted, and the
+    /// restored chain takes the proven one; a commit for another block is refused.
+    #[test]
+    fn a_snapshot_with_another_commit_for_its_last_block_is_honest() {
+        let (blocks, states) = chain(12);
+        let mut seen = states[7].clone();
+        seen.last_commit.as_mut().unwrap().round = Round(1);
+        let bytes = crate::traits::Snapshot {
+            chain: seen,
+            app: vec![],
+        }
+        .encode();
+        let (_, _, a) = run(bytes, |h| blocks[h.0 as usize - 1].clone());
+        let a = a.expect("its bytes hash to what was offered");
+        let decoded = crate::traits::Snapshot::decode(&a.bytes).unwrap();
+        let (before, first, commit) = (&a.blocks[0].1, &a.blocks[1].1, &a.blocks[1].2);
+        let mut wrong = decoded.chain.clone();
+        wrong.last_commit.as_mut().unwrap().block_id = blocks[0].0.id();
+        let e = verify_snapshot(&mut wrong, "c", before, first, commit).unwrap_err();
+        assert!(e.contains("last commit"), "{e}");
+        let mut chain = decoded.chain;
+        verify_snapshot(&mut chain, "c", before, first, commit).unwrap();
+        assert_eq!(chain.last_commit, blocks[7].0.last_commit, "the proven commit");
+        assert_eq!(commit_hash(&chain.last_commit), blocks[7].0.header.last_commit_hash);
+    }
+
     #[test]
     fn a_forged_snapshot_fails_the_check_against_the_trusted_headers() {
         let (blocks, states) = chain(12);
@@ -631,8 +672,8 @@ mod tests {
         .encode();
         let (_, _, a) = run(bytes, |h| blocks[h.0 as usize - 1].clone());
         let a = a.expect("its bytes hash to what was offered");
-        let decoded = crate::traits::Snapshot::decode(&a.bytes).unwrap();
-        let e = verify_snapshot(&decoded.chain, "c", &a.blocks[0].1, &a.blocks[1].1, &a.blocks[1].2).unwrap_err();
+        let mut decoded = crate::traits::Snapshot::decode(&a.bytes).unwrap();
+        let e = verify_snapshot(&mut decoded.chain, "c", &a.blocks[0].1, &a.blocks[1].1, &a.blocks[1].2).unwrap_err();
         assert!(e.contains("app hash"), "{e}");
     }
 

@@ -737,10 +737,10 @@ impl<C: Clock, N: Network, S: Storage, A: Application> Node<C, N, S, A> {
         };
         let trust_height = ss.anchor().height;
         let chain_id = self.engine.config().chain_id.clone();
-        let checked = Snapshot::decode(&a.bytes).and_then(|snap| {
+        let checked = Snapshot::decode(&a.bytes).and_then(|mut snap| {
             let (_, before, _) = &a.blocks[0];
             let (_, first, commit) = &a.blocks[1];
-            verify_snapshot(&snap.chain, &chain_id, before, first, commit)?;
+            verify_snapshot(&mut snap.chain, &chain_id, before, first, commit)?;
             Ok(snap)
         });
         let snap = match checked {
