@@ -346,6 +346,12 @@ pub struct Workload {
     /// transaction writes a new key.
     #[serde(default)]
     pub keys: u32,
+    /// Closed-loop clients, as real load generators are (`tendr bench-rpc`): each node is sent
+    /// `txs_per_sec / nodes` at most, and never more than this many of its transactions are
+    /// uncommitted at once; a node whose clients wait gets nothing more until some commit.
+    /// 0: open loop (`txs_per_sec` whatever happens).
+    #[serde(default)]
+    pub window_per_node: u32,
 }
 
 fn default_tx_bytes() -> u32 {

@@ -538,7 +538,10 @@ pub struct World<A> {
     pub checker: Checker,
     pub trace: Trace,
     stats: Stats,
-    tx_submitted: BTreeMap<Hash, u64>,
+    /// Workload transactions not yet committed: submit time and the node sent to.
+    tx_submitted: BTreeMap<Hash, (u64, usize)>,
+    /// Per node: how many of `tx_submitted` were sent to it.
+    tx_pending: Vec<u32>,
     tx_latencies: Vec<(u64, u64)>,
     decisions: Vec<(u64, u64)>,
     /// The highest height any honest node decided.
@@ -648,6 +651,7 @@ impl<A: Application + 'static> World<A> {
             trace: Trace::new(),
             stats: Stats::default(),
             tx_submitted: BTreeMap::new(),
+            tx_pending: vec![],
             tx_latencies: vec![],
             decisions: vec![],
             highest_decided: 0,
@@ -1275,7 +1279,8 @@ impl<A: Application + 'static> World<A> {
                             self.decisions.push((now, h));
                         }
                         for tx in &block.txs {
-                            if let Some(t0) = self.tx_submitted.remove(&tendr_core::crypto::sha256(tx)) {
+                            if let Some((t0, to)) = self.tx_submitted.remove(&tendr_core::crypto::sha256(tx)) {
+                                self.tx_pending[to] -= 1;
                                 if self.cfg.timeline {
                                     self.tx_latencies.push((now, now - t0));
                                 }
@@ -1511,15 +1516,25 @@ impl<A: Application + 'static> World<A> {
             .filter(|&s| self.slots[s].byz.is_none() && self.slots[s].node.is_some())
             .collect();
         let mut out = Vec::new();
+        self.tx_pending.resize(self.slots.len(), 0);
         let next = self.workload.tick(&mut WorkloadCtx {
             now_ms: self.now(),
             rng: &mut self.tx_rng,
             nodes: &honest,
+            pending: &self.tx_pending,
             out: &mut out,
         });
         for (s, tx) in out {
-            self.tx_submitted.insert(tendr_core::crypto::sha256(&tx), self.now());
-            let _ = self.call(s, |n| n.submit_tx(tx).map(|_| ()));
+            let hash = tendr_core::crypto::sha256(&tx);
+            if self.tx_submitted.insert(hash, (self.now(), s)).is_none() {
+                self.tx_pending[s] += 1;
+            }
+            if self.call(s, |n| n.submit_tx(tx).map(|_| ())).is_err() {
+                // Refused (a full mempool): it will never commit, so it waits on nothing.
+                if self.tx_submitted.remove(&hash).is_some() {
+                    self.tx_pending[s] -= 1;
+                }
+            }
         }
         if let Some(at) = next {
             self.push(at.max(self.now() + 1), Ev::Tx);
