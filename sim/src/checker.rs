@@ -6,6 +6,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tendr_core::chain::verify_commit;
 use tendr_core::engine::WalEntry;
+use tendr_core::state_machine::State;
 use tendr_core::traits::SignatureVerifier;
 use tendr_core::*;
 
@@ -47,10 +48,16 @@ pub enum Invariant {
     /// An honest node that accepted two votes of one validator for one height, round and
     /// type with different values, both while at that height, reports the evidence.
     EvidenceReported,
+    /// An honest node's lock only moves forward within a height: lockedRound never decreases
+    /// and lockedValue changes only with it (L36-41 are the only rules that write them; L11-13
+    /// reset them at a new height). And validRound is never below lockedRound: L36-43 set both
+    /// at once and validRound only grows, so a restart must restore both from the consensus
+    /// log. Checked on the engine's state after every step (a white-box invariant).
+    LockKept,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 13] = [
+    pub const ALL: [Invariant; 14] = [
         Invariant::Agreement,
         Invariant::Validity,
         Invariant::CommitIntegrity,
@@ -64,6 +71,7 @@ impl Invariant {
         Invariant::ProposalFromProposer,
         Invariant::RoundJustified,
         Invariant::EvidenceReported,
+        Invariant::LockKept,
     ];
     pub fn name(&self) -> &'static str {
         match self {
@@ -80,6 +88,7 @@ impl Invariant {
             Invariant::ProposalFromProposer => "proposal-from-proposer",
             Invariant::RoundJustified => "round-justified",
             Invariant::EvidenceReported => "evidence-reported",
+            Invariant::LockKept => "lock-kept",
         }
     }
 }
@@ -135,6 +144,9 @@ pub struct Checker {
     /// Culprits convicted by verifiable evidence, from the wire or from the nodes.
     pub evidence: BTreeMap<Address, Evidence>,
     persisted: Vec<BTreeSet<(u64, u32, u8)>>,
+    /// Per node: the incarnation, height and lock last seen (for [`Invariant::LockKept`]; a
+    /// restart may legitimately lose a lock whose precommit was never persisted and sent).
+    locks: Vec<Option<LockSeen>>,
     /// Checks signatures in commits and evidence: the run's own verification mode.
     verifier: Box<dyn SignatureVerifier>,
     pub violations: Vec<Violation>,
@@ -146,6 +158,9 @@ pub struct Checker {
     pub decisions: u64,
     prune_below: u64,
 }
+
+/// A node's incarnation, height and lock (`(lockedRound, lockedValue)`) when last seen.
+type LockSeen = (u64, u64, Option<(Round, BlockId)>);
 
 fn kind_of(m: &Message) -> Option<(u64, u32, u8)> {
     match m {
@@ -184,6 +199,7 @@ impl Checker {
             votes: HashMap::default(),
             evidence: BTreeMap::new(),
             persisted: vec![BTreeSet::new(); slots],
+            locks: vec![None; slots],
             verifier,
             violations: vec![],
             fork_heights: BTreeSet::new(),
@@ -202,6 +218,41 @@ impl Checker {
                 detail,
             });
         }
+    }
+
+    /// An honest node's consensus state after a step, in its `incarnation` (see
+    /// [`Invariant::LockKept`]).
+    pub fn on_state(&mut self, slot: usize, incarnation: u64, state: &State, now: u64) {
+        let (h, locked) = (state.height.0, state.locked);
+        let round = |x: Option<(Round, BlockId)>| x.map_or(-1, |(r, _)| i64::from(r.0));
+        if round(state.valid) < round(locked) {
+            self.violate(
+                Invariant::LockKept,
+                now,
+                format!(
+                    "node {slot} at height {h}: validRound {} below lockedRound {}",
+                    round(state.valid),
+                    round(locked)
+                ),
+            );
+        }
+        if let Some((inc, last_h, last)) = self.locks[slot] {
+            let moved_back = round(locked) < round(last) || (round(locked) == round(last) && locked != last);
+            if inc == incarnation && last_h == h && moved_back {
+                self.violate(
+                    Invariant::LockKept,
+                    now,
+                    format!(
+                        "node {slot} at height {h}: lock {:?} became {:?} (lockedRound {} then {})",
+                        last.map(|l| l.1),
+                        locked.map(|l| l.1),
+                        round(last),
+                        round(locked)
+                    ),
+                );
+            }
+        }
+        self.locks[slot] = Some((incarnation, h, locked));
     }
 
     pub fn ok(&self) -> bool {

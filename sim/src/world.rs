@@ -1241,9 +1241,13 @@ impl<A: Application + 'static> World<A> {
     /// Reads what the node decided and reports it to the checker.
     fn observe(&mut self, slot: usize) {
         let now = self.now();
+        let (honest, inc) = (self.slots[slot].byz.is_none(), self.slots[slot].incarnation);
         let Some(node) = self.slots[slot].node.as_mut() else {
             return;
         };
+        if honest {
+            self.checker.on_state(slot, u64::from(inc), node.engine().state(), now);
+        }
         let events = node.drain_events();
         if events.is_empty() {
             // Nothing decided: only a broken invariant can end the run now.

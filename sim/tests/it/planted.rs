@@ -35,9 +35,11 @@ fn catches_from(bug: &str, start_seed: u64, verify: Option<VerifyMode>, expected
     assert_eq!(again.trace_hash, r.trace_hash, "the replay is the same run");
 }
 
+/// Never locking breaks agreement; `lock-kept` may see it first, when a lock restored from the
+/// consensus log after a restart is dropped.
 #[test]
 fn ignoring_the_lock_breaks_agreement() {
-    catches("ignore-lock", &[Invariant::Agreement]);
+    catches("ignore-lock", &[Invariant::Agreement, Invariant::LockKept]);
 }
 
 #[test]
@@ -81,10 +83,30 @@ fn fixed_timeouts_never_decide_over_slow_links() {
 }
 
 /// Without L42-43 a later round's proposer never re-proposes the value that had a polka, and
-/// validators locked on it prevote nil for every fresh value: the height never ends.
+/// validators locked on it prevote nil for every fresh value: the height never ends. The state
+/// check `lock-kept` sees it first (a lock with no validValue).
 #[test]
 fn forgetting_the_valid_value_stalls_liveness() {
-    catches("skip-valid-value", &[Invariant::Liveness]);
+    catches("skip-valid-value", &[Invariant::LockKept, Invariant::Liveness]);
+}
+
+/// A lock released on a nil polka (L44-46 with `lockedValue = nil`) breaks agreement only when
+/// a later proposer brings another value to the unlocked majority (beyond 1,000 seeds); the
+/// state check `lock-kept` sees the lock move back at the first nil polka after a lock.
+#[test]
+fn unlocking_on_a_nil_polka_moves_the_lock_back() {
+    catches("unlock-on-nil-polka", &[Invariant::LockKept, Invariant::Agreement]);
+}
+
+/// A restart that restores the lock but not validValue stalls a height only when the restarted
+/// proposer's re-proposal is the one the others need (beyond 1,000 seeds); `lock-kept` sees a
+/// restarted node locked with no validValue at once.
+#[test]
+fn a_restart_that_forgets_the_valid_value_is_caught() {
+    catches(
+        "restart-forgets-valid-value",
+        &[Invariant::LockKept, Invariant::Liveness],
+    );
 }
 
 /// Seeds draw links slower than the first timeouts once in twelve runs: fixed timeouts never
