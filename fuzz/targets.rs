@@ -325,6 +325,7 @@ pub fn seeds(files: &[(&str, Vec<u8>)]) -> Vec<(&'static str, Vec<u8>)> {
         public_key: k.public_key(),
         is_validator: true,
         advertise: "127.0.0.1:26656".parse().expect("address"),
+        validator: Some(tendr_net::wire::ValidatorProof::sign(&key(1), "fuzz", &k.public_key())),
     };
     let hello = tendr_net::wire::Hello::sign(&k, tendr_net::wire::Side::Dialer, &[7; 32], body);
     out.push(("handshake", tendr_net::wire::hello_frame(&hello).to_vec()));

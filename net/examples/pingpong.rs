@@ -17,6 +17,7 @@ fn cfg(seed: &[u8], seeds: Vec<std::net::SocketAddr>) -> NetConfig {
         is_validator: true,
         advertise: None,
         link_shaping: None,
+        validator_proof: None,
     }
 }
 

@@ -289,6 +289,7 @@ fn register(
         id,
         addr,
         is_validator: hello.body.is_validator,
+        validator: hello.validator(),
         outbound,
     };
     st.peers.insert(

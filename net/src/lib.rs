@@ -46,7 +46,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tendr_core::{Hash, Message, PeerId, PrivateKey};
+use tendr_core::{Address, Hash, Message, PeerId, PrivateKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wire::{HelloBody, PexEntry};
@@ -70,6 +70,10 @@ pub struct NetConfig {
     /// Test links: latency, jitter, loss, duplication and reordering added to what this node
     /// sends ([`shaping`]); `None` sends through the plain socket.
     pub link_shaping: Option<shaping::LinkShaping>,
+    /// The proof that this node runs for a validator ([`wire::ValidatorProof::sign`] with its
+    /// key), shown in the hello so that peers do not relay its own votes and proposals back
+    /// towards it; `None` for observers, or when the node key is the validator key.
+    pub validator_proof: Option<wire::ValidatorProof>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +82,8 @@ pub struct PeerInfo {
     /// Where the peer can be reached (its advertised address).
     pub addr: SocketAddr,
     pub is_validator: bool,
+    /// The validator it proved to run for (its votes and proposals are authored by it).
+    pub validator: Option<Address>,
     /// Whether we dialed it.
     pub outbound: bool,
 }
@@ -119,6 +125,8 @@ pub struct NetStats {
     pub queued_bytes: usize,
     /// Frames dropped because a peer's send queue was full.
     pub dropped_frames: u64,
+    /// Votes, proposals and evidence of others forwarded to peers (one per peer sent to).
+    pub relayed_frames: u64,
     /// Peers disconnected for misbehaviour (protocol errors, limits, penalties).
     pub peers_banned: u64,
     /// Messages waiting for the driver in the three inboxes (consensus, bulk, transactions).
@@ -182,6 +190,14 @@ pub(crate) struct Peer {
     requested: std::collections::VecDeque<tendr_core::Height>,
 }
 
+impl Peer {
+    /// Whether the peer has, or is directly linked to, the author `a` of a vote or proposal
+    /// (by node id, or by the validator a node proved to run for): it needs no relay of it.
+    fn linked_to(&self, a: Address) -> bool {
+        self.info.id == a || self.info.validator == Some(a) || self.neighbors.contains(&a)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct AddrEntry {
     id: Option<PeerId>,
@@ -207,6 +223,7 @@ pub(crate) struct State {
     dialing: HashSet<SocketAddr>,
     jitter: Jitter,
     dropped_frames: u64,
+    relayed_frames: u64,
     peers_banned: u64,
 }
 
@@ -393,6 +410,7 @@ impl Transport {
                 public_key: cfg.node_key.public_key(),
                 is_validator: cfg.is_validator,
                 advertise: cfg.advertise.unwrap_or(local),
+                validator: cfg.validator_proof,
             },
             key: cfg.node_key,
             max_peers: cfg.max_peers,
@@ -408,6 +426,7 @@ impl Transport {
                 dialing: HashSet::new(),
                 jitter: Jitter::new(seed ^ std::process::id() as u64),
                 dropped_frames: 0,
+                relayed_frames: 0,
                 peers_banned: 0,
             }),
             limits,
@@ -559,6 +578,7 @@ impl Shared {
             known_addrs: st.book.len(),
             queued_bytes: st.peers.values().map(|p| p.queued.load(Ordering::Relaxed)).sum(),
             dropped_frames: st.dropped_frames,
+            relayed_frames: st.relayed_frames,
             peers_banned: st.peers_banned,
             inbox_queued: [&self.incoming, &self.bulk_inbox, &self.tx_inbox]
                 .iter()
@@ -664,6 +684,7 @@ impl Shared {
         if !st.relayed.insert(digest, Instant::now()) {
             return; // relayed already: a copy of it came back, or its author re-broadcast it
         }
+        st.relayed_frames += targets.len() as u64;
         for id in targets {
             self.enqueue(&mut st, &id, &frame, false);
         }
@@ -678,7 +699,7 @@ impl Shared {
             .peers
             .values()
             .filter(|p| p.info.id != from)
-            .filter(|p| author.is_none_or(|a| p.info.id != a && !p.neighbors.contains(&a)))
+            .filter(|p| author.is_none_or(|a| !p.linked_to(a)))
             .map(|p| p.info.id)
             .collect()
     }
@@ -718,6 +739,7 @@ impl Shared {
                 id: p.info.id,
                 addr: p.info.addr,
                 is_validator: p.info.is_validator,
+                validator: p.info.validator,
             })
             .collect()
     }
@@ -755,7 +777,13 @@ impl Shared {
             }
         }
         if let Some(p) = st.peers.get_mut(&from) {
-            p.neighbors = entries.into_iter().map(|e| e.id).collect();
+            // Node ids and the validators they run for: a relay skips a peer linked to the
+            // author either way.
+            p.neighbors = entries
+                .into_iter()
+                .flat_map(|e| [Some(e.id), e.validator])
+                .flatten()
+                .collect();
         }
     }
 

@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use tendr_core::codec::{decode_bounded, decode_message, encode, encode_message};
 use tendr_core::crypto::{sha256, verify};
 use tendr_core::limits::{MAX_CHAIN_ID_BYTES, MAX_MESSAGE_BYTES};
-use tendr_core::{Hash, Message, PeerId, PrivateKey, PublicKey, Signature};
+use tendr_core::{Address, Hash, Message, PeerId, PrivateKey, PublicKey, Signature};
 
 /// Version of this wire format; peers speaking another one are refused. 2: hashes and
 /// addresses are length-prefixed byte strings; transaction digests are their SHA-256.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest frame body (tag included).
 pub const MAX_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + 1;
 /// Consensus messages larger than this go through the short bulk queue to the driver.
@@ -32,6 +32,7 @@ pub const TAG_PEERS: u8 = 1;
 pub const TAG_HELLO: u8 = 2;
 
 const HELLO_DOMAIN: &[u8] = b"tendr/net/hello/v1";
+const VALIDATOR_PROOF_DOMAIN: &[u8] = b"tendr/net/validator-node/v1";
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-tendr-net-v1";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +94,53 @@ pub struct PexEntry {
     pub id: PeerId,
     pub addr: SocketAddr,
     pub is_validator: bool,
+    /// The validator whose node it proved to be (its [`ValidatorProof`]), if any.
+    pub validator: Option<Address>,
+}
+
+/// A validator's signed statement that a node key is its node's. Peers then recognise the
+/// validator's votes and proposals as authored by that connection, and relays skip it and
+/// the peers directly connected to it (without it, a vote crossed a full mesh once per peer).
+/// Signed with the validator key under its own domain, never a vote's; static: the hello,
+/// signed with the node key over each TLS session, carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorProof {
+    pub public_key: PublicKey,
+    pub signature: Signature,
+}
+
+fn validator_proof_bytes(chain_id: &str, node: &PublicKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(VALIDATOR_PROOF_DOMAIN);
+    out.push(0);
+    out.extend_from_slice(&encode(&(chain_id, node)));
+    out
+}
+
+impl ValidatorProof {
+    /// `validator` states that `node` is its node on `chain_id`.
+    pub fn sign(validator: &PrivateKey, chain_id: &str, node: &PublicKey) -> ValidatorProof {
+        ValidatorProof {
+            public_key: validator.public_key(),
+            signature: validator.sign(&validator_proof_bytes(chain_id, node)),
+        }
+    }
+
+    /// The validator's address, when the proof names `node` on `chain_id` and verifies.
+    pub fn verify(&self, chain_id: &str, node: &PublicKey) -> Result<Address, String> {
+        let addr = self.public_key.address();
+        let vk = self
+            .public_key
+            .verifying_key()
+            .map_err(|e| format!("claimed validator {addr}: {e}"))?;
+        verify(&vk, &validator_proof_bytes(chain_id, node), &self.signature).map_err(|e| {
+            format!(
+                "claimed validator {addr}: its proof for this node key does not verify ({e}); \
+                 the peer does not hold that validator key"
+            )
+        })?;
+        Ok(addr)
+    }
 }
 
 /// What a node says about itself when a connection opens.
@@ -103,6 +151,8 @@ pub struct HelloBody {
     pub public_key: PublicKey,
     pub is_validator: bool,
     pub advertise: SocketAddr,
+    /// The validator this node runs for, proven ([`ValidatorProof`]).
+    pub validator: Option<ValidatorProof>,
 }
 
 /// The hello: its body and a node-key signature binding it to this TLS session.
@@ -147,7 +197,8 @@ impl Hello {
         Hello { body, signature }
     }
 
-    /// Checks the signature of a hello sent by the `side` end of the session with `exporter`.
+    /// Checks the signature of a hello sent by the `side` end of the session with `exporter`,
+    /// and the validator proof it carries.
     pub fn verify(&self, side: Side, exporter: &[u8; 32]) -> Result<PeerId, String> {
         let id = self.body.public_key.address();
         let vk = self
@@ -161,7 +212,17 @@ impl Hello {
                  the peer does not hold that node key"
             )
         })?;
+        if let Some(proof) = &self.body.validator {
+            proof
+                .verify(&self.body.chain_id, &self.body.public_key)
+                .map_err(|e| format!("peer {id}: {e}"))?;
+        }
         Ok(id)
+    }
+
+    /// The validator the peer proved to run for (call after [`Hello::verify`]).
+    pub fn validator(&self) -> Option<Address> {
+        self.body.validator.as_ref().map(|p| p.public_key.address())
     }
 }
 
@@ -388,6 +449,7 @@ mod tests {
             public_key: k.public_key(),
             is_validator: true,
             advertise: "127.0.0.1:1".parse().unwrap(),
+            validator: None,
         };
         let h = Hello::sign(&k, Side::Dialer, &[7; 32], body);
         assert_eq!(h.verify(Side::Dialer, &[7; 32]), Ok(k.address()));
@@ -397,5 +459,43 @@ mod tests {
         let f = hello_frame_with_version(&h, other);
         assert_eq!(decode_frame(&f[4..]), Err(WireError::Version { got: other }));
         assert_eq!(decode_frame(&hello_frame(&h)[4..]), Ok(Frame::Hello(h)));
+    }
+
+    /// A hello names the validator its node runs for only with the validator key's proof for
+    /// that node key and chain; any other proof refuses the hello.
+    #[test]
+    fn a_validator_proof_binds_validator_node_and_chain() {
+        let (node, val, other) = (
+            PrivateKey::from_seed(b"n"),
+            PrivateKey::from_seed(b"v"),
+            PrivateKey::from_seed(b"o"),
+        );
+        let hello = |proof: Option<ValidatorProof>| {
+            let body = HelloBody {
+                chain_id: "c".into(),
+                genesis_hash: Hash([1; 32]),
+                public_key: node.public_key(),
+                is_validator: true,
+                advertise: "127.0.0.1:1".parse().unwrap(),
+                validator: proof,
+            };
+            Hello::sign(&node, Side::Dialer, &[7; 32], body)
+        };
+        let good = hello(Some(ValidatorProof::sign(&val, "c", &node.public_key())));
+        assert_eq!(good.verify(Side::Dialer, &[7; 32]), Ok(node.address()));
+        assert_eq!(good.validator(), Some(val.address()));
+        assert_eq!(hello(None).validator(), None);
+        let forged = [
+            ValidatorProof::sign(&val, "c", &other.public_key()), // for another node
+            ValidatorProof::sign(&val, "d", &node.public_key()),  // for another chain
+            ValidatorProof {
+                public_key: val.public_key(), // signed by someone else
+                ..ValidatorProof::sign(&other, "c", &node.public_key())
+            },
+        ];
+        for proof in forged {
+            let e = hello(Some(proof)).verify(Side::Dialer, &[7; 32]).unwrap_err();
+            assert!(e.contains("does not verify"), "{e}");
+        }
     }
 }

@@ -59,6 +59,7 @@ pub async fn probe_seeds(cfg: &Config, genesis: &LoadedGenesis) -> CliResult<()>
         is_validator: false,
         advertise: None,
         link_shaping: None,
+        validator_proof: None,
     })
     .await;
     let Ok((transport, _incoming)) = started else {

@@ -764,6 +764,11 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
         is_validator: setup.cfg.file.is_validator,
         advertise: setup.cfg.advertise,
         link_shaping: setup.cfg.file.link_shaping.clone(),
+        validator_proof: setup
+            .validator_key
+            .as_ref()
+            .filter(|k| k.address() != setup.node_key.address())
+            .map(|k| tendr_net::wire::ValidatorProof::sign(k, &chain_id, &setup.node_key.public_key())),
     })
     .await
     .map_err(|e| net_start_error(&setup.cfg.path, e))?;

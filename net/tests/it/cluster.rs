@@ -72,6 +72,9 @@ pub struct Spec {
     pub max_peers: usize,
     /// Latency, loss, ... added to what this node sends (benchmarks).
     pub link_shaping: Option<tendr_net::shaping::LinkShaping>,
+    /// Whether a node whose node key is not its validator key shows the validator's proof
+    /// in its hello (as real nodes do).
+    pub prove_validator: bool,
 }
 
 impl Spec {
@@ -89,6 +92,7 @@ impl Spec {
             store: MemStore::default(),
             max_peers: 32,
             link_shaping: None,
+            prove_validator: true,
         }
     }
 }
@@ -126,6 +130,11 @@ pub async fn start(spec: Spec, on_event: Option<OnEvent>) -> TestNode {
         is_validator: spec.validator_key.is_some(),
         advertise: None,
         link_shaping: spec.link_shaping.clone(),
+        validator_proof: spec
+            .validator_key
+            .as_ref()
+            .filter(|k| spec.prove_validator && k.address() != spec.node_key.address())
+            .map(|k| tendr_net::wire::ValidatorProof::sign(k, &spec.genesis.chain_id, &spec.node_key.public_key())),
     };
     let (transport, incoming) = start_transport(cfg, spec.limits).await;
     let net = transport.handle();

@@ -152,6 +152,52 @@ async fn votes_are_relayed_when_the_mesh_is_not_full() {
     }
 }
 
+/// Four validators whose node keys are not their validator keys (as `tendr init` makes them),
+/// in a full mesh: with each node's proof of the validator it runs for in its hello, peers
+/// recognise every vote's and proposal's author as a direct peer and relay nothing; without
+/// it, each node relayed every message of the others to its two other peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mesh_relays_nothing_once_validators_prove_their_nodes() {
+    init_tracing();
+    let keys = keys(4);
+    let g = genesis(CHAIN, &keys);
+    let mut relayed = vec![];
+    for prove in [true, false] {
+        let spec = |i: usize, seeds| {
+            let mut s = Spec::validator(&keys[i], &g, seeds);
+            s.node_key = tendr_core::PrivateKey::from_seed(format!("node-key-{i}").as_bytes());
+            s.prove_validator = prove;
+            s
+        };
+        let first = start(spec(0, vec![]), None).await;
+        let seed = first.addr;
+        let mut nodes = vec![first];
+        for i in 1..4 {
+            nodes.push(start(spec(i, vec![seed]), None).await);
+        }
+        wait_for("a full mesh and 5 heights", 30, || {
+            nodes.iter().all(|n| n.net.peers().len() == 3 && n.height() >= 5)
+        })
+        .await;
+        // Peer exchange tells each node its peers' links; then count over 20 heights.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let count = |nodes: &[TestNode]| nodes.iter().map(|n| n.net.stats().relayed_frames).sum::<u64>();
+        let (before, h) = (count(&nodes), nodes.iter().map(|n| n.height()).max().unwrap());
+        wait_for("20 more heights", 60, || nodes.iter().all(|n| n.height() >= h + 20)).await;
+        relayed.push(count(&nodes) - before);
+        for n in nodes {
+            n.stop().await;
+        }
+    }
+    let (with, without) = (relayed[0], relayed[1]);
+    println!("relays over 20 heights in a full mesh of 4: {with} with proofs, {without} without");
+    assert_eq!(with, 0, "relays in a full mesh of proven validators");
+    assert!(
+        without >= 20 * 4,
+        "without proofs every message was relayed: {without} relays"
+    );
+}
+
 /// Two nodes that dial each other at the same moment end up with one connection, the same
 /// one on both ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,6 +215,7 @@ async fn simultaneous_dials_leave_one_connection_chosen_deterministically() {
         is_validator: true,
         advertise: None,
         link_shaping: None,
+        validator_proof: None,
     };
     for _ in 0..3 {
         // Free ports chosen now, so that each node knows the other's address before either runs.

@@ -57,6 +57,7 @@ async fn wrong_genesis_chain_identity_or_version_is_refused_with_the_reason() {
         is_validator: true,
         advertise: None,
         link_shaping: None,
+        validator_proof: None,
     };
     let (t, _rx) = Transport::start_with(cfg, test_limits()).await.unwrap();
     // The refused node learns why from the close code, not from a log line (`join` relies
@@ -116,6 +117,7 @@ async fn a_shut_down_transport_frees_its_port_for_a_restart() {
         is_validator: false,
         advertise: None,
         link_shaping: None,
+        validator_proof: None,
     };
     let (t, _rx) = Transport::start(cfg(loopback())).await.unwrap();
     let addr = t.local_addr();
@@ -157,6 +159,7 @@ async fn our_own_address_in_the_seeds_is_dialled_once() {
         is_validator: true,
         advertise: None,
         link_shaping: None,
+        validator_proof: None,
     };
     let (t, _rx) = Transport::start_with(cfg, test_limits()).await.unwrap();
     wait_for("the node to recognise its own address", 20, || t.stats().own_addrs == 1).await;

@@ -47,6 +47,7 @@ impl Rogue {
             public_key: self.claimed,
             is_validator: false,
             advertise: self.endpoint.local_addr().unwrap(),
+            validator: None,
         };
         let hello = Hello::sign(&self.key, Side::Dialer, &exporter, body);
         // A refused peer may be closed before its hello stream opens (a banned address).
