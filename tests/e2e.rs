@@ -1380,7 +1380,7 @@ fn a_new_node_state_syncs_past_pruned_blocks() {
     let cfg1 = out.join("node1/tendermint_config.json").to_string_lossy().into_owned();
     with_fields(&cfg1, r#""snapshot_interval": 20, "retain_blocks": 30"#);
     spawn(&mut s, 1, &["start", "--config", &cfg1]);
-    wait_for(&s, "first blocks", 60, || {
+    let early = wait_for(&s, "first blocks", 60, || {
         status(port).filter(|st| st.latest_height >= 2)
     });
     ok(&["tx", "early=before-the-pruned-heights", "--config", &cfg1, "--wait"]);
@@ -1412,6 +1412,37 @@ fn a_new_node_state_syncs_past_pruned_blocks() {
             "nobody banned anybody: {}",
             s.full_logs()
         );
+    }
+
+    // A trusted block older than every snapshot offered proves none of them: the node says
+    // so, and which height to trust instead.
+    {
+        let p4 = port + 4;
+        let cfg4 = observer_config(&s.dir, "node4", p4, &[port]);
+        let genesis = out.join("node1/genesis.json").to_string_lossy().into_owned();
+        let (h, id) = (early.latest_height.to_string(), early.latest_block_id.clone().unwrap());
+        let args = [
+            "join",
+            "--config",
+            &cfg4,
+            "--genesis",
+            &genesis,
+            "--trust-height",
+            &h,
+            "--trust-hash",
+            &id,
+        ];
+        spawn(&mut s, 4, &args);
+        let told = wait_for(&s, "the advice to trust a newer block", 30, || {
+            status(p4).filter(|st| {
+                st.sync
+                    .state_sync
+                    .as_deref()
+                    .is_some_and(|x| x.contains("newer trusted block"))
+            })
+        });
+        assert_eq!(told.latest_height, 0, "{told:?}");
+        s.kill(4);
     }
 
     // A node with a wrong trust hash restores nothing (every snapshot fails the check).

@@ -51,8 +51,13 @@ pub struct TrustAnchor {
 /// Where state sync stands (for status, logs and metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateSyncPhase {
-    /// Asking peers for snapshots; `offers` suitable ones heard so far.
-    Discovering { offers: usize },
+    /// Asking peers for snapshots; `offers` suitable ones heard so far. `newer_than_trust`:
+    /// the lowest snapshot offered above the trusted height, useless here (the trust anchor
+    /// proves only snapshots at or below it): the operator needs a newer trusted block.
+    Discovering {
+        offers: usize,
+        newer_than_trust: Option<Height>,
+    },
     /// Fetching the snapshot of `height`: blocks checked so far of those needed, chunks held
     /// of all.
     Fetching {
@@ -118,6 +123,8 @@ pub struct StateSync {
     last_ask: Option<TimeMs>,
     first_offer: Option<TimeMs>,
     offers: BTreeMap<PeerId, Offer>,
+    /// The lowest snapshot height offered above the trusted height.
+    newer_than_trust: Option<Height>,
     dropped: BTreeSet<PeerId>,
     fetch: Option<Fetch>,
     done: Option<Height>,
@@ -133,6 +140,7 @@ impl StateSync {
             last_ask: None,
             first_offer: None,
             offers: BTreeMap::new(),
+            newer_than_trust: None,
             dropped: BTreeSet::new(),
             fetch: None,
             done: None,
@@ -161,6 +169,7 @@ impl StateSync {
         match &self.fetch {
             None => StateSyncPhase::Discovering {
                 offers: self.offers.len(),
+                newer_than_trust: self.newer_than_trust,
             },
             Some(f) => StateSyncPhase::Fetching {
                 height: f.height,
@@ -308,6 +317,9 @@ impl StateSync {
         }
         if size == 0 || size > MAX_SNAPSHOT_BYTES {
             return Verdict::Ok; // not usable here, not necessarily false
+        }
+        if height > self.anchor.height && self.newer_than_trust.is_none_or(|h| height < h) {
+            self.newer_than_trust = Some(height);
         }
         let usable = height > self.own && height <= self.anchor.height && height.0 >= 2;
         let close = self.anchor.height.0 - height.0.min(self.anchor.height.0) <= MAX_TRUST_GAP;
@@ -675,6 +687,30 @@ mod tests {
         let mut decoded = crate::traits::Snapshot::decode(&a.bytes).unwrap();
         let e = verify_snapshot(&mut decoded.chain, "c", &a.blocks[0].1, &a.blocks[1].1, &a.blocks[1].2).unwrap_err();
         assert!(e.contains("app hash"), "{e}");
+    }
+
+    /// Snapshots newer than the trusted height cannot be proven by it: discovery says so, with
+    /// the lowest such height, so the operator can take a newer trusted block.
+    #[test]
+    fn snapshots_above_the_trusted_height_are_named_not_used() {
+        let (blocks, _) = chain(12);
+        let anchor = TrustAnchor {
+            height: Height(5),
+            block_id: blocks[4].0.id(),
+        };
+        let mut ss = StateSync::new(anchor, Height(1), 100);
+        ss.tick(TimeMs(0));
+        ss.on_offer(TimeMs(0), peer(1), Height(10), Hash([1; 32]), 10);
+        ss.on_offer(TimeMs(0), peer(2), Height(8), Hash([2; 32]), 10);
+        let discovering = |n| StateSyncPhase::Discovering {
+            offers: n,
+            newer_than_trust: Some(Height(8)),
+        };
+        assert_eq!(ss.phase(), discovering(0));
+        let out = ss.tick(TimeMs(500));
+        assert!(out.iter().all(|(to, _)| to.is_none()), "nothing fetched: {out:?}");
+        ss.on_offer(TimeMs(500), peer(3), Height(4), Hash([3; 32]), 10);
+        assert_eq!(ss.phase(), discovering(1), "a usable offer counts");
     }
 
     #[test]

@@ -606,10 +606,20 @@ fn sync_view(v: &dyn NodeView) -> SyncView {
     let e = v.engine();
     let progress = e.sync_progress();
     let (mode, state_sync) = match v.state_sync() {
-        Some(StateSyncPhase::Discovering { offers }) => (
-            "state sync",
-            Some(format!("looking for a snapshot ({offers} suitable offers)")),
-        ),
+        Some(StateSyncPhase::Discovering {
+            offers,
+            newer_than_trust,
+        }) => {
+            let mut text = format!("looking for a snapshot ({offers} suitable offers)");
+            if let (0, Some(h)) = (offers, newer_than_trust) {
+                text += &format!(
+                    "; peers offer snapshots from height {h} only, above the trusted height, which \
+                     can prove only older ones: restart with a newer trusted block (`--trust-height` \
+                     and `--trust-hash` from a node you trust, at or above {h})"
+                );
+            }
+            ("state sync", Some(text))
+        }
         Some(StateSyncPhase::Fetching {
             height,
             blocks,
