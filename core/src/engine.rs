@@ -1481,3 +1481,35 @@ impl Engine {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_round_timeouts_grow_by_their_delta_each_round_and_the_others_do_not() {
+        let t = TimeoutConfig {
+            propose_ms: 3000,
+            propose_delta_ms: 500,
+            prevote_ms: 1000,
+            prevote_delta_ms: 300,
+            precommit_ms: 2000,
+            precommit_delta_ms: 700,
+            commit_ms: 900,
+            rebroadcast_ms: 1500,
+            sync_retry_ms: 400,
+        };
+        let at = |kind, round| t.duration_ms(kind, Round(round));
+        assert_eq!((at(TimeoutKind::Propose, 0), at(TimeoutKind::Propose, 2)), (3000, 4000));
+        assert_eq!((at(TimeoutKind::Prevote, 0), at(TimeoutKind::Prevote, 2)), (1000, 1600));
+        assert_eq!(
+            (at(TimeoutKind::Precommit, 0), at(TimeoutKind::Precommit, 2)),
+            (2000, 3400)
+        );
+        for round in [0, 2] {
+            assert_eq!(at(TimeoutKind::Commit, round), 900);
+            assert_eq!(at(TimeoutKind::Rebroadcast, round), 1500);
+            assert_eq!(at(TimeoutKind::StateSync, round), 400);
+        }
+    }
+}
