@@ -495,7 +495,7 @@ mod tests {
             Err(format!("signer {} is not a validator", stranger.address()))
         );
         let mut forged = commit(&ks[..3], Height(1), id);
-        forged.signatures[1].signature = forged.signatures[0].signature.clone();
+        forged.signatures[1].signature = forged.signatures[0].signature;
         assert!(verify(&forged).is_err(), "a signature of another member");
         assert!(
             verify_commit(
