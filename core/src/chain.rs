@@ -311,3 +311,323 @@ pub fn verify_commit(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::PrivateKey;
+    use crate::traits::CachingVerifier;
+
+    fn keys() -> Vec<PrivateKey> {
+        (0..4u32).map(|i| PrivateKey::from_seed(&i.to_be_bytes())).collect()
+    }
+
+    /// Four validators of power 1, genesis at time 100.
+    fn genesis(ks: &[PrivateKey]) -> ChainState {
+        let vs = ValidatorSet::new(ks.iter().map(|k| (k.public_key(), VotingPower(1))).collect()).unwrap();
+        ChainState::genesis("c", vs, Hash([9; 32]), TimeMs(100))
+    }
+
+    /// A block of `c`'s next height from its first proposer, at `now`, with `c`'s last commit.
+    fn block(c: &ChainState, now: u64) -> Block {
+        BlockData {
+            header: c.new_header(c.proposer(Round(0)), TimeMs(now), &[b"tx".to_vec()]),
+            txs: vec![b"tx".to_vec()],
+            last_commit: c.last_commit.clone(),
+        }
+        .into()
+    }
+
+    /// Precommits of `signers` for `id` at `height`, round 0.
+    fn commit(signers: &[PrivateKey], height: Height, id: BlockId) -> Commit {
+        let bytes = vote_sign_bytes("c", VoteType::Precommit, height, Round(0), Some(id));
+        Commit {
+            height,
+            round: Round(0),
+            block_id: id,
+            signatures: signers
+                .iter()
+                .map(|k| CommitSig {
+                    validator: k.address(),
+                    signature: k.sign(&bytes),
+                })
+                .collect(),
+        }
+    }
+
+    /// The chain state at height 2: block 1 decided at time 1,000 by three of four.
+    fn at_height_2(ks: &[PrivateKey]) -> ChainState {
+        let mut c = genesis(ks);
+        let b = block(&c, 1_000);
+        c.advance(&b, &commit(&ks[..3], Height(1), b.id()), Hash([1; 32]), &[]);
+        c
+    }
+
+    /// `b` with its header changed by `f` (the body stays, so only the header's checks differ).
+    fn with_header(b: &Block, f: impl FnOnce(&mut Header)) -> Block {
+        let mut data: BlockData = (**b).clone();
+        f(&mut data.header);
+        data.into()
+    }
+
+    /// `b` with `last_commit` as its last commit (and the header hash that names it).
+    fn with_last_commit(b: &Block, last_commit: Option<Commit>) -> Block {
+        let mut data: BlockData = (**b).clone();
+        data.header.last_commit_hash = commit_hash(&last_commit);
+        data.last_commit = last_commit;
+        data.into()
+    }
+
+    fn check(c: &ChainState, b: &Block) -> Result<(), BlockError> {
+        c.check_block(b, &mut CachingVerifier::new())
+    }
+
+    #[test]
+    fn a_block_built_on_the_chain_state_passes_its_checks_at_genesis_and_after() {
+        let ks = keys();
+        let c = genesis(&ks);
+        assert_eq!(check(&c, &block(&c, 500)), Ok(()));
+        let c = at_height_2(&ks);
+        assert_eq!(check(&c, &block(&c, 2_000)), Ok(()));
+    }
+
+    #[test]
+    fn check_block_refuses_a_header_that_does_not_follow_the_chain() {
+        let ks = keys();
+        let c = at_height_2(&ks);
+        let good = block(&c, 2_000);
+        let bad = |f: fn(&mut Header)| check(&c, &with_header(&good, f));
+        assert!(matches!(
+            bad(|h| h.chain_id = "other".into()),
+            Err(BlockError::WrongChain { .. })
+        ));
+        assert!(matches!(
+            bad(|h| h.height = Height(3)),
+            Err(BlockError::WrongHeight { .. })
+        ));
+        assert_eq!(bad(|h| h.prev_block_id = None), Err(BlockError::WrongPrevious));
+        assert_eq!(
+            bad(|h| h.prev_block_id = Some(Hash([5; 32]))),
+            Err(BlockError::WrongPrevious)
+        );
+        assert_eq!(
+            bad(|h| h.time = TimeMs(1_000)),
+            Err(BlockError::TimeNotMonotonic {
+                prev: TimeMs(1_000),
+                got: TimeMs(1_000)
+            }),
+            "a block's time is strictly after the last block's"
+        );
+        assert_eq!(
+            check(&c, &with_header(&good, |h| h.time = TimeMs(1_001))),
+            Ok(()),
+            "one millisecond later is enough"
+        );
+        assert_eq!(
+            bad(|h| h.validators_hash = Hash([5; 32])),
+            Err(BlockError::WrongValidators)
+        );
+        assert_eq!(bad(|h| h.app_hash = Hash([5; 32])), Err(BlockError::WrongAppHash));
+        assert_eq!(bad(|h| h.txs_hash = Hash([5; 32])), Err(BlockError::WrongTxsHash));
+        assert_eq!(
+            bad(|h| h.proposer = Address([5; 20])),
+            Err(BlockError::UnknownProposer(Address([5; 20])))
+        );
+    }
+
+    #[test]
+    fn check_block_wants_a_valid_last_commit_for_the_last_block_exactly_past_genesis() {
+        let ks = keys();
+        let g = genesis(&ks);
+        let c = at_height_2(&ks);
+        let good = block(&c, 2_000);
+        let (last_id, _) = c.last_block.unwrap();
+        let not_for_last = Err(BlockError::BadLastCommit("not for the last decided block".into()));
+        // Well signed, for another block of height 1, or for the last block at another height.
+        let other_block = commit(&ks[..3], Height(1), Hash([5; 32]));
+        assert_eq!(check(&c, &with_last_commit(&good, Some(other_block))), not_for_last);
+        let other_height = commit(&ks[..3], Height(2), last_id);
+        assert_eq!(check(&c, &with_last_commit(&good, Some(other_height))), not_for_last);
+        // Two of four signers are not +2/3.
+        let weak = commit(&ks[..2], Height(1), last_id);
+        assert!(matches!(
+            check(&c, &with_last_commit(&good, Some(weak))),
+            Err(BlockError::BadLastCommit(_))
+        ));
+        // None past genesis; one at genesis.
+        assert_eq!(
+            check(&c, &with_last_commit(&good, None)),
+            Err(BlockError::BadLastCommit("missing or unexpected".into()))
+        );
+        let first = block(&g, 500);
+        let commit_at_genesis = commit(&ks[..3], Height(1), last_id);
+        assert_eq!(
+            check(&g, &with_last_commit(&first, Some(commit_at_genesis))),
+            Err(BlockError::BadLastCommit("missing or unexpected".into()))
+        );
+    }
+
+    #[test]
+    fn a_commit_needs_more_than_two_thirds_of_the_power_from_distinct_members_with_valid_signatures() {
+        let ks = keys();
+        let vs = genesis(&ks).validators;
+        let id = Hash([7; 32]);
+        let verify = |c: &Commit| verify_commit("c", &vs, c, &mut CachingVerifier::new());
+        assert_eq!(verify(&commit(&ks[..3], Height(1), id)), Ok(()));
+        assert_eq!(verify(&commit(&ks, Height(1), id)), Ok(()), "everyone signed");
+        assert_eq!(
+            verify(&commit(&ks[..2], Height(1), id)),
+            Err("signers hold 2 of 4 voting power; more than 2/3 needed".into())
+        );
+        let twice = commit(
+            &[ks[0].clone(), ks[1].clone(), ks[2].clone(), ks[2].clone()],
+            Height(1),
+            id,
+        );
+        assert_eq!(verify(&twice), Err(format!("signer {} appears twice", ks[2].address())));
+        let mut too_many = commit(&ks, Height(1), id);
+        too_many.signatures.push(too_many.signatures[0].clone());
+        assert_eq!(verify(&too_many), Err("5 signatures for 4 validators".into()));
+        let stranger = PrivateKey::from_seed(b"stranger");
+        let with_stranger = commit(&[ks[0].clone(), ks[1].clone(), stranger.clone()], Height(1), id);
+        assert_eq!(
+            verify(&with_stranger),
+            Err(format!("signer {} is not a validator", stranger.address()))
+        );
+        let mut forged = commit(&ks[..3], Height(1), id);
+        forged.signatures[1].signature = forged.signatures[0].signature;
+        assert!(verify(&forged).is_err(), "a signature of another member");
+        assert!(
+            verify_commit(
+                "other",
+                &vs,
+                &commit(&ks[..3], Height(1), id),
+                &mut CachingVerifier::new()
+            )
+            .is_err(),
+            "signed for another chain"
+        );
+    }
+
+    #[test]
+    fn a_body_is_checked_against_its_header_and_the_size_limits() {
+        use crate::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
+        let ks = keys();
+        let c = genesis(&ks);
+        let with_txs = |txs: Vec<Vec<u8>>| -> Block {
+            BlockData {
+                header: c.new_header(ks[0].address(), TimeMs(500), &txs),
+                txs,
+                last_commit: None,
+            }
+            .into()
+        };
+        assert_eq!(
+            check_body(&with_txs(vec![vec![]; MAX_BLOCK_TXS])),
+            Ok(()),
+            "as many txs as allowed"
+        );
+        assert_eq!(
+            check_body(&with_txs(vec![vec![]; MAX_BLOCK_TXS + 1])),
+            Err(BlockError::TooLarge(MAX_BLOCK_TXS + 1, 0))
+        );
+        assert_eq!(
+            check_body(&with_txs(vec![vec![0; MAX_BLOCK_BYTES]])),
+            Ok(()),
+            "as many bytes as allowed"
+        );
+        assert_eq!(
+            check_body(&with_txs(vec![vec![0; MAX_BLOCK_BYTES + 1]])),
+            Err(BlockError::TooLarge(1, MAX_BLOCK_BYTES + 1))
+        );
+        let good = with_txs(vec![b"a".to_vec()]);
+        let mut other_txs: BlockData = (*good).clone();
+        other_txs.txs = vec![b"b".to_vec()];
+        assert_eq!(check_body(&other_txs.into()), Err(BlockError::WrongTxsHash));
+        let mut other_commit: BlockData = (*good).clone();
+        other_commit.last_commit = Some(commit(&ks[..3], Height(1), Hash([7; 32])));
+        assert_eq!(check_body(&other_commit.into()), Err(BlockError::WrongLastCommitHash));
+    }
+
+    #[test]
+    fn a_new_header_is_strictly_later_than_the_last_block_even_when_the_clock_is_behind() {
+        let ks = keys();
+        let g = genesis(&ks);
+        assert_eq!(
+            g.new_header(ks[0].address(), TimeMs(5), &[]).time,
+            TimeMs(100),
+            "not before genesis"
+        );
+        assert_eq!(g.new_header(ks[0].address(), TimeMs(300), &[]).time, TimeMs(300));
+        let c = at_height_2(&ks);
+        assert_eq!(c.new_header(ks[0].address(), TimeMs(5), &[]).time, TimeMs(1_001));
+        assert_eq!(c.new_header(ks[0].address(), TimeMs(1_000), &[]).time, TimeMs(1_001));
+        assert_eq!(c.new_header(ks[0].address(), TimeMs(3_000), &[]).time, TimeMs(3_000));
+    }
+
+    #[test]
+    fn a_chain_state_survives_encoding_at_genesis_and_after() {
+        let ks = keys();
+        for c in [genesis(&ks), at_height_2(&ks)] {
+            let bytes = c.encode();
+            let back = ChainState::decode(&bytes).unwrap();
+            assert_eq!(back.encode(), bytes);
+            assert_eq!(
+                (back.height, back.last_block, back.app_hash),
+                (c.height, c.last_block, c.app_hash)
+            );
+        }
+    }
+
+    #[test]
+    fn decode_refuses_a_chain_state_whose_last_block_commit_and_set_do_not_go_together() {
+        let ks = keys();
+        let refused = |c: ChainState| ChainState::decode(&c.encode()).err();
+        let c = at_height_2(&ks);
+        // Past height 1, each of the three is needed.
+        assert!(refused(ChainState {
+            last_block: None,
+            ..c.clone()
+        })
+        .is_some());
+        assert!(refused(ChainState {
+            last_commit: None,
+            ..c.clone()
+        })
+        .is_some());
+        assert!(refused(ChainState {
+            last_validators: None,
+            ..c.clone()
+        })
+        .is_some());
+        // Height 0 does not exist; height 1 has no last block.
+        assert!(refused(ChainState {
+            height: Height(0),
+            ..genesis(&ks)
+        })
+        .is_some());
+        assert!(refused(ChainState {
+            height: Height(1),
+            ..c.clone()
+        })
+        .is_some());
+        // The last commit is for the last block, one height down.
+        let (last_id, _) = c.last_block.unwrap();
+        let wrong_block = commit(&ks[..3], Height(1), Hash([5; 32]));
+        assert_eq!(
+            refused(ChainState {
+                last_commit: Some(wrong_block),
+                ..c.clone()
+            }),
+            Some("the last commit is not for the last block".into())
+        );
+        let wrong_height = commit(&ks[..3], Height(2), last_id);
+        assert_eq!(
+            refused(ChainState {
+                last_commit: Some(wrong_height),
+                ..c.clone()
+            }),
+            Some("the last commit is not for the last block".into())
+        );
+    }
+}

@@ -1481,3 +1481,135 @@ impl Engine {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: &str = "c";
+
+    fn keys() -> Vec<PrivateKey> {
+        (0..4u32).map(|i| PrivateKey::from_seed(&i.to_be_bytes())).collect()
+    }
+
+    fn signed_vote(k: &PrivateKey, round: u32, id: Option<BlockId>) -> Message {
+        let bytes = vote_sign_bytes(C, VoteType::Prevote, Height(1), Round(round), id);
+        Message::Vote(Vote {
+            vote_type: VoteType::Prevote,
+            height: Height(1),
+            round: Round(round),
+            block_id: id,
+            validator: k.address(),
+            signature: k.sign(&bytes),
+        })
+    }
+
+    /// What validator `me` of four prevotes in round 1 for a valid proposal of round 1 that
+    /// claims a polka in round 0, when `polka` of the others prevoted for it in round 0.
+    fn round_1_prevote_for_a_proposal_with_pol_round_0(polka: usize) -> Option<Option<BlockId>> {
+        let ks = keys();
+        let vs = ValidatorSet::new(ks.iter().map(|k| (k.public_key(), VotingPower(1))).collect()).unwrap();
+        let chain = ChainState::genesis(C, vs, Hash::default(), TimeMs(0));
+        let proposer = chain.proposer(Round(1));
+        let me = ks.iter().position(|k| k.address() != proposer).unwrap();
+        let others: Vec<&PrivateKey> = ks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != me)
+            .map(|(_, k)| k)
+            .collect();
+        let block: Block = BlockData {
+            header: chain.new_header(proposer, TimeMs(1), &[]),
+            txs: vec![],
+            last_commit: None,
+        }
+        .into();
+        let id = block.id();
+        let mut e = Engine::new(
+            EngineConfig::new(C, TimeoutConfig::default()),
+            Some(ks[me].clone()),
+            chain,
+            vec![],
+            Box::new(crate::traits::CachingVerifier::new()),
+        );
+        let mut out = e.handle(TimeMs(0), Input::Start).unwrap();
+        let send = |e: &mut Engine, from: &PrivateKey, msg: Message| {
+            let input = Input::Message {
+                from: from.address(),
+                msg,
+            };
+            e.handle(TimeMs(1), input).unwrap()
+        };
+        for k in &others[..polka] {
+            out.extend(send(&mut e, k, signed_vote(k, 0, Some(id))));
+        }
+        // Two of four in round 1 (f+1): skip to it.
+        for k in &others[..2] {
+            out.extend(send(&mut e, k, signed_vote(k, 1, None)));
+        }
+        assert_eq!(e.state().round, Round(1));
+        let key = ks.iter().find(|k| k.address() == proposer).unwrap();
+        let proposal = Proposal {
+            height: Height(1),
+            round: Round(1),
+            pol_round: Some(Round(0)),
+            signature: key.sign(&proposal_sign_bytes(C, Height(1), Round(1), Some(Round(0)), id)),
+            block,
+        };
+        out.extend(send(&mut e, key, Message::Proposal(Box::new(proposal))));
+        let validity = Input::BlockValidity {
+            height: Height(1),
+            block_id: id,
+            valid: true,
+        };
+        out.extend(e.handle(TimeMs(1), validity).unwrap());
+        out.iter().find_map(|o| match o {
+            Output::Broadcast(Message::Vote(v))
+                if v.vote_type == VoteType::Prevote && v.round == Round(1) && v.validator == ks[me].address() =>
+            {
+                Some(v.block_id)
+            }
+            _ => None,
+        })
+    }
+
+    /// L28: a proposal that names a POL round is prevoted when +2/3 prevoted it in that round,
+    /// and not on its word alone (the engine checks the polka, the state machine only `vr <
+    /// round`).
+    #[test]
+    fn l28_a_proposal_claiming_a_polka_is_prevoted_only_when_the_polka_is_there() {
+        let with_polka = round_1_prevote_for_a_proposal_with_pol_round_0(3);
+        assert!(matches!(with_polka, Some(Some(_))), "{with_polka:?}");
+        for polka in [0, 2] {
+            let got = round_1_prevote_for_a_proposal_with_pol_round_0(polka);
+            assert!(!matches!(got, Some(Some(_))), "{polka} of 4 is no polka: {got:?}");
+        }
+    }
+
+    #[test]
+    fn the_round_timeouts_grow_by_their_delta_each_round_and_the_others_do_not() {
+        let t = TimeoutConfig {
+            propose_ms: 3000,
+            propose_delta_ms: 500,
+            prevote_ms: 1000,
+            prevote_delta_ms: 300,
+            precommit_ms: 2000,
+            precommit_delta_ms: 700,
+            commit_ms: 900,
+            rebroadcast_ms: 1500,
+            sync_retry_ms: 400,
+        };
+        let at = |kind, round| t.duration_ms(kind, Round(round));
+        assert_eq!((at(TimeoutKind::Propose, 0), at(TimeoutKind::Propose, 2)), (3000, 4000));
+        assert_eq!((at(TimeoutKind::Prevote, 0), at(TimeoutKind::Prevote, 2)), (1000, 1600));
+        assert_eq!(
+            (at(TimeoutKind::Precommit, 0), at(TimeoutKind::Precommit, 2)),
+            (2000, 3400)
+        );
+        for round in [0, 2] {
+            assert_eq!(at(TimeoutKind::Commit, round), 900);
+            assert_eq!(at(TimeoutKind::Rebroadcast, round), 1500);
+            assert_eq!(at(TimeoutKind::StateSync, round), 400);
+        }
+    }
+}

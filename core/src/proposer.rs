@@ -172,6 +172,104 @@ mod tests {
         assert!((9..=11).contains(&count), "newcomer proposed {count} of 40");
     }
 
+    /// The priorities of `vs`'s members by address, for tests that name them by who they are.
+    fn by_address(vs: &ValidatorSet, s: &ProposerSchedule) -> Vec<(Address, i64)> {
+        vs.validators()
+            .iter()
+            .map(|v| v.address)
+            .zip(s.priorities().iter().copied())
+            .collect()
+    }
+
+    #[test]
+    fn ties_go_to_the_lowest_address_which_pays_the_total_power_back() {
+        let vs = set(&[1, 1, 1, 1]);
+        let mut s = ProposerSchedule::new(&vs);
+        assert_eq!(s.priorities(), &[0, 0, 0, 0]);
+        let lowest = vs.validators()[0].address;
+        assert_eq!(s.proposer(&vs, Round(0)), lowest);
+        s.advance(&vs);
+        assert_eq!(s.priorities(), &[-3, 1, 1, 1], "everyone gains 1, the proposer pays 4");
+        assert_eq!(s.proposer(&vs, Round(0)), vs.validators()[1].address);
+    }
+
+    #[test]
+    fn priorities_restored_from_a_snapshot_must_fit_the_set() {
+        let vs = set(&[1, 1, 1, 1]);
+        // Each priority within 4 x total power (16) of zero, one per member.
+        let restored = ProposerSchedule::from_priorities(&vs, vec![16, -16, 0, 0]).unwrap();
+        assert_eq!(restored.priorities(), &[16, -16, 0, 0]);
+        assert_eq!(restored.proposer(&vs, Round(0)), vs.validators()[0].address);
+        assert_eq!(ProposerSchedule::from_priorities(&vs, vec![17, -16, 0, 0]), None);
+        assert_eq!(ProposerSchedule::from_priorities(&vs, vec![0, -17, 0, 0]), None);
+        assert_eq!(
+            ProposerSchedule::from_priorities(&vs, vec![0, 0, 0]),
+            None,
+            "one too few"
+        );
+        assert_eq!(ProposerSchedule::from_priorities(&vs, vec![0; 5]), None, "one too many");
+    }
+
+    #[test]
+    fn a_newcomer_starts_at_minus_one_and_an_eighth_of_the_total_power_and_the_set_is_recentred() {
+        let old = set(&[8, 8, 8]);
+        let new = set(&[8, 8, 8, 8]);
+        let mut s = ProposerSchedule::new(&old);
+        s.advance_to(&old, &new);
+        // The step at the end of the height: everyone +8, the lowest address (the proposer)
+        // -24: [-16, 8, 8]. The newcomer: -(32 + 32 / 8) = -36. Their mean, -9, is taken off.
+        let proposer = old.validators()[0].address;
+        let want: Vec<(Address, i64)> = new
+            .validators()
+            .iter()
+            .map(|v| {
+                let p = match old.index_of(&v.address) {
+                    None => -36,
+                    Some(_) if v.address == proposer => -16,
+                    Some(_) => 8,
+                };
+                (v.address, p + 9)
+            })
+            .collect();
+        assert_eq!(by_address(&new, &s), want);
+    }
+
+    #[test]
+    fn priorities_spread_wider_than_twice_the_new_total_power_are_scaled_down() {
+        let old = set(&[10, 10, 10]);
+        // The old proposer and one other stay, with power 1 each: bound 2 x 2 = 4.
+        let kept: Vec<_> = old.validators()[..2]
+            .iter()
+            .map(|v| (v.pub_key, VotingPower(1)))
+            .collect();
+        let new = ValidatorSet::new(kept).unwrap();
+        let mut s = ProposerSchedule::new(&old);
+        s.advance_to(&old, &new);
+        // [-20, 10] centred is [-15, 15]: spread 30 > 4, divided by ceil(30 / 4) = 8.
+        assert_eq!(s.priorities(), &[-1, 1]);
+        // The same with power 4 each before: [-8, 4] centred is [-6, 6], divided by
+        // ceil(12 / 4) = 3 (a spread that is a multiple of the bound).
+        let old = set(&[4, 4, 4]);
+        let mut s = ProposerSchedule::new(&old);
+        s.advance_to(&old, &new);
+        assert_eq!(s.priorities(), &[-2, 2]);
+    }
+
+    #[test]
+    fn a_set_of_newcomers_only_starts_level() {
+        let old = set(&[1]);
+        let new = ValidatorSet::new(
+            [7u32, 8]
+                .iter()
+                .map(|i| (PrivateKey::from_seed(&i.to_be_bytes()).public_key(), VotingPower(1)))
+                .collect(),
+        )
+        .unwrap();
+        let mut s = ProposerSchedule::new(&old);
+        s.advance_to(&old, &new);
+        assert_eq!(s.priorities(), &[0, 0]);
+    }
+
     proptest! {
         /// Over `k * total` rounds each validator proposes `k * power` times, within one.
         #[test]

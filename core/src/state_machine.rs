@@ -478,6 +478,28 @@ mod tests {
         assert_eq!(a, vec![Action::Prevote { round: r(3), id: None }]);
     }
 
+    /// L28 needs `vr < round`: a proposal that claims a polka of its own round or a later
+    /// one is not a proof of lock, and the state machine leaves it alone even when the engine
+    /// raised it (the engine also filters it, so only this test notices a guard without it).
+    #[test]
+    fn l28_a_proposal_whose_valid_round_is_not_earlier_than_its_round_is_ignored() {
+        for vr in [r(3), r(4)] {
+            let mut s = st(3, Step::Propose);
+            let before = s.clone();
+            let a = apply(
+                &mut s,
+                Event::ProposalAndPolkaPrevious {
+                    round: r(3),
+                    id: V,
+                    valid: true,
+                    vr,
+                },
+            );
+            assert_eq!(a, vec![], "vr {vr:?} in round 3");
+            assert_eq!(s, before);
+        }
+    }
+
     #[test]
     fn l34_polka_any_schedules_timeout_prevote() {
         let mut s = st(0, Step::Prevote);

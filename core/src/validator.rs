@@ -214,6 +214,18 @@ mod tests {
     }
 
     #[test]
+    fn sets_are_equal_when_their_members_and_powers_are_whatever_the_order_given() {
+        let a = ValidatorSet::new(vec![(pk(1), VotingPower(1)), (pk(2), VotingPower(2))]).unwrap();
+        let b = ValidatorSet::new(vec![(pk(2), VotingPower(2)), (pk(1), VotingPower(1))]).unwrap();
+        assert_eq!(a, b);
+        let other_power = ValidatorSet::new(vec![(pk(1), VotingPower(1)), (pk(2), VotingPower(3))]).unwrap();
+        assert_ne!(a, other_power);
+        let other_member = ValidatorSet::new(vec![(pk(1), VotingPower(1)), (pk(3), VotingPower(2))]).unwrap();
+        assert_ne!(a, other_member);
+        assert!(!a.is_empty() && a.len() == 2, "a set that exists has members");
+    }
+
+    #[test]
     fn updates_add_change_and_remove() {
         let vs = ValidatorSet::new(vec![(pk(1), VotingPower(1)), (pk(2), VotingPower(1))]).unwrap();
         let vs2 = vs

@@ -247,7 +247,7 @@ pub fn verify_evidence(
 mod tests {
     use super::*;
     use crate::crypto::{vote_sign_bytes, PrivateKey};
-    use crate::types::{Hash, Height};
+    use crate::types::{Address, Hash, Height};
     use proptest::prelude::*;
 
     fn keys(n: u32) -> Vec<PrivateKey> {
@@ -329,6 +329,105 @@ mod tests {
             1,
             "second vote not counted"
         );
+    }
+
+    #[test]
+    fn the_quorum_value_is_the_value_with_more_than_two_thirds_of_the_power() {
+        let ks = keys(4);
+        let vs = ValidatorSet::new(ks.iter().map(|k| (k.public_key(), VotingPower(1))).collect()).unwrap();
+        let add = |vk: &mut VoteKeeper, k: &PrivateKey, v: Option<u8>| {
+            let vote = vote(k, VoteType::Prevote, 0, v);
+            let i = vs.index_of(&vote.validator).unwrap();
+            vk.add(vote, i, vs.get(i).power);
+        };
+        let quorum = |vk: &VoteKeeper| vk.tally(Round(0), VoteType::Prevote).unwrap().quorum_value(&vs);
+        let mut vk = VoteKeeper::new(Counting::ByPower);
+        add(&mut vk, &ks[0], Some(7));
+        add(&mut vk, &ks[1], Some(7));
+        add(&mut vk, &ks[2], None);
+        assert_eq!(quorum(&vk), None, "2 of 4 for a value and 1 for nil is no quorum");
+        add(&mut vk, &ks[3], Some(7));
+        assert_eq!(quorum(&vk), Some(Some(Hash([7; 32]))));
+
+        let mut nil = VoteKeeper::new(Counting::ByPower);
+        for k in &ks[..3] {
+            add(&mut nil, k, None);
+        }
+        assert_eq!(quorum(&nil), Some(None), "a quorum for nil is not one for a value");
+    }
+
+    #[test]
+    fn votes_lists_every_counted_vote_by_validator_index_and_votes_for_only_those_for_the_value() {
+        let ks = keys(3);
+        let mut vk = VoteKeeper::new(Counting::ByPower);
+        // Added in reverse index order, so that the listing's order is the index's, not
+        // arrival's; the first to arrive also equivocates (its second value is counted).
+        for (i, v) in [(2, Some(1)), (2, None), (1, Some(1)), (0, Some(2))] {
+            vk.add(
+                vote(&ks[i], VoteType::Precommit, 0, v),
+                ValidatorIndex(i as u16),
+                VotingPower(1),
+            );
+        }
+        let tally = vk.tally(Round(0), VoteType::Precommit).unwrap();
+        let listed: Vec<(Address, Option<BlockId>)> = tally.votes().map(|v| (v.validator, v.block_id)).collect();
+        let one = Some(Hash([1; 32]));
+        let two = Some(Hash([2; 32]));
+        let who = |i: usize| ks[i].address();
+        assert_eq!(
+            listed,
+            vec![(who(0), two), (who(1), one), (who(2), one), (who(2), None)]
+        );
+        let for_one: Vec<Address> = tally.votes_for(one).map(|v| v.validator).collect();
+        assert_eq!(for_one, vec![who(1), who(2)]);
+        let for_nil: Vec<Address> = tally.votes_for(None).map(|v| v.validator).collect();
+        assert_eq!(for_nil, vec![who(2)]);
+        assert_eq!(tally.votes_for(Some(Hash([3; 32]))).count(), 0);
+    }
+
+    #[test]
+    fn heard_power_counts_each_validator_of_a_round_once_whatever_it_sent() {
+        let ks = keys(3);
+        let power = [1, 2, 4];
+        let add = |vk: &mut VoteKeeper, i: usize, t: VoteType, r: u32, v: Option<u8>| {
+            vk.add(vote(&ks[i], t, r, v), ValidatorIndex(i as u16), VotingPower(power[i]));
+        };
+        let mut vk = VoteKeeper::new(Counting::ByPower);
+        assert_eq!(vk.heard_power(Round(0)), 0, "no vote, nobody heard");
+        add(&mut vk, 1, VoteType::Prevote, 0, Some(1));
+        assert_eq!(vk.heard_power(Round(0)), 2);
+        add(&mut vk, 1, VoteType::Precommit, 0, Some(1));
+        assert_eq!(vk.heard_power(Round(0)), 2, "a prevote and a precommit: heard once");
+        // Validator 0's prevote slot exists (validator 1's vote made it) but is empty.
+        add(&mut vk, 0, VoteType::Precommit, 0, None);
+        assert_eq!(vk.heard_power(Round(0)), 3, "a precommit alone is heard");
+        add(&mut vk, 0, VoteType::Prevote, 0, None);
+        add(&mut vk, 0, VoteType::Prevote, 0, Some(2));
+        assert_eq!(
+            vk.heard_power(Round(0)),
+            3,
+            "neither a later prevote nor a conflicting one adds"
+        );
+        add(&mut vk, 2, VoteType::Prevote, 0, Some(1));
+        assert_eq!(vk.heard_power(Round(0)), 7);
+        add(&mut vk, 2, VoteType::Prevote, 1, Some(1));
+        assert_eq!(vk.heard_power(Round(1)), 4, "rounds are counted apart");
+        assert_eq!(vk.heard_power(Round(2)), 0);
+    }
+
+    #[test]
+    fn rounds_lists_the_rounds_with_votes_in_ascending_order() {
+        let ks = keys(1);
+        let mut vk = VoteKeeper::new(Counting::ByPower);
+        assert_eq!(vk.rounds().count(), 0);
+        for r in [3, 1, 3, 5] {
+            vk.add(
+                vote(&ks[0], VoteType::Prevote, r, None),
+                ValidatorIndex(0),
+                VotingPower(1),
+            );
+        }
+        assert_eq!(vk.rounds().collect::<Vec<_>>(), vec![Round(1), Round(3), Round(5)]);
     }
 
     proptest! {
