@@ -1360,6 +1360,23 @@ fn observer_config(root: &Path, name: &str, port: u16, seeds: &[u16]) -> String 
     cfg
 }
 
+/// `tendr join` of a new node (number `i`) that state-syncs from the block it trusts:
+/// `height` and `hash` as an operator reads them from a node's status.
+fn join_trusting(s: &mut Scratch, i: usize, cfg: &str, genesis: &str, height: &str, hash: &str) {
+    let args = [
+        "join",
+        "--config",
+        cfg,
+        "--genesis",
+        genesis,
+        "--trust-height",
+        height,
+        "--trust-hash",
+        hash,
+    ];
+    spawn(s, i, &args);
+}
+
 fn with_fields(cfg: &str, fields: &str) {
     let text = std::fs::read_to_string(cfg).unwrap();
     let end = text.rfind('}').expect("a JSON object");
@@ -1421,18 +1438,7 @@ fn a_new_node_state_syncs_past_pruned_blocks() {
         let cfg4 = observer_config(&s.dir, "node4", p4, &[port]);
         let genesis = out.join("node1/genesis.json").to_string_lossy().into_owned();
         let (h, id) = (early.latest_height.to_string(), early.latest_block_id.clone().unwrap());
-        let args = [
-            "join",
-            "--config",
-            &cfg4,
-            "--genesis",
-            &genesis,
-            "--trust-height",
-            &h,
-            "--trust-hash",
-            &id,
-        ];
-        spawn(&mut s, 4, &args);
+        join_trusting(&mut s, 4, &cfg4, &genesis, &h, &id);
         let told = wait_for(&s, "the advice to trust a newer block", 30, || {
             status(p4).filter(|st| {
                 st.sync
@@ -1454,21 +1460,7 @@ fn a_new_node_state_syncs_past_pruned_blocks() {
     let right = st.latest_block_id.clone().expect("a block id");
     let wrong = format!("{}{}", if right.starts_with('0') { "1" } else { "0" }, &right[1..]);
     let trust_height = st.latest_height.to_string();
-    spawn(
-        &mut s,
-        2,
-        &[
-            "join",
-            "--config",
-            &cfg2,
-            "--genesis",
-            &genesis,
-            "--trust-height",
-            &trust_height,
-            "--trust-hash",
-            &wrong,
-        ],
-    );
+    join_trusting(&mut s, 2, &cfg2, &genesis, &trust_height, &wrong);
     wait_for(&s, "the lying trust hash tried", 30, || {
         status(port2)
             .filter(|st| st.sync.state_sync.as_deref().is_some_and(|x| x.contains("looking")) && !st.peers.is_empty())
@@ -1487,21 +1479,7 @@ fn a_new_node_state_syncs_past_pruned_blocks() {
     let st = status(port).unwrap();
     let trust_height = st.latest_height.to_string();
     let right = st.latest_block_id.clone().expect("a block id");
-    spawn(
-        &mut s,
-        3,
-        &[
-            "join",
-            "--config",
-            &cfg3,
-            "--genesis",
-            &genesis,
-            "--trust-height",
-            &trust_height,
-            "--trust-hash",
-            &right,
-        ],
-    );
+    join_trusting(&mut s, 3, &cfg3, &genesis, &trust_height, &right);
     let port2 = port3;
     let cfg2 = cfg3;
     let synced = wait_for(&s, "state sync", 60, || {

@@ -72,7 +72,7 @@ pub struct NetConfig {
     pub link_shaping: Option<shaping::LinkShaping>,
     /// The proof that this node runs for a validator ([`wire::ValidatorProof::sign`] with its
     /// key), shown in the hello so that peers do not relay its own votes and proposals back
-    /// towards it; `None` for observers, or when the node key is the validator key.
+    /// towards it; `None` for observers.
     pub validator_proof: Option<wire::ValidatorProof>,
 }
 

@@ -777,7 +777,6 @@ pub async fn run(setup: NodeSetup, app: &impl AppFactory) -> CliResult<()> {
         validator_proof: setup
             .validator_key
             .as_ref()
-            .filter(|k| k.address() != setup.node_key.address())
             .map(|k| tendr_net::wire::ValidatorProof::sign(k, &chain_id, &setup.node_key.public_key())),
     })
     .await

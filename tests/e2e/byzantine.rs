@@ -189,21 +189,7 @@ fn a_peer_serving_forged_blocks_is_dropped_and_nothing_forged_is_applied() {
     // Discovery waits a retry time after the first offer: long enough for both peers' offers.
     with_fields(&cfg, r#""timeouts": {"sync_retry_ms": 2000}"#);
     let genesis = out.join("node1/genesis.json").to_string_lossy().into_owned();
-    spawn(
-        &mut s,
-        5,
-        &[
-            "join",
-            "--config",
-            &cfg,
-            "--genesis",
-            &genesis,
-            "--trust-height",
-            &trust_height,
-            "--trust-hash",
-            &trust_hash,
-        ],
-    );
+    join_trusting(&mut s, 5, &cfg, &genesis, &trust_height, &trust_hash);
     let synced = wait_for(&s, "state sync", 90, || {
         status(port).filter(|st| st.sync.state_sync.as_deref().is_some_and(|x| x.starts_with("restored")))
     });

@@ -133,7 +133,7 @@ pub async fn start(spec: Spec, on_event: Option<OnEvent>) -> TestNode {
         validator_proof: spec
             .validator_key
             .as_ref()
-            .filter(|k| spec.prove_validator && k.address() != spec.node_key.address())
+            .filter(|_| spec.prove_validator)
             .map(|k| tendr_net::wire::ValidatorProof::sign(k, &spec.genesis.chain_id, &spec.node_key.public_key())),
     };
     let (transport, incoming) = start_transport(cfg, spec.limits).await;
